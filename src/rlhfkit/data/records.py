@@ -1,0 +1,111 @@
+"""Typed records every dataset format is normalised into.
+
+A prompt is a conversation: a tuple of `Message`s ending with a user turn. A preference
+record adds the preferred and the other response (assistant text). Every record remembers
+where it came from (`Source`: file and line) so later errors can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+PREFERENCE_FORMATS = ("rlhf_text", "rlhf_chat", "trl", "trl_implicit", "hh")
+PROMPT_FORMATS = ("rlhf_text", "rlhf_chat", "trl", "openai_rft")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a row came from: `file:line` (1-based line of the row's first character)."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+@dataclass
+class PromptRecord:
+    """A prompt row.
+
+    Attributes:
+        messages: the conversation so far; the last message is a user turn.
+        source: file and line of the row.
+        extra: every other field of the input row, kept for graders (`{{item.FIELD}}`).
+        chat: False when the prompt was plain text (`input_text`, a TRL string prompt),
+            True when it came as a conversation.
+    """
+
+    messages: tuple[Message, ...]
+    source: Source
+    extra: dict[str, Any] = field(default_factory=dict)
+    chat: bool = False
+
+    @property
+    def text(self) -> str:
+        """The prompt as plain text (the content of its single turn, or the turns joined)."""
+        return messages_to_text(self.messages)
+
+
+@dataclass
+class PreferenceRecord:
+    """A preference row: the prompt, the preferred and the other response.
+
+    Attributes:
+        messages: the prompt conversation; the last message is a user turn.
+        chosen: the preferred assistant response.
+        rejected: the other assistant response.
+        choice: index of the preferred answer in the original row (rlhf_pipeline's
+            `candidate_{choice}`); 0 for formats that have no candidate order.
+        margin: optional per-row margin for the Bradley-Terry loss.
+        source: file and line of the row.
+        extra: every other field of the input row.
+        chat: whether the prompt came as a conversation.
+    """
+
+    messages: tuple[Message, ...]
+    chosen: str
+    rejected: str
+    source: Source
+    choice: int = 0
+    margin: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    chat: bool = False
+
+    @property
+    def text(self) -> str:
+        return messages_to_text(self.messages)
+
+    @property
+    def candidates(self) -> tuple[str, str]:
+        """(candidate_0, candidate_1) in the original order."""
+        if self.choice == 0:
+            return self.chosen, self.rejected
+        return self.rejected, self.chosen
+
+    def prompt_record(self) -> PromptRecord:
+        return PromptRecord(self.messages, self.source, dict(self.extra), self.chat)
+
+
+def messages_to_text(messages: tuple[Message, ...]) -> str:
+    """Plain-text rendering used when no chat template applies.
+
+    A single user turn is its content; a conversation is `User:` / `Assistant:` turns
+    ending with an open `Assistant:` line.
+    """
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    turns = [f"{names[m.role]}: {m.content}" for m in messages]
+    return "\n\n".join([*turns, "Assistant:"])
