@@ -1,0 +1,252 @@
+"""The `rlhfkit` command line.
+
+Every stage command takes `--config FILE.yaml` and `key=value` overrides whose keys are
+the parameter names of that stage's config dataclass. A user mistake (bad data, bad
+config, a missing model) prints a readable message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from rlhfkit import __version__
+from rlhfkit.errors import RlhfkitError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    _quiet_libraries(args.verbose)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except RlhfkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhfkit",
+        description="Align language models with human preferences on your own machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlhfkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_data_commands(commands)
+    _add_model_commands(commands)
+    _add_reward_commands(commands)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE.yaml` and trailing `key=value` overrides, for every stage command."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of parameters")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="parameters, overriding --config"
+    )
+
+
+# ---------------------------------------------------------------- data
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="inspect and convert datasets")
+    sub = data.add_subparsers(title="data commands", metavar="COMMAND")
+    data.set_defaults(handler=lambda _args: data.print_help() or 2)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="statistics of a preference or prompt dataset",
+        description="Detect the format, validate every row and report statistics.",
+    )
+    inspect.add_argument("path", help="a .jsonl, .jsonl.gz or .json file, a folder or a glob")
+    inspect.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
+    inspect.add_argument("--model", help="tokenizer to count tokens with (large_model_reference)")
+    inspect.add_argument("--plot", metavar="DIR", help="write PNG histograms of token lengths")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_arguments(inspect)
+    inspect.set_defaults(handler=_data_inspect)
+
+    convert = sub.add_parser(
+        "convert",
+        help="write a dataset in another format",
+        description="Convert a dataset to the rlhf_pipeline (rlhf) or TRL (trl) format.",
+    )
+    convert.add_argument("src", help="input dataset (any supported format)")
+    convert.add_argument("dst", help="output .jsonl or .jsonl.gz")
+    convert.add_argument("--to", required=True, choices=("rlhf", "trl"))
+    convert.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
+    convert.set_defaults(handler=_data_convert)
+
+
+def _data_inspect(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.data.config import DataConfig
+    from rlhfkit.data.formats import load_dataset
+    from rlhfkit.data.inspect import inspect_dataset, write_plots
+    from rlhfkit.data.render import print_inspect_report
+    from rlhfkit.models import load_tokenizer
+
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"large_model_reference={args.model}")
+    config = load_config(DataConfig, args.config, overrides)
+    dataset = load_dataset(args.path, kind=args.kind)
+    tokenizer = load_tokenizer(config.large_model_reference)
+    report = inspect_dataset(dataset, tokenizer, config)
+    if args.plot:
+        report["plots"] = [str(p) for p in write_plots(report, args.plot)]
+    report.pop("_token_lengths")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print_inspect_report(report)
+    return 0
+
+
+def _data_convert(args: argparse.Namespace) -> int:
+    from rlhfkit.data.convert import convert_file
+
+    count = convert_file(args.src, args.dst, to=args.to, kind=args.kind)
+    print(f"wrote {count} rows in {args.to} format to {args.dst}")
+    return 0
+
+
+# ---------------------------------------------------------------- models
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser("model", help="load and try a model")
+    sub = model.add_subparsers(title="model commands", metavar="COMMAND")
+    model.set_defaults(handler=lambda _args: model.print_help() or 2)
+    check = sub.add_parser(
+        "check",
+        help="load a model and answer one chat prompt",
+        description="Resolve a model reference (converting the bundled model on first use), "
+        "print what was loaded and answer a prompt greedily.",
+    )
+    check.add_argument("reference", nargs="?", default=None, help="default: the bundled model")
+    check.add_argument("--prompt", default="In one sentence, what is a reward model?")
+    check.add_argument("--max-new-tokens", type=int, default=48)
+    check.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
+    check.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    check.set_defaults(handler=_model_check)
+
+
+def _model_check(args: argparse.Namespace) -> int:
+    import time
+
+    from rlhfkit.data.prompts import PromptEncoder
+    from rlhfkit.data.records import Message
+    from rlhfkit.models import DEFAULT_MODEL, load_model, load_tokenizer
+    from rlhfkit.models.generate import generate_text
+
+    reference = args.reference or DEFAULT_MODEL
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(reference)
+    model = load_model(reference, dtype=args.dtype, device=args.device)
+    loaded = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model:   {reference} ({model.config.model_type}, {params / 1e6:.1f}M parameters)")
+    print(f"device:  {model.device}, dtype {model.dtype}, loaded in {loaded:.1f}s")
+    encoder = PromptEncoder(tokenizer, prompt_sequence_length=512)
+    prompt = encoder.encode_prompt((Message("user", args.prompt),)).ids
+    start = time.perf_counter()
+    (answer,) = generate_text(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens)
+    print(f"prompt:  {args.prompt}")
+    print(f"answer:  {answer}")
+    print(f"time:    {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+# ---------------------------------------------------------------- reward model
+
+
+def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train-reward",
+        help="train a Bradley-Terry reward model on a preference dataset",
+        description="Train a reward model (LoRA adapter and scalar head, or full "
+        "fine-tuning) on preference pairs. Parameters: see the README's config reference.",
+    )
+    add_config_arguments(train)
+    train.set_defaults(handler=_train_reward)
+
+    score = commands.add_parser(
+        "score",
+        help="score responses with a trained reward model",
+        description="Write a reward per response. For a preference file both candidates "
+        "are scored and the pairwise accuracy is printed.",
+    )
+    score.add_argument("--reward-model", required=True, metavar="DIR")
+    score.add_argument("--data", required=True, metavar="FILE")
+    score.add_argument("--out", metavar="FILE.jsonl", help="where to write the rewards")
+    score.add_argument(
+        "--response-field", default="prediction", help="response column of a prompt file"
+    )
+    score.set_defaults(handler=_score)
+
+
+def _train_reward(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.train.reward import RewardConfig, train_reward_model
+
+    config = load_config(RewardConfig, args.config, args.overrides)
+    result = train_reward_model(config)
+    print(
+        f"reward model: {result.reward_model_dir}\n"
+        f"held-out accuracy {result.eval_accuracy:.3f} on {result.eval_pairs} pairs "
+        f"(prefer-longer rule: {result.longer_baseline_accuracy:.3f}), "
+        f"rank loss {result.eval_rank_loss:.4f}\n"
+        f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
+    )
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from rlhfkit.eval.score import score_file, write_scores
+
+    result = score_file(args.reward_model, args.data, args.response_field)
+    if args.out:
+        write_scores(result, args.out)
+        print(f"wrote {len(result.rows)} scored rows to {args.out}")
+    else:
+        for row in result.rows:
+            print(json.dumps(row, ensure_ascii=False))
+    if result.pairwise_accuracy is not None:
+        print(f"pairwise accuracy: {result.pairwise_accuracy:.3f} on {len(result.rows)} pairs",
+              file=sys.stderr if not args.out else sys.stdout)
+    return 0
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    if verbose:
+        return
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="transformers")
+    for name in ("transformers", "huggingface_hub", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Parameters shared by every stage that reads data (names as in rlhf_pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlhfkit.config import check, param
+from rlhfkit.models import DEFAULT_MODEL
+
+
+@dataclass
+class DataConfig:
+    """How prompts and responses are turned into tokens."""
+
+    large_model_reference: str = param(
+        DEFAULT_MODEL,
+        "Base model: smollm2-135m-instruct (bundled), tiny-random-llama, a local Hugging Face "
+        "folder, a hub id, or llama-2-7b / llama-2-7b-chat / llama-2-13b / llama-2-13b-chat.",
+    )
+    instruction: str | None = param(
+        None, "Text prepended (with a blank line) to the last user turn of every prompt."
+    )
+    prompt_sequence_length: int = param(
+        512, "Maximum prompt length in tokens; longer prompts are cut inside their longest turn."
+    )
+    target_sequence_length: int = param(
+        64, "Maximum response length in tokens (end-of-sequence token included)."
+    )
+    use_chat_template: bool = param(
+        True, "Apply the model's chat template to prompts when the tokenizer has one."
+    )
+
+    def validate(self) -> None:
+        check(
+            self.prompt_sequence_length >= 8,
+            "prompt_sequence_length",
+            self.prompt_sequence_length,
+            "must be at least 8 tokens",
+        )
+        check(
+            self.target_sequence_length >= 1,
+            "target_sequence_length",
+            self.target_sequence_length,
+            "must be at least 1 token",
+        )

@@ -1,0 +1,72 @@
+"""Readable terminal output of `rlhfkit data inspect`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+PREVIEW_CHARS = 300
+
+
+def _preview(text: str) -> str:
+    """One line of model or user text, shortened and escaped (brackets are not markup)."""
+    text = " ".join(text.split())
+    text = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return escape(text)
+
+
+def print_inspect_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    console.print(f"[bold]{escape(report['path'])}[/bold]")
+    console.print(
+        f"kind: {report['kind']}   format: {report['format']}   rows: {report['rows']}   "
+        f"tokenizer: {report['tokenizer']} (chat template: {'on' if report['chat_template'] else 'off'})"
+    )
+    if "choice_balance" in report:
+        balance = report["choice_balance"]
+        console.print(
+            f"choice balance: candidate_0 preferred {balance['0']}, candidate_1 preferred "
+            f"{balance['1']}   chosen longer than rejected: "
+            f"{report['chosen_longer_fraction']:.1%}   rows with margin: {report['with_margin']}"
+        )
+    table = Table(title="lengths (min / median / p95 / max)")
+    table.add_column("field")
+    table.add_column("characters", justify="right")
+    table.add_column("tokens", justify="right")
+    for name, chars in report["length_chars"].items():
+        toks = report["length_tokens"][name]
+        table.add_row(name, _four(chars), _four(toks))
+    console.print(table)
+    cut = report["truncated"]
+    console.print(
+        f"truncation: {cut['prompts']} prompts over prompt_sequence_length="
+        f"{cut['prompt_sequence_length']}, {cut['responses']} responses over "
+        f"target_sequence_length={cut['target_sequence_length']} ({cut['rows']} rows affected)"
+    )
+    dup = report["duplicates"]
+    line = f"duplicates: {dup['prompts']} repeated prompts"
+    if "pairs" in dup:
+        line += f", {dup['pairs']} repeated pairs"
+    console.print(line)
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for example in report["examples"]:
+        console.rule(f"example {example['source']}")
+        for turn in example["prompt"]:
+            console.print(f"[cyan]{turn['role']}:[/cyan] {_preview(turn['content'])}")
+        if "chosen" in example:
+            console.print(f"[green]chosen:[/green] {_preview(example['chosen'])}")
+            console.print(f"[red]rejected:[/red] {_preview(example['rejected'])}")
+        if example.get("extra"):
+            console.print(f"[dim]extra fields: {escape(', '.join(example['extra']))}[/dim]")
+    for path in report.get("plots", []):
+        console.print(f"plot: {escape(path)}")
+
+
+def _four(stats: dict[str, Any]) -> str:
+    median = stats["median"]
+    median = int(median) if float(median).is_integer() else median
+    return f"{stats['min']} / {median} / {stats['p95']} / {stats['max']}"

@@ -1,0 +1,1 @@
+"""Evaluation: scoring with reward models, bulk inference, side-by-side comparison."""

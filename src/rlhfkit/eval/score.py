@@ -1,0 +1,98 @@
+"""`rlhfkit score`: a reward per response with a trained reward model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.data.formats import load_dataset
+from rlhfkit.data.prompts import PromptEncoder
+from rlhfkit.data.records import PreferenceRecord
+from rlhfkit.errors import DatasetError
+from rlhfkit.fileio import atomic_write_jsonl
+from rlhfkit.models.loading import load_tokenizer, resolve_dtype
+from rlhfkit.models.reward import RewardModel, ResponseBatch, load_reward_model
+
+
+@dataclass
+class ScoreResult:
+    rows: list[dict[str, Any]]
+    pairwise_accuracy: float | None
+
+
+def encoder_for(model: RewardModel, tokenizer) -> PromptEncoder:
+    """A prompt encoder with the instruction and lengths the reward model was trained with."""
+    spec = model.spec
+    return PromptEncoder(
+        tokenizer,
+        instruction=spec.instruction,
+        prompt_sequence_length=spec.prompt_sequence_length,
+        target_sequence_length=spec.target_sequence_length,
+        use_chat_template=spec.use_chat_template,
+    )
+
+
+@torch.no_grad()
+def score_texts(
+    model: RewardModel,
+    encoder: PromptEncoder,
+    prompts: list[tuple],
+    responses: list[list[str]],
+    batch_size: int = 16,
+) -> list[list[float]]:
+    """Rewards of k responses per prompt. `prompts` are message tuples; returns (B, k) lists."""
+    autocast = model.device.type == "cuda" or resolve_dtype("auto", model.device) == torch.bfloat16
+    pad_id = encoder.tokenizer.pad_token_id
+    out: list[list[float]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk_prompts = prompts[start : start + batch_size]
+        chunk_responses = responses[start : start + batch_size]
+        prompt_ids = [encoder.encode_prompt(p).ids for p in chunk_prompts]
+        response_ids = [encoder.encode_response(r).ids for group in chunk_responses for r in group]
+        batch = ResponseBatch.build(prompt_ids, response_ids, pad_id).to(model.device)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast):
+            rewards = model(batch).float().cpu().view(len(chunk_prompts), -1)
+        out.extend(rewards.tolist())
+    return out
+
+
+def score_file(
+    reward_model: str | Path, data: str | Path, response_field: str = "prediction"
+) -> ScoreResult:
+    """Score a preference file (both candidates) or a prompt file with a response column."""
+    model = load_reward_model(reward_model)
+    tokenizer = load_tokenizer(model.spec.base_model)
+    encoder = encoder_for(model, tokenizer)
+    dataset = load_dataset(data)
+    records = dataset.records
+    if dataset.kind == "preference":
+        groups = [list(r.candidates) for r in records]
+    else:
+        missing = [str(r.source) for r in records if not isinstance(r.extra.get(response_field), str)]
+        if missing:
+            raise DatasetError(
+                f"{data}: {len(missing)} prompt row(s) have no string field {response_field!r} "
+                "to score; add it or pass --response-field NAME",
+                [f"{where}: field {response_field!r} missing or not a string" for where in missing],
+            )
+        groups = [[r.extra[response_field]] for r in records]
+    rewards = score_texts(model, encoder, [r.messages for r in records], groups)
+    rows, correct = [], 0
+    for record, group, reward in zip(records, groups, rewards, strict=True):
+        row: dict[str, Any] = {"source": str(record.source), "prompt": record.text}
+        if isinstance(record, PreferenceRecord):
+            row.update(candidate_0=group[0], candidate_1=group[1], choice=record.choice,
+                       reward_0=reward[0], reward_1=reward[1])
+            correct += int((reward[0] > reward[1]) == (record.choice == 0))
+        else:
+            row.update(response=group[0], reward=reward[0])
+        rows.append(row)
+    accuracy = correct / len(rows) if dataset.kind == "preference" else None
+    return ScoreResult(rows, accuracy)
+
+
+def write_scores(result: ScoreResult, out: str | Path) -> None:
+    atomic_write_jsonl(out, result.rows)

@@ -1,0 +1,49 @@
+"""Batched text generation from token-id prompts (left padding, KV cache)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token-id lists into a batch.
+
+    Returns:
+        input_ids and attention_mask. Shape: (B, P) each, P the longest prompt.
+    """
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_text(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+) -> list[str]:
+    """Generate one answer per prompt; returns the decoded answers (special tokens removed)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids, attention_mask = left_pad(prompts, pad_id)
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
+    out = model.generate(
+        input_ids=input_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=pad_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    answers = out[:, input_ids.shape[1] :]  # (B, A)
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in answers]

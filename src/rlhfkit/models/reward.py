@@ -1,0 +1,249 @@
+"""Reward model: a language-model trunk (LoRA or fully trainable) and a scalar head.
+
+The head reads the final hidden state of the last non-padding token of each response.
+Responses that share a prompt are scored with the prompt computed once: the prompt goes
+through the trunk, its key/value cache is repeated for each response, and the responses
+are run on top of it (gradients flow through the cache). For long prompts and short
+answers this halves the work of scoring a preference pair.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlhfkit.errors import ModelLoadError
+from rlhfkit.fileio import atomic_path
+from rlhfkit.models.generate import left_pad
+
+REWARD_CONFIG_FILE = "rlhfkit_reward.json"
+HEAD_FILE = "head.safetensors"
+
+
+@dataclass
+class RewardModelSpec:
+    """What is needed to rebuild a saved reward model (written as rlhfkit_reward.json)."""
+
+    base_model: str
+    full_finetune: bool = False
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    instruction: str | None = None
+    prompt_sequence_length: int = 512
+    target_sequence_length: int = 64
+    use_chat_template: bool = True
+
+
+@dataclass
+class ResponseBatch:
+    """Prompts and the responses to score against them (k responses per prompt).
+
+    Attributes:
+        prompt_ids: left-padded prompts. Shape: (B, P)
+        prompt_mask: 1 on prompt tokens. Shape: (B, P)
+        response_ids: right-padded responses, the k answers of prompt b at rows
+            b*k .. b*k+k-1. Shape: (B*k, A)
+        response_mask: 1 on response tokens. Shape: (B*k, A)
+        per_prompt: k, the number of responses per prompt.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    per_prompt: int
+
+    @classmethod
+    def build(cls, prompts: list[list[int]], responses: list[list[int]], pad_id: int):
+        """Pad token lists into a batch; `responses` holds k answers per prompt, in order."""
+        per_prompt = len(responses) // len(prompts)
+        if per_prompt * len(prompts) != len(responses) or per_prompt < 1:
+            raise ValueError("responses must hold the same number of answers for every prompt")
+        prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+        width = max(len(r) for r in responses)
+        response_ids = torch.full((len(responses), width), pad_id, dtype=torch.long)
+        response_mask = torch.zeros((len(responses), width), dtype=torch.long)
+        for row, ids in enumerate(responses):
+            response_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            response_mask[row, : len(ids)] = 1
+        return cls(prompt_ids, prompt_mask, response_ids, response_mask, per_prompt)
+
+    def to(self, device: torch.device) -> ResponseBatch:
+        return ResponseBatch(
+            self.prompt_ids.to(device),
+            self.prompt_mask.to(device),
+            self.response_ids.to(device),
+            self.response_mask.to(device),
+            self.per_prompt,
+        )
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) tokens the trunk processes."""
+        return int(self.prompt_mask.sum() + self.response_mask.sum())
+
+
+class RewardModel(nn.Module):
+    """Scalar reward for (prompt, response) pairs.
+
+    Args:
+        backbone: a causal language model, possibly wrapped by peft (LoRA).
+        head: linear layer from the hidden size to 1 output.
+        spec: how the model was built, for saving.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear, spec: RewardModelSpec):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.spec = spec
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The decoder stack (no language-model head) that produces hidden states."""
+        base = self.backbone
+        if hasattr(base, "get_base_model"):
+            base = base.get_base_model()
+        return getattr(base, base.base_model_prefix)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, batch: ResponseBatch) -> torch.Tensor:
+        """Rewards of every response, prompt computed once per prompt.
+
+        Returns:
+            rewards in fp32. Shape: (B*k,)
+        """
+        trunk = self.trunk
+        k = batch.per_prompt
+        prompt_pos = (batch.prompt_mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
+        prompt_out = trunk(
+            input_ids=batch.prompt_ids,
+            attention_mask=batch.prompt_mask,
+            position_ids=prompt_pos,
+            use_cache=True,
+        )
+        cache = prompt_out.cache
+        if k > 1:
+            cache.batch_repeat_interleave(k)
+        prompt_len = batch.prompt_mask.sum(1).repeat_interleave(k)  # (B*k,)
+        width = batch.response_ids.shape[1]
+        response_pos = prompt_len[:, None] + torch.arange(width, device=prompt_len.device)
+        mask = torch.cat([batch.prompt_mask.repeat_interleave(k, 0), batch.response_mask], 1)
+        hidden = trunk(
+            input_ids=batch.response_ids,
+            attention_mask=mask,
+            position_ids=response_pos,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state  # (B*k, A, H)
+        last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
+        final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
+        return self.head(final.float()).squeeze(-1)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save(self, folder: str | Path) -> None:
+        """Write the adapter (or full weights), the head and the spec atomically."""
+        from safetensors.torch import save_file
+
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            if self.spec.full_finetune:
+                self.backbone.save_pretrained(tmp / "model")
+            else:
+                self.backbone.save_pretrained(tmp / "adapter")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            save_file(state, tmp / HEAD_FILE)
+            (tmp / REWARD_CONFIG_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+
+
+def build_reward_model(
+    spec: RewardModelSpec,
+    dtype: str = "auto",
+    device: str = "auto",
+    head_std: float = 0.0,
+    seed: int = 0,
+) -> RewardModel:
+    """A fresh reward model: the base model, a LoRA adapter (or full weights) and a head.
+
+    Args:
+        spec: base model, LoRA settings and prompt encoding.
+        dtype: weights of the frozen base (`auto`, `bf16`, `fp32`); full fine-tuning keeps
+            fp32 master weights and trains under bf16 autocast instead.
+        device: `auto`, `cpu` or `cuda`.
+        head_std: standard deviation of the head's initial weights (0: zeros, so every
+            reward starts at 0 and the first gradients go to the head and adapter alike).
+        seed: seeds the LoRA and head initialisation.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from rlhfkit.models.loading import load_model
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        lm = load_model(spec.base_model, dtype="fp32" if spec.full_finetune else dtype, device=device)
+        lm.config.use_cache = True
+        if spec.full_finetune:
+            backbone = lm
+            backbone.requires_grad_(True)
+            _freeze_unused_lm_head(backbone)
+        else:
+            lora = LoraConfig(
+                r=spec.lora_rank,
+                lora_alpha=spec.lora_alpha,
+                lora_dropout=0.0,
+                target_modules=list(spec.lora_targets),
+                bias="none",
+            )
+            backbone = get_peft_model(lm, lora)
+        hidden = lm.config.hidden_size
+        head = nn.Linear(hidden, 1, device=lm.device, dtype=torch.float32)
+        nn.init.normal_(head.weight, std=head_std) if head_std > 0 else nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return RewardModel(backbone, head, spec)
+
+
+def _freeze_unused_lm_head(lm: nn.Module) -> None:
+    """The language-model head is never used for rewards; untie-safe freeze when separate."""
+    output = lm.get_output_embeddings()
+    if output is not None and output.weight is not lm.get_input_embeddings().weight:
+        output.requires_grad_(False)
+
+
+def load_reward_model(folder: str | Path, dtype: str = "auto", device: str = "auto") -> RewardModel:
+    """Load a reward model written by `RewardModel.save` (train-reward's output)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from rlhfkit.models.loading import load_model
+
+    folder = Path(folder)
+    config_path = folder / REWARD_CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelLoadError(
+            f"{folder} is not a reward-model folder (no {REWARD_CONFIG_FILE}); give the "
+            "reward_model folder that `rlhfkit train-reward` wrote in its output_dir"
+        )
+    spec = RewardModelSpec(**json.loads(config_path.read_text()))
+    if spec.full_finetune:
+        backbone = load_model(str(folder / "model"), dtype=dtype, device=device)
+    else:
+        base = load_model(spec.base_model, dtype=dtype, device=device)
+        backbone = PeftModel.from_pretrained(base, folder / "adapter")
+    head = nn.Linear(backbone.config.hidden_size, 1, dtype=torch.float32)
+    head.load_state_dict(load_file(folder / HEAD_FILE))
+    model = RewardModel(backbone, head.to(backbone.device), spec)
+    model.requires_grad_(False)
+    return model.eval()

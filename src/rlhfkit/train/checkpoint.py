@@ -1,0 +1,72 @@
+"""Atomic training checkpoints: `checkpoints/step-000100/` holds everything to resume."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.fileio import atomic_path
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.pt"
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write trainable weights, optimizer, scheduler and RNG states; keep the newest `keep`."""
+    target = checkpoint_dir(run_dir, step)
+    state = {
+        "step": step,
+        "trainable": {k: v.detach().cpu().clone() for k, v in trainable.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.random.get_rng_state(),
+            "python": random.getstate(),
+        },
+        "extra": extra or {},
+    }
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        torch.save(state, tmp / STATE_FILE)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.random.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])

@@ -1,0 +1,433 @@
+"""Reward-model training (Bradley-Terry): `rlhfkit train-reward` / `train_reward_model`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.algorithms.reward import bradley_terry_loss
+from rlhfkit.config import check, param, to_dict
+from rlhfkit.data.config import DataConfig
+from rlhfkit.data.prompts import PromptEncoder
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.fileio import atomic_write_json, atomic_write_text
+from rlhfkit.models.reward import RewardModel, RewardModelSpec, ResponseBatch, build_reward_model
+from rlhfkit.train import checkpoint as ckpt
+
+logger = logging.getLogger(__name__)
+
+REWARD_BASE_LEARNING_RATE = 1e-4
+"""Learning rate at reward_model_learning_rate_multiplier=1.0 (the peak, after warm-up)."""
+
+EVAL_ROWS_MAX = 5000
+
+
+@dataclass
+class RewardConfig(DataConfig):
+    """Parameters of `rlhfkit train-reward` (names shared with the pipeline)."""
+
+    preference_dataset: str | None = param(
+        None, "Preference dataset (file, folder or glob) in any supported format."
+    )
+    eval_dataset: str | None = param(
+        None, "Held-out preference dataset; its first 5000 rows are used for evaluation."
+    )
+    eval_fraction: float = param(
+        0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
+    )
+    reward_model_train_steps: int = param(1000, "Optimizer steps.")
+    reward_model_learning_rate_multiplier: float = param(
+        1.0, f"Multiplies the base learning rate {REWARD_BASE_LEARNING_RATE:g}."
+    )
+    batch_size: int = param(16, "Preference pairs per optimizer step.")
+    micro_batch_size: int = param(
+        8, "Pairs per forward/backward pass; gradients accumulate up to batch_size."
+    )
+    lora_rank: int = param(4, "LoRA rank of the adapter.")
+    lora_alpha: float = param(8.0, "LoRA scaling numerator (scale = alpha / rank).")
+    lora_targets: list[str] = param(
+        ["q_proj", "v_proj"], "Module names that get LoRA adapters (comma-separated)."
+    )
+    full_finetune: bool = param(False, "Train every weight instead of a LoRA adapter.")
+    head_init_std: float = param(0.0, "Std of the reward head's initial weights (0: zeros).")
+    center_rewards_coeff: float = param(
+        0.0, "Weight of the reward-centering term mean((r_c + r_r)^2); 0 turns it off."
+    )
+    use_margin: bool = param(True, "Subtract a row's `margin` field inside the loss when present.")
+    warmup_steps: int = param(10, "Linear learning-rate warm-up steps.")
+    lr_schedule: str = param(
+        "cosine", "Learning-rate decay after warm-up.", choices=("cosine", "constant", "linear")
+    )
+    weight_decay: float = param(0.0, "AdamW weight decay.")
+    max_grad_norm: float = param(1.0, "Gradient-norm clipping (0 turns it off).")
+    log_every: int = param(10, "Log training metrics every N steps.")
+    eval_every: int = param(100, "Evaluate on the held-out pairs every N steps (and at the end).")
+    save_every: int = param(100, "Write a checkpoint every N steps (and at the end).")
+    dtype: str = param("auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32"))
+    device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
+    output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
+    resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.preference_dataset is not None, "preference_dataset", None,
+              "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl")
+        check(self.reward_model_train_steps >= 1, "reward_model_train_steps",
+              self.reward_model_train_steps, "must be at least 1")
+        check(self.reward_model_learning_rate_multiplier > 0,
+              "reward_model_learning_rate_multiplier",
+              self.reward_model_learning_rate_multiplier, "must be positive")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
+        check(1 <= self.micro_batch_size, "micro_batch_size", self.micro_batch_size,
+              "must be at least 1")
+        check(0.0 < self.eval_fraction < 1.0, "eval_fraction", self.eval_fraction,
+              "must be between 0 and 1 (exclusive)")
+        check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
+        check(bool(self.lora_targets), "lora_targets", self.lora_targets,
+              "name at least one module, e.g. q_proj,v_proj")
+        for name in ("log_every", "eval_every", "save_every"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+
+    @property
+    def learning_rate(self) -> float:
+        return REWARD_BASE_LEARNING_RATE * self.reward_model_learning_rate_multiplier
+
+
+@dataclass
+class EncodedPair:
+    """One preference pair as token ids (responses end with the end-of-sequence token)."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+
+
+@dataclass
+class RewardResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    reward_model_dir: Path
+    eval_accuracy: float
+    eval_rank_loss: float
+    longer_baseline_accuracy: float
+    train_pairs: int
+    eval_pairs: int
+
+
+def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> list[EncodedPair]:
+    """Encode preference records with one encoder (its truncation counts accumulate)."""
+    pairs = []
+    for record in records:
+        margin = record.margin if (use_margin and record.margin is not None) else 0.0
+        pairs.append(
+            EncodedPair(
+                prompt=encoder.encode_prompt(record.messages).ids,
+                chosen=encoder.encode_response(record.chosen).ids,
+                rejected=encoder.encode_response(record.rejected).ids,
+                margin=float(margin),
+            )
+        )
+    return pairs
+
+
+def pair_batch(pairs: list[EncodedPair], pad_id: int) -> tuple[ResponseBatch, torch.Tensor]:
+    """Rows 2i and 2i+1 are the chosen and rejected answer of pair i; margins (B,)."""
+    responses = [ids for p in pairs for ids in (p.chosen, p.rejected)]
+    batch = ResponseBatch.build([p.prompt for p in pairs], responses, pad_id)
+    return batch, torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+
+
+def micro_batches(pairs: list[EncodedPair], size: int) -> list[list[EncodedPair]]:
+    """Split a batch into micro-batches of similar length (little padding)."""
+    ordered = sorted(pairs, key=lambda p: (len(p.prompt), max(len(p.chosen), len(p.rejected))))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Indices of the pairs in optimizer step `step` (0-based).
+
+    Every epoch is a fresh seeded permutation and batches run across epoch ends, so the
+    order depends only on (seed, step): a resumed run sees exactly the same batches.
+    """
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, n)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        out.append(int(torch.randperm(n, generator=generator)[offset]))
+    return out
+
+
+def split_held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, eval) row indices: a seeded random `fraction` of rows (at least one) is held out."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = max(1, int(round(n * fraction)))
+    return sorted(order[held:]), sorted(order[:held])
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    model: RewardModel, pairs: list[EncodedPair], pad_id: int, batch_size: int, autocast: bool
+) -> dict[str, float]:
+    """Held-out rank loss, accuracy and margin over all pairs."""
+    was_training = model.training
+    model.eval()
+    chosen, rejected, margins = [], [], []
+    for chunk in micro_batches(pairs, batch_size):
+        batch, margin = pair_batch(chunk, pad_id)
+        with _autocast(model.device, autocast):
+            rewards = model(batch.to(model.device)).float().cpu()
+        chosen.append(rewards[0::2])
+        rejected.append(rewards[1::2])
+        margins.append(margin)
+    model.train(was_training)
+    stats = bradley_terry_loss(torch.cat(chosen), torch.cat(rejected), torch.cat(margins))
+    return {
+        "eval/rank_loss": stats.rank_loss.item(),
+        "eval/accuracy": stats.accuracy.item(),
+        "eval/margin": stats.margin.item(),
+    }
+
+
+def longer_answer_accuracy(records: list) -> float:
+    """Accuracy of the trivial rule "prefer the longer answer" (ties count half)."""
+    if not records:
+        return float("nan")
+    score = 0.0
+    for r in records:
+        if len(r.chosen) != len(r.rejected):
+            score += float(len(r.chosen) > len(r.rejected))
+        else:
+            score += 0.5
+    return score / len(records)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def lr_lambda(config: RewardConfig):
+    """Multiplier of the peak learning rate at each step: warm-up, then the chosen decay."""
+    total, warm = config.reward_model_train_steps, config.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = (step - warm) / max(1, total - warm)
+        if config.lr_schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if config.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 1.0
+
+    return factor
+
+
+def train_reward_model(config: RewardConfig) -> RewardResult:
+    """Train a Bradley-Terry reward model; returns where it is and how well it ranks."""
+    from rlhfkit.data.formats import load_dataset, load_preferences
+    from rlhfkit.models.loading import load_tokenizer, resolve_device, resolve_dtype
+
+    run_dir = Path(config.output_dir)
+    start_step, state = _resume_point(config, run_dir)
+    torch.manual_seed(config.seed)
+
+    # step 1. data: load, hold out, encode
+    train_set = load_preferences(config.preference_dataset)
+    train_records = train_set.records
+    if config.eval_dataset:
+        eval_records = load_dataset(config.eval_dataset, kind="preference").records[:EVAL_ROWS_MAX]
+    else:
+        if len(train_records) < 2:
+            raise RlhfkitError(
+                f"{config.preference_dataset} has {len(train_records)} pair(s): at least 2 are "
+                "needed to hold one out; add rows or set eval_dataset"
+            )
+        train_idx, eval_idx = split_held_out(len(train_records), config.eval_fraction, config.seed)
+        eval_records = [train_records[i] for i in eval_idx]
+        train_records = [train_records[i] for i in train_idx]
+    for warning in train_set.warnings:
+        logger.warning(warning)
+    tokenizer = load_tokenizer(config.large_model_reference)
+    encoder = _encoder(tokenizer, config)
+    train_pairs = encode_pairs(train_records, encoder, config.use_margin)
+    logger.info("training pairs: %s", encoder.counts.summary(
+        config.prompt_sequence_length, config.target_sequence_length))
+    eval_pairs = encode_pairs(eval_records, _encoder(tokenizer, config), config.use_margin)
+    pad_id = tokenizer.pad_token_id
+
+    # step 2. model, optimizer, schedule (restored when resuming)
+    device = resolve_device(config.device)
+    use_autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
+    model = build_reward_model(_spec(config), config.dtype, config.device, config.head_init_std,
+                               config.seed)
+    model.train()
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(list(params.values()), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    if state is not None:
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state)
+
+    from rlhfkit.tracking import MetricsLogger
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", to_dict(config))
+    atomic_write_text(run_dir / "config.yaml", _yaml(to_dict(config)))
+    metrics = MetricsLogger(run_dir, resume_step=start_step)
+    baseline = longer_answer_accuracy(eval_records)
+    logger.info(
+        "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
+        "prefer-longer baseline on held-out pairs %.3f",
+        len(train_pairs), len(eval_pairs), sum(p.numel() for p in params.values()), baseline,
+    )
+    last_eval = _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_pairs,
+                            pad_id, use_autocast, metrics, start_step, baseline)
+    metrics.close()
+
+    # step 5. the reward model for scoring and RL
+    out = run_dir / "reward_model"
+    model.save(out)
+    summary = {
+        "eval_accuracy": last_eval["eval/accuracy"],
+        "eval_rank_loss": last_eval["eval/rank_loss"],
+        "longer_baseline_accuracy": baseline,
+        "train_pairs": len(train_pairs),
+        "eval_pairs": len(eval_pairs),
+        "reward_model": str(out),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    return RewardResult(run_dir, out, last_eval["eval/accuracy"], last_eval["eval/rank_loss"],
+                        baseline, len(train_pairs), len(eval_pairs))
+
+
+def _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_pairs, pad_id,
+                use_autocast, metrics, start_step, baseline) -> dict[str, float]:
+    from tqdm import tqdm
+
+    total = config.reward_model_train_steps
+    last_eval: dict[str, float] = {}
+    window: list[dict[str, float]] = []
+    bar = tqdm(total=total, initial=start_step, desc="train-reward", unit="step",
+               dynamic_ncols=True)
+    for step in range(start_step, total):
+        started = time.perf_counter()
+        # step 3. forward and backward over micro-batches of similar length
+        indices = sample_indices(step, config.batch_size, len(train_pairs), config.seed)
+        batch_pairs = [train_pairs[i] for i in indices]
+        optimizer.zero_grad(set_to_none=True)
+        sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+        tokens = 0
+        for chunk in micro_batches(batch_pairs, config.micro_batch_size):
+            batch, margin = pair_batch(chunk, pad_id)
+            tokens += batch.tokens
+            with _autocast(model.device, use_autocast):
+                rewards = model(batch.to(model.device))
+            stats = bradley_terry_loss(rewards[0::2], rewards[1::2], margin.to(model.device),
+                                       config.center_rewards_coeff)
+            (stats.loss * len(chunk) / len(batch_pairs)).backward()
+            for key in sums:
+                sums[key] += getattr(stats, key).item() * len(chunk) / len(batch_pairs)
+        # step 4. optimizer step
+        grad_norm = _clip(params, config.max_grad_norm)
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        elapsed = time.perf_counter() - started
+        window.append({**sums, "grad_norm": grad_norm, "timing/step": elapsed,
+                       "pairs_per_second": len(batch_pairs) / elapsed,
+                       "tokens_per_second": tokens / elapsed})
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['rank_loss']:.3f}", acc=f"{sums['accuracy']:.2f}")
+        row: dict[str, Any] = {}
+        if done % config.log_every == 0 or done == total:
+            row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+            row["learning_rate"] = lr
+            window.clear()
+        if done % config.eval_every == 0 or done == total:
+            last_eval = evaluate_pairs(model, eval_pairs, pad_id, config.micro_batch_size * 2,
+                                       use_autocast)
+            row.update(last_eval)
+            row["eval/longer_baseline_accuracy"] = baseline
+            bar.write(f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
+                      f"rank loss {last_eval['eval/rank_loss']:.4f}")
+        if row:
+            metrics.log(done, row)
+        if done % config.save_every == 0 or done == total:
+            ckpt.save_checkpoint(config.output_dir, done, params, optimizer, scheduler,
+                                 extra={"config": to_dict(config)})
+    bar.close()
+    if not last_eval:  # resumed after the final step: evaluate once for the summary
+        last_eval = evaluate_pairs(model, eval_pairs, pad_id, config.micro_batch_size * 2,
+                                   use_autocast)
+    return last_eval
+
+
+def _clip(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
+    grads = [p for p in params.values() if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+    return float(torch.norm(torch.stack([g.grad.norm() for g in grads])))
+
+
+def _resume_point(config: RewardConfig, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """(first step to run, checkpoint state) — (0, None) for a fresh run."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if not config.resume:
+        if latest is not None:
+            raise ConfigError(
+                f"output_dir={str(run_dir)!r} already holds checkpoints; pass resume=true to "
+                "continue that run, or choose a new output_dir"
+            )
+        return 0, None
+    if latest is None:
+        logger.info("resume=true but %s has no checkpoint: starting from step 0", run_dir)
+        return 0, None
+    state = ckpt.load_checkpoint(latest)
+    logger.info("resuming from %s (step %d)", latest, state["step"])
+    return int(state["step"]), state
+
+
+def _spec(config: RewardConfig) -> RewardModelSpec:
+    return RewardModelSpec(
+        base_model=config.large_model_reference,
+        full_finetune=config.full_finetune,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_targets=list(config.lora_targets),
+        instruction=config.instruction,
+        prompt_sequence_length=config.prompt_sequence_length,
+        target_sequence_length=config.target_sequence_length,
+        use_chat_template=config.use_chat_template,
+    )
+
+
+def _encoder(tokenizer, config: DataConfig) -> PromptEncoder:
+    return PromptEncoder(
+        tokenizer,
+        instruction=config.instruction,
+        prompt_sequence_length=config.prompt_sequence_length,
+        target_sequence_length=config.target_sequence_length,
+        use_chat_template=config.use_chat_template,
+    )
+
+
+def _yaml(values: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
