@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    rows = [json.loads(line) for line in open(args.documents, encoding="utf-8")]
+    with open(args.documents, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
     if args.limit:
         rows = rows[: args.limit]
     tokenizer = load_tokenizer(args.model)
@@ -105,17 +106,22 @@ def main() -> None:
             worse = b if grade_a > grade_b else a
             choice = rng.randint(0, 1)
             candidates = [better, worse] if choice == 0 else [worse, better]
-            out.append({
-                "input_text": row["input_text"],
-                "candidate_0": candidates[0],
-                "candidate_1": candidates[1],
-                "choice": choice,
-                "id": row["id"],
-                "grades": [round(grade(c, row), 4) for c in candidates],
-            })
+            out.append(
+                {
+                    "input_text": row["input_text"],
+                    "candidate_0": candidates[0],
+                    "candidate_1": candidates[1],
+                    "choice": choice,
+                    "id": row["id"],
+                    "grades": [round(grade(c, row), 4) for c in candidates],
+                }
+            )
         done = min(start + args.batch_size, len(rows))
-        print(f"{done}/{len(rows)} documents, {len(out)} pairs, {skipped} ties skipped, "
-              f"{time.perf_counter() - started:.0f}s", flush=True)
+        print(
+            f"{done}/{len(rows)} documents, {len(out)} pairs, {skipped} ties skipped, "
+            f"{time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
     atomic_write_jsonl(args.out, out)
     print(f"wrote {len(out)} pairs to {args.out} ({skipped} near-ties left out)")
 

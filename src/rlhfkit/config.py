@@ -76,7 +76,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of key: value, got a list/value")
+        raise ConfigError(
+            f"{path}: a config file must be a mapping of key: value, got a list/value"
+        )
     return data
 
 
@@ -132,9 +134,11 @@ def coerce(raw: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null", "")):
-            if type(None) in typing.get_args(tp):
-                return None
+        is_null = raw is None or (
+            isinstance(raw, str) and raw.strip().lower() in ("none", "null", "")
+        )
+        if is_null and type(None) in typing.get_args(tp):
+            return None
         errors = []
         for arg in args:
             try:

@@ -29,7 +29,7 @@ class LengthStats:
     @classmethod
     def of(cls, values: list[int]) -> LengthStats:
         ordered = sorted(values)
-        p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
         return cls(
             min=ordered[0],
             median=float(statistics.median(ordered)),
@@ -72,7 +72,9 @@ def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dic
         longer = sum(len(r.chosen) > len(r.rejected) for r in records)
         report["chosen_longer_fraction"] = round(longer / len(records), 4)
         report["with_margin"] = sum(r.margin is not None for r in records)
-    report["length_chars"] = {k: vars(LengthStats.of([len(t) for t in v])) for k, v in fields.items()}
+    report["length_chars"] = {
+        k: vars(LengthStats.of([len(t) for t in v])) for k, v in fields.items()
+    }
     report["length_tokens"] = {k: vars(LengthStats.of(v)) for k, v in tokens.items()}
     report["truncated"] = {
         "prompt_sequence_length": config.prompt_sequence_length,
@@ -83,9 +85,7 @@ def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dic
             for name in ("chosen", "rejected")
             for n in tokens.get(name, [])
         ),
-        "rows": sum(
-            _row_truncated(i, tokens, config) for i in range(len(records))
-        ),
+        "rows": sum(_row_truncated(i, tokens, config) for i in range(len(records))),
     }
     report["duplicates"] = _duplicates(records)
     report["warnings"] = list(dataset.warnings)
@@ -99,7 +99,9 @@ def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dic
 def _row_truncated(i: int, tokens: dict[str, list[int]], config: DataConfig) -> bool:
     if tokens["prompt"][i] > config.prompt_sequence_length:
         return True
-    return any(tokens[n][i] > config.target_sequence_length for n in ("chosen", "rejected") if n in tokens)
+    return any(
+        tokens[n][i] > config.target_sequence_length for n in ("chosen", "rejected") if n in tokens
+    )
 
 
 def _duplicates(records: list) -> dict[str, int]:

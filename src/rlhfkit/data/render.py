@@ -23,7 +23,8 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
     console.print(f"[bold]{escape(report['path'])}[/bold]")
     console.print(
         f"kind: {report['kind']}   format: {report['format']}   rows: {report['rows']}   "
-        f"tokenizer: {report['tokenizer']} (chat template: {'on' if report['chat_template'] else 'off'})"
+        f"tokenizer: {report['tokenizer']} "
+        f"(chat template: {'on' if report['chat_template'] else 'off'})"
     )
     if "choice_balance" in report:
         balance = report["choice_balance"]

@@ -14,7 +14,7 @@ from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import DatasetError
 from rlhfkit.fileio import atomic_write_jsonl
 from rlhfkit.models.loading import load_tokenizer, resolve_dtype
-from rlhfkit.models.reward import RewardModel, ResponseBatch, load_reward_model
+from rlhfkit.models.reward import ResponseBatch, RewardModel, load_reward_model
 
 
 @dataclass
@@ -71,7 +71,9 @@ def score_file(
     if dataset.kind == "preference":
         groups = [list(r.candidates) for r in records]
     else:
-        missing = [str(r.source) for r in records if not isinstance(r.extra.get(response_field), str)]
+        missing = [
+            str(r.source) for r in records if not isinstance(r.extra.get(response_field), str)
+        ]
         if missing:
             raise DatasetError(
                 f"{data}: {len(missing)} prompt row(s) have no string field {response_field!r} "
@@ -84,8 +86,13 @@ def score_file(
     for record, group, reward in zip(records, groups, rewards, strict=True):
         row: dict[str, Any] = {"source": str(record.source), "prompt": record.text}
         if isinstance(record, PreferenceRecord):
-            row.update(candidate_0=group[0], candidate_1=group[1], choice=record.choice,
-                       reward_0=reward[0], reward_1=reward[1])
+            row.update(
+                candidate_0=group[0],
+                candidate_1=group[1],
+                choice=record.choice,
+                reward_0=reward[0],
+                reward_1=reward[1],
+            )
             correct += int((reward[0] > reward[1]) == (record.choice == 0))
         else:
             row.update(response=group[0], reward=reward[0])

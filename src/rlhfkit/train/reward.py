@@ -17,7 +17,7 @@ from rlhfkit.data.config import DataConfig
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_text
-from rlhfkit.models.reward import RewardModel, RewardModelSpec, ResponseBatch, build_reward_model
+from rlhfkit.models.reward import ResponseBatch, RewardModel, RewardModelSpec, build_reward_model
 from rlhfkit.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class RewardConfig(DataConfig):
     log_every: int = param(10, "Log training metrics every N steps.")
     eval_every: int = param(100, "Evaluate on the held-out pairs every N steps (and at the end).")
     save_every: int = param(100, "Write a checkpoint every N steps (and at the end).")
-    dtype: str = param("auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32"))
+    dtype: str = param(
+        "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
+    )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
     output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
@@ -77,21 +79,44 @@ class RewardConfig(DataConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.preference_dataset is not None, "preference_dataset", None,
-              "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl")
-        check(self.reward_model_train_steps >= 1, "reward_model_train_steps",
-              self.reward_model_train_steps, "must be at least 1")
-        check(self.reward_model_learning_rate_multiplier > 0,
-              "reward_model_learning_rate_multiplier",
-              self.reward_model_learning_rate_multiplier, "must be positive")
+        check(
+            self.preference_dataset is not None,
+            "preference_dataset",
+            None,
+            "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl",
+        )
+        check(
+            self.reward_model_train_steps >= 1,
+            "reward_model_train_steps",
+            self.reward_model_train_steps,
+            "must be at least 1",
+        )
+        check(
+            self.reward_model_learning_rate_multiplier > 0,
+            "reward_model_learning_rate_multiplier",
+            self.reward_model_learning_rate_multiplier,
+            "must be positive",
+        )
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
-        check(1 <= self.micro_batch_size, "micro_batch_size", self.micro_batch_size,
-              "must be at least 1")
-        check(0.0 < self.eval_fraction < 1.0, "eval_fraction", self.eval_fraction,
-              "must be between 0 and 1 (exclusive)")
+        check(
+            self.micro_batch_size >= 1,
+            "micro_batch_size",
+            self.micro_batch_size,
+            "must be at least 1",
+        )
+        check(
+            0.0 < self.eval_fraction < 1.0,
+            "eval_fraction",
+            self.eval_fraction,
+            "must be between 0 and 1 (exclusive)",
+        )
         check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
-        check(bool(self.lora_targets), "lora_targets", self.lora_targets,
-              "name at least one module, e.g. q_proj,v_proj")
+        check(
+            bool(self.lora_targets),
+            "lora_targets",
+            self.lora_targets,
+            "name at least one module, e.g. q_proj,v_proj",
+        )
         for name in ("log_every", "eval_every", "save_every"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
@@ -170,7 +195,7 @@ def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
 def split_held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, eval) row indices: a seeded random `fraction` of rows (at least one) is held out."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = max(1, int(round(n * fraction)))
+    held = max(1, round(n * fraction))
     return sorted(order[held:]), sorted(order[:held])
 
 
@@ -260,20 +285,24 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
     tokenizer = load_tokenizer(config.large_model_reference)
     encoder = _encoder(tokenizer, config)
     train_pairs = encode_pairs(train_records, encoder, config.use_margin)
-    logger.info("training pairs: %s", encoder.counts.summary(
-        config.prompt_sequence_length, config.target_sequence_length))
+    logger.info(
+        "training pairs: %s",
+        encoder.counts.summary(config.prompt_sequence_length, config.target_sequence_length),
+    )
     eval_pairs = encode_pairs(eval_records, _encoder(tokenizer, config), config.use_margin)
     pad_id = tokenizer.pad_token_id
 
     # step 2. model, optimizer, schedule (restored when resuming)
     device = resolve_device(config.device)
     use_autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
-    model = build_reward_model(_spec(config), config.dtype, config.device, config.head_init_std,
-                               config.seed)
+    model = build_reward_model(
+        _spec(config), config.dtype, config.device, config.head_init_std, config.seed
+    )
     model.train()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(list(params.values()), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        list(params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     if state is not None:
         with torch.no_grad():
@@ -293,10 +322,25 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
     logger.info(
         "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
         "prefer-longer baseline on held-out pairs %.3f",
-        len(train_pairs), len(eval_pairs), sum(p.numel() for p in params.values()), baseline,
+        len(train_pairs),
+        len(eval_pairs),
+        sum(p.numel() for p in params.values()),
+        baseline,
     )
-    last_eval = _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_pairs,
-                            pad_id, use_autocast, metrics, start_step, baseline)
+    last_eval = _train_loop(
+        config,
+        model,
+        optimizer,
+        scheduler,
+        params,
+        train_pairs,
+        eval_pairs,
+        pad_id,
+        use_autocast,
+        metrics,
+        start_step,
+        baseline,
+    )
     metrics.close()
 
     # step 5. the reward model for scoring and RL
@@ -311,19 +355,39 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
         "reward_model": str(out),
     }
     atomic_write_json(run_dir / "summary.json", summary)
-    return RewardResult(run_dir, out, last_eval["eval/accuracy"], last_eval["eval/rank_loss"],
-                        baseline, len(train_pairs), len(eval_pairs))
+    return RewardResult(
+        run_dir,
+        out,
+        last_eval["eval/accuracy"],
+        last_eval["eval/rank_loss"],
+        baseline,
+        len(train_pairs),
+        len(eval_pairs),
+    )
 
 
-def _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_pairs, pad_id,
-                use_autocast, metrics, start_step, baseline) -> dict[str, float]:
+def _train_loop(
+    config,
+    model,
+    optimizer,
+    scheduler,
+    params,
+    train_pairs,
+    eval_pairs,
+    pad_id,
+    use_autocast,
+    metrics,
+    start_step,
+    baseline,
+) -> dict[str, float]:
     from tqdm import tqdm
 
     total = config.reward_model_train_steps
     last_eval: dict[str, float] = {}
     window: list[dict[str, float]] = []
-    bar = tqdm(total=total, initial=start_step, desc="train-reward", unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total, initial=start_step, desc="train-reward", unit="step", dynamic_ncols=True
+    )
     for step in range(start_step, total):
         started = time.perf_counter()
         # step 3. forward and backward over micro-batches of similar length
@@ -337,8 +401,9 @@ def _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_p
             tokens += batch.tokens
             with _autocast(model.device, use_autocast):
                 rewards = model(batch.to(model.device))
-            stats = bradley_terry_loss(rewards[0::2], rewards[1::2], margin.to(model.device),
-                                       config.center_rewards_coeff)
+            stats = bradley_terry_loss(
+                rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
+            )
             (stats.loss * len(chunk) / len(batch_pairs)).backward()
             for key in sums:
                 sums[key] += getattr(stats, key).item() * len(chunk) / len(batch_pairs)
@@ -348,9 +413,15 @@ def _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_p
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         elapsed = time.perf_counter() - started
-        window.append({**sums, "grad_norm": grad_norm, "timing/step": elapsed,
-                       "pairs_per_second": len(batch_pairs) / elapsed,
-                       "tokens_per_second": tokens / elapsed})
+        window.append(
+            {
+                **sums,
+                "grad_norm": grad_norm,
+                "timing/step": elapsed,
+                "pairs_per_second": len(batch_pairs) / elapsed,
+                "tokens_per_second": tokens / elapsed,
+            }
+        )
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{sums['rank_loss']:.3f}", acc=f"{sums['accuracy']:.2f}")
@@ -360,21 +431,31 @@ def _train_loop(config, model, optimizer, scheduler, params, train_pairs, eval_p
             row["learning_rate"] = lr
             window.clear()
         if done % config.eval_every == 0 or done == total:
-            last_eval = evaluate_pairs(model, eval_pairs, pad_id, config.micro_batch_size * 2,
-                                       use_autocast)
+            last_eval = evaluate_pairs(
+                model, eval_pairs, pad_id, config.micro_batch_size * 2, use_autocast
+            )
             row.update(last_eval)
             row["eval/longer_baseline_accuracy"] = baseline
-            bar.write(f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
-                      f"rank loss {last_eval['eval/rank_loss']:.4f}")
+            bar.write(
+                f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
+                f"rank loss {last_eval['eval/rank_loss']:.4f}"
+            )
         if row:
             metrics.log(done, row)
         if done % config.save_every == 0 or done == total:
-            ckpt.save_checkpoint(config.output_dir, done, params, optimizer, scheduler,
-                                 extra={"config": to_dict(config)})
+            ckpt.save_checkpoint(
+                config.output_dir,
+                done,
+                params,
+                optimizer,
+                scheduler,
+                extra={"config": to_dict(config)},
+            )
     bar.close()
     if not last_eval:  # resumed after the final step: evaluate once for the summary
-        last_eval = evaluate_pairs(model, eval_pairs, pad_id, config.micro_batch_size * 2,
-                                   use_autocast)
+        last_eval = evaluate_pairs(
+            model, eval_pairs, pad_id, config.micro_batch_size * 2, use_autocast
+        )
     return last_eval
 
 

@@ -1,0 +1,1 @@
+"""Datasets: every supported format loaded, validated and normalised into typed records."""

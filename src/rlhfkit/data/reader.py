@@ -1,0 +1,309 @@
+"""Read raw JSON rows, each with the file and line it came from.
+
+A dataset path is a `.jsonl`, `.jsonl.gz` or `.json` file (a JSON list of objects), a
+folder (every such file inside it, sorted by name) or a glob pattern (its sorted matches).
+`scan_rows` reads everything it can and collects every problem (undecodable bytes, invalid
+JSON, a row that is not an object) instead of stopping at the first; `read_rows` raises
+them together as one `DatasetError`. A path that names nothing readable is a
+`DatasetError` at once.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.data.records import Source
+from rlhfkit.errors import DatasetError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
+_BOM = "\ufeff"
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass
+class RowScan:
+    """What `scan_rows` found.
+
+    Attributes:
+        files: the files read, in order, as strings (these are the `Source.file` values).
+        rows: (source, row) for every row that is a JSON object, in file then line order.
+        issues: (source, message) for every problem; each message starts with `file:line`.
+            A problem with a whole file (it cannot be read) has line 0 and starts with `file`.
+    """
+
+    files: list[str] = field(default_factory=list)
+    rows: list[tuple[Source, dict[str, Any]]] = field(default_factory=list)
+    issues: list[tuple[Source, str]] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem message, in file then line order."""
+        return [message for _, message in sort_issues(self.issues, self.files)]
+
+    @property
+    def bad_rows(self) -> int:
+        """How many rows (or unreadable files) have problems."""
+        return len({source for source, _ in self.issues})
+
+
+def sort_issues(issues: list[tuple[Source, str]], files: list[str]) -> list[tuple[Source, str]]:
+    """Issues in file order (as in `files`), then line order; stable for one line."""
+    order = {name: index for index, name in enumerate(files)}
+    return sorted(issues, key=lambda issue: (order.get(issue[0].file, -1), issue[0].line))
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a Python value's type: object, array, string, number, boolean, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def not_an_object(source: Source, value: Any) -> str:
+    """The problem message for a row that is not a JSON object."""
+    return (
+        f"{source}: the row is a JSON {json_type_name(value)}; every row must be an object "
+        '({"key": value, ...})'
+    )
+
+
+def find_files(path: str | Path) -> list[Path]:
+    """The dataset files a path names.
+
+    Args:
+        path: a `.jsonl`, `.jsonl.gz` or `.json` file, a folder (its files with those
+            suffixes, sorted by name, hidden files skipped, not recursive) or a glob pattern
+            (its matches, sorted; `**` matches folders recursively).
+
+    Returns:
+        The files, each spelled as given (a folder's files are `folder/name`).
+
+    Raises:
+        DatasetError: the path does not exist, a file has an unsupported suffix, or a folder
+            or pattern holds no dataset file.
+    """
+    text = str(path)
+    path = Path(path)
+    if not path.exists() and any(c in text for c in _GLOB_CHARS):
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise DatasetError(
+                f"no files match the pattern {text!r}; check the pattern, and quote it on the "
+                "command line so the shell passes it to rlhfkit unexpanded"
+            )
+        return [file for match in matches for file in _files_at(Path(match))]
+    if not path.exists():
+        raise DatasetError(
+            f"dataset path {text} does not exist (relative paths start at {Path.cwd()}); "
+            "check the spelling or pass the full path"
+        )
+    return _files_at(path)
+
+
+def _files_at(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name.endswith(SUFFIXES)
+        )
+        if not files:
+            raise DatasetError(
+                f"folder {path} holds no .jsonl, .jsonl.gz or .json file; put the dataset "
+                "files there or pass the path of a file"
+            )
+        return files
+    if not path.name.endswith(SUFFIXES):
+        raise DatasetError(
+            f"{path} has an unsupported file type; rlhfkit reads .jsonl (one JSON object per "
+            "line), .jsonl.gz and .json (a list of objects): convert the file or rename it "
+            "if it already is one of these"
+        )
+    return [path]
+
+
+def scan_rows(path: str | Path) -> RowScan:
+    """Read every row of a dataset path, collecting problems instead of raising them.
+
+    Args:
+        path: see `find_files`.
+
+    Returns:
+        The files, the object rows with their sources (1-based line of the row's first
+        character) and every problem found.
+
+    Raises:
+        DatasetError: the path names no readable dataset file (see `find_files`).
+    """
+    scan = RowScan()
+    for file in find_files(path):
+        name = str(file)
+        scan.files.append(name)
+        data = _read_bytes(file, scan)
+        if data is None:
+            continue
+        if name.endswith(".json"):
+            values = _json_list_values(data, name, scan)
+        else:
+            values = _jsonl_values(data, name, scan)
+        for source, value in values:
+            if isinstance(value, dict):
+                scan.rows.append((source, value))
+            else:
+                scan.issues.append((source, not_an_object(source, value)))
+    return scan
+
+
+def read_rows(path: str | Path) -> list[tuple[Source, dict[str, Any]]]:
+    """Read every row of a dataset path.
+
+    Args:
+        path: see `find_files`.
+
+    Returns:
+        (source, row) for every row, in file then line order.
+
+    Raises:
+        DatasetError: the path names no readable file, or some rows could not be read; the
+            error lists every problem with its `file:line`.
+    """
+    scan = scan_rows(path)
+    if scan.problems:
+        raise DatasetError(
+            f"dataset {path}: {scan.bad_rows} bad row(s) cannot be read; fix or remove these rows",
+            scan.problems,
+        )
+    return scan.rows
+
+
+def _read_bytes(file: Path, scan: RowScan) -> bytes | None:
+    try:
+        if file.name.endswith(".gz"):
+            with gzip.open(file, "rb") as fh:
+                return fh.read()
+        return file.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        message = f"{file}: cannot be read ({exc}); check the file is complete"
+        scan.issues.append((Source(str(file), 0), message))
+        return None
+
+
+def _jsonl_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Source, Any]]:
+    values = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        source = Source(name, number)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            scan.issues.append((source, _undecodable(source, raw, exc)))
+            continue
+        if number == 1:
+            line = line.removeprefix(_BOM)
+            if not line.strip():
+                continue
+        try:
+            values.append((source, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            scan.issues.append((source, f"{source}: invalid JSON: {exc.msg} at column {exc.colno}"))
+    return values
+
+
+def _undecodable(source: Source, raw: bytes, exc: UnicodeDecodeError) -> str:
+    return (
+        f"{source}: not valid UTF-8 at byte {exc.start} of the line "
+        f"(0x{raw[exc.start]:02x}); save the file as UTF-8"
+    )
+
+
+def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Source, Any]]:
+    """The elements of a `.json` list, each with the line where it starts."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                source = Source(name, number)
+                scan.issues.append((source, _undecodable(source, raw, exc)))
+        return []
+    text = text.removeprefix(_BOM)
+    pos = _skip_space(text, 0)
+    if not text.startswith("[", pos):
+        scan.issues.append(_not_a_list(text, pos, name))
+        return []
+    decoder = json.JSONDecoder()
+    values: list[tuple[Source, Any]] = []
+    line, counted = 1, 0
+    pos = _skip_space(text, pos + 1)
+    closed = text.startswith("]", pos)
+    while not closed:
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            scan.issues.append(_invalid_json(name, exc))
+            return values
+        values.append((Source(name, line), value))
+        pos = _skip_space(text, end)
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif text.startswith("]", pos):
+            closed = True
+        else:
+            where = Source(name, 1 + text.count("\n", 0, pos))
+            scan.issues.append((where, f"{where}: invalid JSON: expected ',' or ']'"))
+            return values
+    pos = _skip_space(text, pos + 1)
+    if pos < len(text):
+        where = Source(name, 1 + text.count("\n", 0, pos))
+        scan.issues.append((where, f"{where}: invalid JSON: extra data after the closing ']'"))
+    return values
+
+
+def _invalid_json(name: str, exc: json.JSONDecodeError) -> tuple[Source, str]:
+    where = Source(name, exc.lineno)
+    return where, f"{where}: invalid JSON: {exc.msg} at column {exc.colno}"
+
+
+def _not_a_list(text: str, pos: int, name: str) -> tuple[Source, str]:
+    if pos == len(text):
+        found = "the file is empty"
+    else:
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, pos)
+            found = f"found a JSON {json_type_name(value)}"
+        except json.JSONDecodeError as exc:
+            return _invalid_json(name, exc)
+    where = Source(name, 1 + text.count("\n", 0, pos))
+    message = (
+        f"{where}: a .json dataset must be a list of objects ([{{...}}, {{...}}]) but {found}; "
+        "for one object per line name the file .jsonl"
+    )
+    return where, message
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _JSON_WHITESPACE.match(text, pos)
+    return match.end() if match else pos

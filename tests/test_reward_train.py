@@ -1,0 +1,210 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhfkit.config import load_config
+from rlhfkit.models.reward import (
+    ResponseBatch,
+    RewardModelSpec,
+    build_reward_model,
+    load_reward_model,
+)
+from rlhfkit.tracking import read_metrics
+from rlhfkit.train.reward import RewardConfig, sample_indices, train_reward_model
+
+WORDS = [
+    "river",
+    "garden",
+    "market",
+    "window",
+    "bridge",
+    "lantern",
+    "meadow",
+    "harbour",
+    "violin",
+    "pepper",
+    "castle",
+    "forest",
+    "candle",
+    "silver",
+    "ladder",
+    "mirror",
+]
+
+
+def keyword_preferences(path: Path, n: int, seed: int = 0) -> Path:
+    """A synthetic preference set with an obvious rule: the chosen answer says 'excellent'."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = " ".join(rng.sample(WORDS, 3))
+        filler = " ".join(rng.sample(WORDS, 4))
+        good = f"The {filler} is excellent."
+        bad = f"The {' '.join(rng.sample(WORDS, 4))} is ordinary."
+        choice = i % 2
+        cands = [good, bad] if choice == 0 else [bad, good]
+        rows.append(
+            {
+                "input_text": f"Describe the {topic}.",
+                "candidate_0": cands[0],
+                "candidate_1": cands[1],
+                "choice": choice,
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_config(tmp_path, data, **overrides):
+    values = {
+        "preference_dataset": str(data),
+        "large_model_reference": "tiny-random-llama",
+        "reward_model_train_steps": 6,
+        "batch_size": 8,
+        "micro_batch_size": 4,
+        "log_every": 1,
+        "eval_every": 3,
+        "save_every": 2,
+        "dtype": "fp32",
+        "output_dir": str(tmp_path / "run"),
+    }
+    values.update(overrides)
+    return load_config(RewardConfig, None, {k: str(v) for k, v in values.items()})
+
+
+def test_shared_prompt_scoring_equals_scoring_whole_sequences(tokenizer):
+    spec = RewardModelSpec(base_model="tiny-random-llama")
+    model = build_reward_model(spec, dtype="fp32", device="cpu", head_std=0.1)
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    responses = [[20, 21, 2], [22, 2], [30, 2], [31, 32, 33, 2]]
+    shared = model(ResponseBatch.build(prompts, responses, pad_id=2))
+    whole = []
+    for i, response in enumerate(responses):
+        one = ResponseBatch.build([prompts[i // 2] + response[:-1]], [response[-1:]], pad_id=2)
+        whole.append(model(one))
+    torch.testing.assert_close(shared, torch.cat(whole), atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_depends_only_on_seed_and_step():
+    a = [sample_indices(s, 3, 10, seed=1) for s in range(7)]
+    assert a == [sample_indices(s, 3, 10, seed=1) for s in range(7)]
+    flat = [i for batch in a for i in batch]
+    assert sorted(flat[:10]) == list(range(10))  # the first epoch is a permutation
+    assert a != [sample_indices(s, 3, 10, seed=2) for s in range(7)]
+
+
+def test_tiny_run_loss_falls_and_weights_change(tmp_path):
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    config = tiny_config(
+        tmp_path,
+        data,
+        reward_model_train_steps=30,
+        eval_every=30,
+        save_every=30,
+        reward_model_learning_rate_multiplier=10,
+        head_init_std=0.02,
+    )
+    initial = build_reward_model(
+        RewardModelSpec(base_model="tiny-random-llama"), "fp32", "cpu", 0.02, seed=0
+    )
+    before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
+    result = train_reward_model(config)
+    rows = read_metrics(result.run_dir)
+    first, last = rows[0]["rank_loss"], sum(r["rank_loss"] for r in rows[-5:]) / 5
+    assert last < first - 0.05
+    trained = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
+    after = dict(trained.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    assert lora and all(not torch.equal(before[n], after[n]) for n in lora)
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    frozen = [n for n, p in trained.named_parameters() if "embed_tokens" in n]
+    assert frozen and not any(p.requires_grad for p in trained.parameters())
+
+
+def test_keyword_rule_is_learned_to_high_held_out_accuracy(tmp_path):
+    data = keyword_preferences(tmp_path / "p.jsonl", 200)
+    config = tiny_config(
+        tmp_path,
+        data,
+        reward_model_train_steps=60,
+        eval_every=60,
+        save_every=60,
+        batch_size=16,
+        micro_batch_size=16,
+        reward_model_learning_rate_multiplier=30,
+        head_init_std=0.02,
+        lora_targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        eval_fraction=0.25,
+    )
+    result = train_reward_model(config)
+    assert result.eval_pairs == 50
+    assert result.eval_accuracy >= 0.9
+
+
+def test_existing_run_needs_resume_and_bad_config_is_refused(tmp_path):
+    from rlhfkit.errors import ConfigError
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 20)
+    train_reward_model(tiny_config(tmp_path, data, reward_model_train_steps=2))
+    with pytest.raises(ConfigError, match="pass resume=true"):
+        train_reward_model(tiny_config(tmp_path, data, reward_model_train_steps=2))
+    with pytest.raises(ConfigError, match="preference_dataset=None is invalid"):
+        load_config(RewardConfig, None, [])
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlhfkit.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    common = [
+        f"preference_dataset={data}",
+        "large_model_reference=tiny-random-llama",
+        "reward_model_train_steps=40",
+        "batch_size=8",
+        "micro_batch_size=4",
+        "log_every=1",
+        "eval_every=8",
+        "save_every=4",
+        "dtype=fp32",
+        "reward_model_learning_rate_multiplier=10",
+    ]
+    straight = _run_cli(["train-reward", *common, f"output_dir={tmp_path / 'a'}"])
+    assert straight.wait(300) == 0, straight.stdout.read().decode()
+
+    killed = _run_cli(["train-reward", *common, f"output_dir={tmp_path / 'b'}"])
+    deadline = time.time() + 300
+    while not (tmp_path / "b/checkpoints/step-000004/state.pt").exists():
+        assert time.time() < deadline and killed.poll() is None
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "b/reward_model").exists()
+
+    resumed = _run_cli(["train-reward", *common, f"output_dir={tmp_path / 'b'}", "resume=true"])
+    assert resumed.wait(300) == 0, resumed.stdout.read().decode()
+
+    def strip(rows):
+        return [
+            {k: v for k, v in r.items() if not k.startswith(("timing/", "pairs_per", "tokens_per"))}
+            for r in rows
+        ]
+
+    a, b = strip(read_metrics(tmp_path / "a")), strip(read_metrics(tmp_path / "b"))
+    assert [r["step"] for r in b] == list(range(1, 41))
+    assert a == b
