@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,45 +387,30 @@ def _train_loop(
     last_eval: dict[str, float] = {}
     window: list[dict[str, float]] = []
     bar = tqdm(
-        total=total, initial=start_step, desc="train-reward", unit="step", dynamic_ncols=True
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
+        total=total,
+        initial=start_step,
+        desc="train-reward",
+        unit="step",
+        dynamic_ncols=True,
     )
     for step in range(start_step, total):
-        started = time.perf_counter()
-        # step 3. forward and backward over micro-batches of similar length
         indices = sample_indices(step, config.batch_size, len(train_pairs), config.seed)
-        batch_pairs = [train_pairs[i] for i in indices]
-        optimizer.zero_grad(set_to_none=True)
-        sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
-        tokens = 0
-        for chunk in micro_batches(batch_pairs, config.micro_batch_size):
-            batch, margin = pair_batch(chunk, pad_id)
-            tokens += batch.tokens
-            with _autocast(model.device, use_autocast):
-                rewards = model(batch.to(model.device))
-            stats = bradley_terry_loss(
-                rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
-            )
-            (stats.loss * len(chunk) / len(batch_pairs)).backward()
-            for key in sums:
-                sums[key] += getattr(stats, key).item() * len(chunk) / len(batch_pairs)
-        # step 4. optimizer step
-        grad_norm = _clip(params, config.max_grad_norm)
-        optimizer.step()
         lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        elapsed = time.perf_counter() - started
-        window.append(
-            {
-                **sums,
-                "grad_norm": grad_norm,
-                "timing/step": elapsed,
-                "pairs_per_second": len(batch_pairs) / elapsed,
-                "tokens_per_second": tokens / elapsed,
-            }
+        stats = _train_step(
+            config,
+            model,
+            optimizer,
+            params,
+            [train_pairs[i] for i in indices],
+            pad_id,
+            use_autocast,
         )
+        scheduler.step()
+        window.append(stats)
         done = step + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{sums['rank_loss']:.3f}", acc=f"{sums['accuracy']:.2f}")
+        bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
         row: dict[str, Any] = {}
         if done % config.log_every == 0 or done == total:
             row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
@@ -457,6 +443,38 @@ def _train_loop(
             model, eval_pairs, pad_id, config.micro_batch_size * 2, use_autocast
         )
     return last_eval
+
+
+def _train_step(config, model, optimizer, params, batch_pairs, pad_id, use_autocast):
+    """One optimizer step over `batch_pairs`; returns the step's statistics."""
+    started = time.perf_counter()
+    # step 3. forward and backward over micro-batches of similar length
+    optimizer.zero_grad(set_to_none=True)
+    sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+    tokens = 0
+    for chunk in micro_batches(batch_pairs, config.micro_batch_size):
+        batch, margin = pair_batch(chunk, pad_id)
+        tokens += batch.tokens
+        with _autocast(model.device, use_autocast):
+            rewards = model(batch.to(model.device))
+        stats = bradley_terry_loss(
+            rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
+        )
+        weight = len(chunk) / len(batch_pairs)
+        (stats.loss * weight).backward()
+        for key in sums:
+            sums[key] += getattr(stats, key).item() * weight
+    # step 4. optimizer step
+    grad_norm = _clip(params, config.max_grad_norm)
+    optimizer.step()
+    elapsed = time.perf_counter() - started
+    return {
+        **sums,
+        "grad_norm": grad_norm,
+        "timing/step": elapsed,
+        "pairs_per_second": len(batch_pairs) / elapsed,
+        "tokens_per_second": tokens / elapsed,
+    }
 
 
 def _clip(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
