@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
     for candidate in python3.12 python3.11 python3.10 python3; do
         if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
             PYTHON=$candidate
             break
         fi
