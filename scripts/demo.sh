@@ -6,8 +6,9 @@ RLHFKIT=.venv/bin/rlhfkit
 OUT=${DEMO_OUTPUT_DIR:-runs/demo}
 mkdir -p "$OUT"
 
-echo "== rlhfkit demo: the stages built so far are data inspection and model loading."
-echo "== Reward-model training, RL tuning and evaluation are not part of this release yet."
+echo "== rlhfkit demo, partial: it shows data inspection and model loading."
+echo "== Reward-model training exists as \`rlhfkit train-reward\` (see the README); RL tuning,"
+echo "== evaluation and the one-command pipeline are not part of this release yet."
 echo
 echo "== 1. load the bundled model (converted into the cache on first use) and ask it something"
 $RLHFKIT model check --prompt "Summarize in one sentence: the library will open until ten at night during exams."

@@ -255,6 +255,9 @@ def _quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", module="transformers")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     for name in ("transformers", "huggingface_hub", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
