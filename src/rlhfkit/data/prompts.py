@@ -63,6 +63,17 @@ class PromptEncoder:
     use_chat_template: bool = True
     counts: TruncationCounts = field(default_factory=TruncationCounts)
 
+    @classmethod
+    def from_settings(cls, tokenizer: object, settings: object) -> PromptEncoder:
+        """An encoder from any object with the four encoding fields (a DataConfig, a spec)."""
+        return cls(
+            tokenizer,
+            instruction=settings.instruction,
+            prompt_sequence_length=settings.prompt_sequence_length,
+            target_sequence_length=settings.target_sequence_length,
+            use_chat_template=settings.use_chat_template,
+        )
+
     @property
     def templated(self) -> bool:
         return self.use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))

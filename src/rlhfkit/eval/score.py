@@ -25,14 +25,7 @@ class ScoreResult:
 
 def encoder_for(model: RewardModel, tokenizer) -> PromptEncoder:
     """A prompt encoder with the instruction and lengths the reward model was trained with."""
-    spec = model.spec
-    return PromptEncoder(
-        tokenizer,
-        instruction=spec.instruction,
-        prompt_sequence_length=spec.prompt_sequence_length,
-        target_sequence_length=spec.target_sequence_length,
-        use_chat_template=spec.use_chat_template,
-    )
+    return PromptEncoder.from_settings(tokenizer, model.spec)
 
 
 @torch.no_grad()

@@ -284,13 +284,15 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
     for warning in train_set.warnings:
         logger.warning(warning)
     tokenizer = load_tokenizer(config.large_model_reference)
-    encoder = _encoder(tokenizer, config)
+    encoder = PromptEncoder.from_settings(tokenizer, config)
     train_pairs = encode_pairs(train_records, encoder, config.use_margin)
     logger.info(
         "training pairs: %s",
         encoder.counts.summary(config.prompt_sequence_length, config.target_sequence_length),
     )
-    eval_pairs = encode_pairs(eval_records, _encoder(tokenizer, config), config.use_margin)
+    eval_pairs = encode_pairs(
+        eval_records, PromptEncoder.from_settings(tokenizer, config), config.use_margin
+    )
     pad_id = tokenizer.pad_token_id
 
     # step 2. model, optimizer, schedule (restored when resuming)
@@ -509,16 +511,6 @@ def _spec(config: RewardConfig) -> RewardModelSpec:
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_targets=list(config.lora_targets),
-        instruction=config.instruction,
-        prompt_sequence_length=config.prompt_sequence_length,
-        target_sequence_length=config.target_sequence_length,
-        use_chat_template=config.use_chat_template,
-    )
-
-
-def _encoder(tokenizer, config: DataConfig) -> PromptEncoder:
-    return PromptEncoder(
-        tokenizer,
         instruction=config.instruction,
         prompt_sequence_length=config.prompt_sequence_length,
         target_sequence_length=config.target_sequence_length,
