@@ -260,14 +260,24 @@ def lr_lambda(config: RewardConfig):
 
 def train_reward_model(config: RewardConfig) -> RewardResult:
     """Train a Bradley-Terry reward model; returns where it is and how well it ranks."""
+    return RewardTrainer(config).run()
+
+
+@dataclass
+class PreparedData:
+    """Encoded training and held-out pairs."""
+
+    train: list[EncodedPair]
+    eval: list[EncodedPair]
+    eval_records: list
+    pad_id: int
+
+
+def prepare_data(config: RewardConfig) -> PreparedData:
+    """Load the preference data, hold out the eval pairs and encode everything."""
     from rlhfkit.data.formats import load_dataset, load_preferences
-    from rlhfkit.models.loading import load_tokenizer, resolve_device, resolve_dtype
+    from rlhfkit.models.loading import load_tokenizer
 
-    run_dir = Path(config.output_dir)
-    start_step, state = _resume_point(config, run_dir)
-    torch.manual_seed(config.seed)
-
-    # step 1. data: load, hold out, encode
     train_set = load_preferences(config.preference_dataset)
     train_records = train_set.records
     if config.eval_dataset:
@@ -285,198 +295,179 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
         logger.warning(warning)
     tokenizer = load_tokenizer(config.large_model_reference)
     encoder = PromptEncoder.from_settings(tokenizer, config)
-    train_pairs = encode_pairs(train_records, encoder, config.use_margin)
+    train = encode_pairs(train_records, encoder, config.use_margin)
     logger.info(
         "training pairs: %s",
         encoder.counts.summary(config.prompt_sequence_length, config.target_sequence_length),
     )
-    eval_pairs = encode_pairs(
+    held_out = encode_pairs(
         eval_records, PromptEncoder.from_settings(tokenizer, config), config.use_margin
     )
-    pad_id = tokenizer.pad_token_id
+    return PreparedData(train, held_out, eval_records, tokenizer.pad_token_id)
 
-    # step 2. model, optimizer, schedule (restored when resuming)
-    device = resolve_device(config.device)
-    use_autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
-    model = build_reward_model(
-        _spec(config), config.dtype, config.device, config.head_init_std, config.seed
-    )
-    model.train()
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(
-        list(params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    if state is not None:
+
+class RewardTrainer:
+    """The reward-model training run: data, model, optimizer, loop, checkpoints, output."""
+
+    def __init__(self, config: RewardConfig):
+        from rlhfkit.models.loading import resolve_device, resolve_dtype
+
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        self.start_step, state = _resume_point(config, self.run_dir)
+        torch.manual_seed(config.seed)
+        # step 1. data: load, hold out, encode
+        self.data = prepare_data(config)
+        # step 2. model, optimizer, schedule (restored when resuming)
+        device = resolve_device(config.device)
+        self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
+        self.model = build_reward_model(
+            _spec(config), config.dtype, config.device, config.head_init_std, config.seed
+        )
+        self.model.train()
+        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(
+            list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        if state is not None:
+            self._restore(state)
+        self.baseline = longer_answer_accuracy(self.data.eval_records)
+
+    def _restore(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             for name, value in state["trainable"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+                self.params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng(state)
 
-    from rlhfkit.tracking import MetricsLogger
+    def run(self) -> RewardResult:
+        from rlhfkit.tracking import MetricsLogger
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", to_dict(config))
-    atomic_write_text(run_dir / "config.yaml", _yaml(to_dict(config)))
-    metrics = MetricsLogger(run_dir, resume_step=start_step)
-    baseline = longer_answer_accuracy(eval_records)
-    logger.info(
-        "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
-        "prefer-longer baseline on held-out pairs %.3f",
-        len(train_pairs),
-        len(eval_pairs),
-        sum(p.numel() for p in params.values()),
-        baseline,
-    )
-    last_eval = _train_loop(
-        config,
-        model,
-        optimizer,
-        scheduler,
-        params,
-        train_pairs,
-        eval_pairs,
-        pad_id,
-        use_autocast,
-        metrics,
-        start_step,
-        baseline,
-    )
-    metrics.close()
-
-    # step 5. the reward model for scoring and RL
-    out = run_dir / "reward_model"
-    model.save(out)
-    summary = {
-        "eval_accuracy": last_eval["eval/accuracy"],
-        "eval_rank_loss": last_eval["eval/rank_loss"],
-        "longer_baseline_accuracy": baseline,
-        "train_pairs": len(train_pairs),
-        "eval_pairs": len(eval_pairs),
-        "reward_model": str(out),
-    }
-    atomic_write_json(run_dir / "summary.json", summary)
-    return RewardResult(
-        run_dir,
-        out,
-        last_eval["eval/accuracy"],
-        last_eval["eval/rank_loss"],
-        baseline,
-        len(train_pairs),
-        len(eval_pairs),
-    )
-
-
-def _train_loop(
-    config,
-    model,
-    optimizer,
-    scheduler,
-    params,
-    train_pairs,
-    eval_pairs,
-    pad_id,
-    use_autocast,
-    metrics,
-    start_step,
-    baseline,
-) -> dict[str, float]:
-    from tqdm import tqdm
-
-    total = config.reward_model_train_steps
-    last_eval: dict[str, float] = {}
-    window: list[dict[str, float]] = []
-    bar = tqdm(
-        mininterval=0.5 if sys.stderr.isatty() else 15.0,
-        total=total,
-        initial=start_step,
-        desc="train-reward",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    for step in range(start_step, total):
-        indices = sample_indices(step, config.batch_size, len(train_pairs), config.seed)
-        lr = scheduler.get_last_lr()[0]
-        stats = _train_step(
-            config,
-            model,
-            optimizer,
-            params,
-            [train_pairs[i] for i in indices],
-            pad_id,
-            use_autocast,
+        config, data = self.config, self.data
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", to_dict(config))
+        atomic_write_text(self.run_dir / "config.yaml", _yaml(to_dict(config)))
+        logger.info(
+            "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
+            "prefer-longer baseline on held-out pairs %.3f",
+            len(data.train),
+            len(data.eval),
+            sum(p.numel() for p in self.params.values()),
+            self.baseline,
         )
-        scheduler.step()
-        window.append(stats)
-        done = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
-        row: dict[str, Any] = {}
-        if done % config.log_every == 0 or done == total:
-            row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
-            row["learning_rate"] = lr
-            window.clear()
-        if done % config.eval_every == 0 or done == total:
-            last_eval = evaluate_pairs(
-                model, eval_pairs, pad_id, config.micro_batch_size * 2, use_autocast
-            )
-            row.update(last_eval)
-            row["eval/longer_baseline_accuracy"] = baseline
-            bar.write(
-                f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
-                f"rank loss {last_eval['eval/rank_loss']:.4f}"
-            )
-        if row:
-            metrics.log(done, row)
-        if done % config.save_every == 0 or done == total:
-            ckpt.save_checkpoint(
-                config.output_dir,
-                done,
-                params,
-                optimizer,
-                scheduler,
-                extra={"config": to_dict(config)},
-            )
-    bar.close()
-    if not last_eval:  # resumed after the final step: evaluate once for the summary
-        last_eval = evaluate_pairs(
-            model, eval_pairs, pad_id, config.micro_batch_size * 2, use_autocast
+        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step)
+        try:
+            last_eval = self._loop(metrics)
+        finally:
+            metrics.close()
+        # step 5. the reward model for scoring and RL
+        out = self.run_dir / "reward_model"
+        self.model.save(out)
+        result = RewardResult(
+            self.run_dir,
+            out,
+            last_eval["eval/accuracy"],
+            last_eval["eval/rank_loss"],
+            self.baseline,
+            len(data.train),
+            len(data.eval),
         )
-    return last_eval
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        return result
 
+    def _loop(self, metrics) -> dict[str, float]:
+        from tqdm import tqdm
 
-def _train_step(config, model, optimizer, params, batch_pairs, pad_id, use_autocast):
-    """One optimizer step over `batch_pairs`; returns the step's statistics."""
-    started = time.perf_counter()
-    # step 3. forward and backward over micro-batches of similar length
-    optimizer.zero_grad(set_to_none=True)
-    sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
-    tokens = 0
-    for chunk in micro_batches(batch_pairs, config.micro_batch_size):
-        batch, margin = pair_batch(chunk, pad_id)
-        tokens += batch.tokens
-        with _autocast(model.device, use_autocast):
-            rewards = model(batch.to(model.device))
-        stats = bradley_terry_loss(
-            rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
+        config, total = self.config, self.config.reward_model_train_steps
+        last_eval: dict[str, float] = {}
+        window: list[dict[str, float]] = []
+        bar = tqdm(
+            mininterval=0.5 if sys.stderr.isatty() else 15.0,
+            total=total,
+            initial=self.start_step,
+            desc="train-reward",
+            unit="step",
+            dynamic_ncols=True,
         )
-        weight = len(chunk) / len(batch_pairs)
-        (stats.loss * weight).backward()
-        for key in sums:
-            sums[key] += getattr(stats, key).item() * weight
-    # step 4. optimizer step
-    grad_norm = _clip(params, config.max_grad_norm)
-    optimizer.step()
-    elapsed = time.perf_counter() - started
-    return {
-        **sums,
-        "grad_norm": grad_norm,
-        "timing/step": elapsed,
-        "pairs_per_second": len(batch_pairs) / elapsed,
-        "tokens_per_second": tokens / elapsed,
-    }
+        for step in range(self.start_step, total):
+            indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
+            lr = self.scheduler.get_last_lr()[0]
+            stats = self._step([self.data.train[i] for i in indices])
+            self.scheduler.step()
+            window.append(stats)
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
+            row: dict[str, Any] = {}
+            if done % config.log_every == 0 or done == total:
+                row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+                row["learning_rate"] = lr
+                window.clear()
+            if done % config.eval_every == 0 or done == total:
+                last_eval = self.evaluate()
+                row.update(last_eval)
+                bar.write(
+                    f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
+                    f"rank loss {last_eval['eval/rank_loss']:.4f}"
+                )
+            if row:
+                metrics.log(done, row)
+            if done % config.save_every == 0 or done == total:
+                ckpt.save_checkpoint(
+                    config.output_dir,
+                    done,
+                    self.params,
+                    self.optimizer,
+                    self.scheduler,
+                    extra={"config": to_dict(config)},
+                )
+        bar.close()
+        return last_eval or self.evaluate()  # resumed after the final step: evaluate once
+
+    def evaluate(self) -> dict[str, float]:
+        stats = evaluate_pairs(
+            self.model,
+            self.data.eval,
+            self.data.pad_id,
+            self.config.micro_batch_size * 2,
+            self.autocast,
+        )
+        return {**stats, "eval/longer_baseline_accuracy": self.baseline}
+
+    def _step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
+        """One optimizer step over `batch_pairs`; returns the step's statistics."""
+        config, model = self.config, self.model
+        started = time.perf_counter()
+        # step 3. forward and backward over micro-batches of similar length
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+        tokens = 0
+        for chunk in micro_batches(batch_pairs, config.micro_batch_size):
+            batch, margin = pair_batch(chunk, self.data.pad_id)
+            tokens += batch.tokens
+            with _autocast(model.device, self.autocast):
+                rewards = model(batch.to(model.device))
+            stats = bradley_terry_loss(
+                rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
+            )
+            weight = len(chunk) / len(batch_pairs)
+            (stats.loss * weight).backward()
+            for key in sums:
+                sums[key] += getattr(stats, key).item() * weight
+        # step 4. optimizer step
+        grad_norm = _clip(self.params, config.max_grad_norm)
+        self.optimizer.step()
+        elapsed = time.perf_counter() - started
+        return {
+            **sums,
+            "grad_norm": grad_norm,
+            "timing/step": elapsed,
+            "pairs_per_second": len(batch_pairs) / elapsed,
+            "tokens_per_second": tokens / elapsed,
+        }
 
 
 def _clip(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
