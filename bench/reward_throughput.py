@@ -317,7 +317,7 @@ def timing_summary(step_seconds: list[float], warmup: int, batch_size: int) -> d
         "step_seconds": [round(s, 4) for s in step_seconds],
         "timed_seconds": round(sum(timed), 3),
         "median_step_seconds": round(statistics.median(timed), 3),
-        "pairs_per_second": len(timed) * batch_size / sum(timed),
+        "pairs_per_second": round(len(timed) * batch_size / sum(timed), 4),
     }
 
 
@@ -395,6 +395,12 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         or max(len(p.chosen), len(p.rejected)) >= args.answer_length
         for p in data.train
     )
+    if at_limit:
+        raise RuntimeError(
+            f"{at_limit} training pairs reach prompt_sequence_length={args.prompt_length} or "
+            f"target_sequence_length={args.answer_length}: rlhfkit would cut them and TRL would "
+            "not, so the two sides would not do the same work; raise the limits"
+        )
     frozen = next(p for n, p in trainer.model.named_parameters() if "q_proj.base_layer" in n)
     lora = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n)
     info = {
@@ -707,6 +713,13 @@ def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
         "dataset_pairs": args.pairs,
         "seed": args.seed,
         "batches": "identical: TRL reads the pairs in the order rlhfkit's sampler draws them",
+        "timing": "pairs/s = timed steps x batch size / sum of timed step seconds. rlhfkit: its "
+        "own timing/step (batch padding, forward, backward, clipping, optimizer step). TRL: a "
+        "TrainerCallback from on_step_begin to on_step_end (forward, backward, clipping, "
+        "optimizer and scheduler step, zero_grad). Loading and data preparation not timed.",
+        "memory": "peak_rss_mib is the process's ru_maxrss (whole run, loading included); "
+        "rss_before_training_mib after loading and data preparation; the sampled peak covers "
+        "training only (every 20 ms).",
         "rlhfkit_set": {
             "batch_size": args.batch_size,
             "micro_batch_size": args.batch_size,
@@ -782,8 +795,10 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "versions": versions(),
-        "command": "bench/.venv/bin/python bench/reward_throughput.py "
-        + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": " ".join(
+            ["bench/.venv/bin/python", "bench/reward_throughput.py"]
+            + [shlex.quote(a) for a in sys.argv[1:]]
+        ),
         "settings": settings(args, dtype),
         "results": results,
     }
