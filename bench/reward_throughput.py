@@ -242,7 +242,7 @@ def rlhfkit_batch_order(n_pairs: int, args: argparse.Namespace) -> list[list[int
     rlhfkit holds out `eval_fraction` of the rows, then draws every step's batch with
     `sample_indices`; TRL is given the same rows in the same order (sequential sampler).
     """
-    from rlhfkit.train.reward import sample_indices, split_held_out
+    from rlhfkit.train.common import sample_indices, split_held_out
 
     train_rows, _ = split_held_out(n_pairs, args.eval_fraction, args.seed)
     return [
@@ -325,9 +325,8 @@ def dtype_name(tensor: Any) -> str:
     return str(tensor.dtype).replace("torch.", "")
 
 
-def token_counts(real: list[int], padded: list[int], batch_size: int) -> dict[str, float]:
+def token_counts(real: list[int], padded: list[int], pairs: int) -> dict[str, float]:
     """Mean real and padded tokens per pair over the timed steps' batches."""
-    pairs = len(real) * batch_size
     return {
         "real_tokens_per_pair": round(sum(real) / pairs, 1),
         "padded_tokens_per_pair": round(sum(padded) / pairs, 1),
@@ -342,12 +341,15 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
     from rlhfkit.train.reward import RewardConfig
 
     total = args.warmup_steps + args.timed_steps
+    extra = {}
+    if args.rlhfkit_micro_batch_tokens:
+        extra["micro_batch_tokens"] = args.rlhfkit_micro_batch_tokens
     config = RewardConfig(
+        **extra,
         preference_dataset=str(workdir / "pairs_rlhf_text.jsonl"),
         eval_fraction=args.eval_fraction,
         reward_model_train_steps=total,
         batch_size=args.batch_size,
-        micro_batch_size=args.batch_size,
         lora_rank=args.lora_rank,
         lora_alpha=float(args.lora_alpha),
         lora_targets=list(LORA_TARGETS),
@@ -372,7 +374,8 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     separately here so the resident memory after loading can be read between them.
     """
     from rlhfkit.tracking import read_metrics
-    from rlhfkit.train.reward import RewardTrainer, pair_batch, sample_indices
+    from rlhfkit.train.common import sample_indices
+    from rlhfkit.train.reward import RewardTrainer, micro_batches, pair_batch
 
     total = args.warmup_steps + args.timed_steps
     run_dir = workdir / "rlhfkit_run"
@@ -387,9 +390,10 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             data.train[i]
             for i in sample_indices(step, config.batch_size, len(data.train), args.seed)
         ]
-        batch, _ = pair_batch(pairs, data.pad_id)
-        real.append(batch.tokens)
-        padded.append(batch.prompt_ids.numel() + batch.response_ids.numel())
+        for chunk in micro_batches(pairs, config.micro_batch_tokens, config.pad_to_multiple):
+            batch, _ = pair_batch(chunk, data.pad_id, config.pad_to_multiple)
+            real.append(batch.tokens)
+            padded.append(batch.prompt_ids.numel() + batch.response_ids.numel())
     at_limit = sum(
         len(p.prompt) >= args.prompt_length
         or max(len(p.chosen), len(p.rejected)) >= args.answer_length
@@ -415,7 +419,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "train_pairs": len(data.train),
         "eval_pairs": len(data.eval),
         "pairs_at_length_limit": at_limit,
-        **token_counts(real, padded, args.batch_size),
+        **token_counts(real, padded, args.timed_steps * args.batch_size),
     }
     rss_before = rss_mib()
     # step 2. train (each step timed by rlhfkit itself)
@@ -542,7 +546,7 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
         "optimizer": getattr(trainer.args.optim, "value", str(trainer.args.optim)),
         "trainable_parameters": sum(p.numel() for p in named.values() if p.requires_grad),
         "train_pairs": len(encoded),
-        **token_counts(real, padded, args.batch_size),
+        **token_counts(real, padded, args.timed_steps * args.batch_size),
     }
     rss_before = rss_mib()
     # step 2. train (each step timed by the callback)
@@ -584,6 +588,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trl-no-gradient-checkpointing",
         action="store_true",
         help="Turn off TRL's default gradient checkpointing (a non-default, informative run).",
+    )
+    parser.add_argument(
+        "--rlhfkit-micro-batch-tokens",
+        type=int,
+        default=None,
+        help="rlhfkit's padded tokens per forward/backward (default: rlhfkit's default).",
     )
     parser.add_argument(
         "--output", type=Path, default=RESULTS_FILE, help="Where the JSON results go."
@@ -722,7 +732,7 @@ def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
         "training only (every 20 ms).",
         "rlhfkit_set": {
             "batch_size": args.batch_size,
-            "micro_batch_size": args.batch_size,
+            "micro_batch_tokens": args.rlhfkit_micro_batch_tokens or "rlhfkit default",
             "lora_rank": args.lora_rank,
             "lora_alpha": args.lora_alpha,
             "lora_targets": LORA_TARGETS,

@@ -17,7 +17,14 @@ from rlhfkit.models.reward import (
     load_reward_model,
 )
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.reward import RewardConfig, sample_indices, train_reward_model
+from rlhfkit.train.common import sample_indices
+from rlhfkit.train.reward import (
+    EncodedPair,
+    RewardConfig,
+    micro_batches,
+    padded_tokens,
+    train_reward_model,
+)
 
 WORDS = [
     "river",
@@ -70,7 +77,7 @@ def tiny_config(tmp_path, data, **overrides):
         "large_model_reference": "tiny-random-llama",
         "reward_model_train_steps": 6,
         "batch_size": 8,
-        "micro_batch_size": 4,
+        "micro_batch_tokens": 256,
         "log_every": 1,
         "eval_every": 3,
         "save_every": 2,
@@ -100,6 +107,21 @@ def test_sampling_depends_only_on_seed_and_step():
     flat = [i for batch in a for i in batch]
     assert sorted(flat[:10]) == list(range(10))  # the first epoch is a permutation
     assert a != [sample_indices(s, 3, 10, seed=2) for s in range(7)]
+
+
+def test_micro_batches_keep_to_the_token_budget_and_lose_no_pair():
+    def pair(prompt, answer):
+        return EncodedPair([1] * prompt, [2] * answer, [3] * (answer - 1), 0.0)
+
+    pairs = [pair(100, 20), pair(30, 10), pair(100, 30), pair(500, 60), pair(32, 12)]
+    # widths rounded to 16: (32 + 2*16) = 64 per short pair, (112 + 2*32) = 176 per long one
+    assert padded_tokens([pairs[1], pairs[4]], multiple=16) == 2 * 64
+    assert padded_tokens([pairs[0], pairs[2]], multiple=16) == 2 * 176
+    chunks = micro_batches(pairs, max_tokens=400, multiple=16)
+    assert sorted(id(p) for c in chunks for p in c) == sorted(id(p) for p in pairs)
+    assert [len(c) for c in chunks] == [2, 2, 1]  # short ones, long ones, the oversize alone
+    assert all(padded_tokens(c, 16) <= 400 for c in chunks[:2])
+    assert [len(c) for c in micro_batches(pairs, max_tokens=10**6)] == [5]
 
 
 def test_tiny_run_loss_falls_and_weights_change(tmp_path):
@@ -139,8 +161,8 @@ def test_keyword_rule_is_learned_to_high_held_out_accuracy(tmp_path):
         eval_every=60,
         save_every=60,
         batch_size=16,
-        micro_batch_size=16,
-        reward_model_learning_rate_multiplier=30,
+        micro_batch_tokens=4096,
+        reward_model_learning_rate_multiplier=6,
         head_init_std=0.02,
         lora_targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
         eval_fraction=0.25,
@@ -177,7 +199,7 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
         "large_model_reference=tiny-random-llama",
         "reward_model_train_steps=40",
         "batch_size=8",
-        "micro_batch_size=4",
+        "micro_batch_tokens=256",
         "log_every=1",
         "eval_every=8",
         "save_every=4",

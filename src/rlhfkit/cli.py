@@ -197,6 +197,16 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
     add_config_arguments(train)
     train.set_defaults(handler=_train_reward)
 
+    rl = commands.add_parser(
+        "train-rl",
+        help="tune the policy with RL (PPO) against a reward model",
+        description="Tune a LoRA adapter on the base model so that the reward model scores "
+        "its answers higher, with a KL penalty to the base model. Parameters: see the "
+        "README's config reference.",
+    )
+    add_config_arguments(rl)
+    rl.set_defaults(handler=_train_rl)
+
     score = commands.add_parser(
         "score",
         help="score responses with a trained reward model",
@@ -223,6 +233,24 @@ def _train_reward(args: argparse.Namespace) -> int:
         f"held-out accuracy {result.eval_accuracy:.3f} on {result.eval_pairs} pairs "
         f"(prefer-longer rule: {result.longer_baseline_accuracy:.3f}), "
         f"rank loss {result.eval_rank_loss:.4f}\n"
+        f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
+    )
+    return 0
+
+
+def _train_rl(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.train.rl import RLConfig, train_rl
+
+    config = load_config(RLConfig, args.config, args.overrides)
+    result = train_rl(config)
+    change = result.eval_reward_after - result.eval_reward_before
+    print(
+        f"policy adapter: {result.policy_dir}\n"
+        + (f"merged model: {result.model_dir}\n" if result.model_dir else "")
+        + f"held-out reward (greedy answers, {result.eval_prompts} prompts): "
+        f"{result.eval_reward_before:.4f} before, {result.eval_reward_after:.4f} after "
+        f"({change:+.4f})\n"
         f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
     )
     return 0

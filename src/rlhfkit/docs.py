@@ -21,10 +21,12 @@ END = "<!-- config-reference:end -->"
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
     from rlhfkit.train.reward import RewardConfig
+    from rlhfkit.train.rl import RLConfig
 
     return [
         ("Data (every stage; `rlhfkit data inspect`)", DataConfig),
         ("Reward model (`rlhfkit train-reward`)", RewardConfig),
+        ("Reinforcement learning (`rlhfkit train-rl`)", RLConfig),
     ]
 
 

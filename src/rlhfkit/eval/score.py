@@ -35,8 +35,12 @@ def score_texts(
     prompts: list[tuple],
     responses: list[list[str]],
     batch_size: int = 16,
+    ended: list[list[bool]] | None = None,
 ) -> list[list[float]]:
-    """Rewards of k responses per prompt. `prompts` are message tuples; returns (B, k) lists."""
+    """Rewards of k responses per prompt. `prompts` are message tuples; returns (B, k) lists.
+
+    `ended[b][j]` False marks an answer that was cut off (it gets no end-of-sequence token).
+    """
     autocast = model.device.type == "cuda" or resolve_dtype("auto", model.device) == torch.bfloat16
     pad_id = encoder.tokenizer.pad_token_id
     out: list[list[float]] = []
@@ -44,7 +48,14 @@ def score_texts(
         chunk_prompts = prompts[start : start + batch_size]
         chunk_responses = responses[start : start + batch_size]
         prompt_ids = [encoder.encode_prompt(p).ids for p in chunk_prompts]
-        response_ids = [encoder.encode_response(r).ids for group in chunk_responses for r in group]
+        chunk_ended = ended[start : start + batch_size] if ended else None
+        response_ids = [
+            # an empty answer cut off before any text is scored as the bare end token
+            encoder.encode_response(r, add_eos=chunk_ended[b][j] if chunk_ended else True).ids
+            or [encoder.tokenizer.eos_token_id]
+            for b, group in enumerate(chunk_responses)
+            for j, r in enumerate(group)
+        ]
         batch = ResponseBatch.build(prompt_ids, response_ids, pad_id).to(model.device)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast):
             rewards = model(batch).float().cpu().view(len(chunk_prompts), -1)

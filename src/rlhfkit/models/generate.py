@@ -5,13 +5,26 @@ from __future__ import annotations
 import torch
 
 
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_width(lengths: list[int], multiple: int = 1) -> int:
+    """The longest length rounded up to a multiple of `multiple`.
+
+    On CPU every new sequence length makes the math kernels build (and keep) new code and
+    buffers; rounding widths to a multiple bounds the number of shapes a run sees.
+    """
+    longest = max(lengths)
+    return -(-longest // multiple) * multiple if multiple > 1 else longest
+
+
+def left_pad(
+    sequences: list[list[int]], pad_id: int, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token-id lists into a batch.
 
     Returns:
-        input_ids and attention_mask. Shape: (B, P) each, P the longest prompt.
+        input_ids and attention_mask. Shape: (B, P) each, P the longest prompt rounded up
+        to a multiple of `multiple`.
     """
-    width = max(len(s) for s in sequences)
+    width = padded_width([len(s) for s in sequences], multiple)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):

@@ -115,6 +115,20 @@ def load_model(reference: str = DEFAULT_MODEL, dtype: str = "auto", device: str 
     return model.to(torch_device).eval()
 
 
+def checkpoint_dtype(reference: str = DEFAULT_MODEL) -> torch.dtype:
+    """The dtype a model's weights are stored in (fp32 when its config does not say)."""
+    from transformers import AutoConfig
+
+    if reference == TINY_MODEL:
+        return torch.float32
+    if reference == DEFAULT_MODEL:
+        config = AutoConfig.from_pretrained(ensure_default_model())
+    else:
+        config = _from_reference(AutoConfig, reference)
+    stored = getattr(config, "dtype", None) or torch.float32
+    return getattr(torch, stored) if isinstance(stored, str) else stored
+
+
 def build_tiny_llama(seed: int = 0):
     """A 2-layer Llama with the default model's vocabulary, randomly initialised (seeded)."""
     from transformers import LlamaConfig, LlamaForCausalLM

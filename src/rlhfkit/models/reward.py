@@ -10,6 +10,7 @@ answers this halves the work of scoring a preference pair.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from torch import nn
 
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
-from rlhfkit.models.generate import left_pad
+from rlhfkit.models.generate import left_pad, padded_width
 
 REWARD_CONFIG_FILE = "rlhfkit_reward.json"
 HEAD_FILE = "head.safetensors"
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Every linear layer of a Llama decoder block: the default LoRA targets."""
 
 
 @dataclass
@@ -32,7 +35,7 @@ class RewardModelSpec:
     full_finetune: bool = False
     lora_rank: int = 4
     lora_alpha: float = 8.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
     instruction: str | None = None
     prompt_sequence_length: int = 512
     target_sequence_length: int = 64
@@ -59,13 +62,22 @@ class ResponseBatch:
     per_prompt: int
 
     @classmethod
-    def build(cls, prompts: list[list[int]], responses: list[list[int]], pad_id: int):
-        """Pad token lists into a batch; `responses` holds k answers per prompt, in order."""
+    def build(
+        cls,
+        prompts: list[list[int]],
+        responses: list[list[int]],
+        pad_id: int,
+        multiple: int = 1,
+    ):
+        """Pad token lists into a batch; `responses` holds k answers per prompt, in order.
+
+        Prompt and response widths are rounded up to a multiple of `multiple`.
+        """
         per_prompt = len(responses) // len(prompts)
         if per_prompt * len(prompts) != len(responses) or per_prompt < 1:
             raise ValueError("responses must hold the same number of answers for every prompt")
-        prompt_ids, prompt_mask = left_pad(prompts, pad_id)
-        width = max(len(r) for r in responses)
+        prompt_ids, prompt_mask = left_pad(prompts, pad_id, multiple)
+        width = padded_width([len(r) for r in responses], multiple)
         response_ids = torch.full((len(responses), width), pad_id, dtype=torch.long)
         response_mask = torch.zeros((len(responses), width), dtype=torch.long)
         for row, ids in enumerate(responses):
@@ -97,11 +109,20 @@ class RewardModel(nn.Module):
         spec: how the model was built, for saving.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Linear, spec: RewardModelSpec):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Linear,
+        spec: RewardModelSpec,
+        adapter_name: str | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.spec = spec
+        self.adapter_name = adapter_name
+        """When set, the backbone is shared (e.g. with a policy) and this adapter is switched
+        on for scoring only."""
 
     @property
     def trunk(self) -> nn.Module:
@@ -121,6 +142,12 @@ class RewardModel(nn.Module):
         Returns:
             rewards in fp32. Shape: (B*k,)
         """
+        if self.adapter_name is None:
+            return self._forward(batch)
+        with active_adapter(self.backbone, self.adapter_name):
+            return self._forward(batch)
+
+    def _forward(self, batch: ResponseBatch) -> torch.Tensor:
         trunk = self.trunk
         k = batch.per_prompt
         prompt_pos = (batch.prompt_mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
@@ -224,13 +251,29 @@ def _freeze_unused_lm_head(lm: nn.Module) -> None:
         output.requires_grad_(False)
 
 
-def load_reward_model(folder: str | Path, dtype: str = "auto", device: str = "auto") -> RewardModel:
-    """Load a reward model written by `RewardModel.save` (train-reward's output)."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
+@contextmanager
+def active_adapter(model: nn.Module, name: str):
+    """Switch a peft model to adapter `name` for the block, then back.
 
-    from rlhfkit.models.loading import load_model
+    peft makes the active adapter trainable when switching; which parameters require
+    gradients is restored on the way out, so a policy being trained stays trainable.
+    """
+    previous = model.active_adapter
+    if previous == name:
+        yield
+        return
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.set_adapter(name)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        for n, p in model.named_parameters():
+            p.requires_grad_(trainable[n])
 
+
+def read_reward_spec(folder: str | Path) -> RewardModelSpec:
+    """The spec of a saved reward model; a clear error when `folder` is not one."""
     folder = Path(folder)
     config_path = folder / REWARD_CONFIG_FILE
     if not config_path.is_file():
@@ -238,14 +281,46 @@ def load_reward_model(folder: str | Path, dtype: str = "auto", device: str = "au
             f"{folder} is not a reward-model folder (no {REWARD_CONFIG_FILE}); give the "
             "reward_model folder that `rlhfkit train-reward` wrote in its output_dir"
         )
-    spec = RewardModelSpec(**json.loads(config_path.read_text()))
+    return RewardModelSpec(**json.loads(config_path.read_text()))
+
+
+def _load_head(folder: Path, hidden: int, device: torch.device) -> nn.Linear:
+    from safetensors.torch import load_file
+
+    head = nn.Linear(hidden, 1, dtype=torch.float32)
+    head.load_state_dict(load_file(folder / HEAD_FILE))
+    return head.to(device).requires_grad_(False)
+
+
+def attach_reward_model(folder: str | Path, backbone: nn.Module) -> RewardModel:
+    """Load a LoRA reward model onto an existing peft model with the same base weights.
+
+    The reward adapter is added to `backbone` as adapter "reward": no second copy of the
+    base weights. The caller checks that the bases match (see `read_reward_spec`).
+    """
+    folder = Path(folder)
+    spec = read_reward_spec(folder)
+    if spec.full_finetune:
+        raise ValueError("a fully fine-tuned reward model has its own weights; load it alone")
+    backbone.load_adapter(str(folder / "adapter"), adapter_name="reward", is_trainable=False)
+    head = _load_head(folder, backbone.config.hidden_size, backbone.device)
+    return RewardModel(backbone, head, spec, adapter_name="reward").eval()
+
+
+def load_reward_model(folder: str | Path, dtype: str = "auto", device: str = "auto") -> RewardModel:
+    """Load a reward model written by `RewardModel.save` (train-reward's output)."""
+    from peft import PeftModel
+
+    from rlhfkit.models.loading import load_model
+
+    folder = Path(folder)
+    spec = read_reward_spec(folder)
     if spec.full_finetune:
         backbone = load_model(str(folder / "model"), dtype=dtype, device=device)
     else:
         base = load_model(spec.base_model, dtype=dtype, device=device)
         backbone = PeftModel.from_pretrained(base, folder / "adapter")
-    head = nn.Linear(backbone.config.hidden_size, 1, dtype=torch.float32)
-    head.load_state_dict(load_file(folder / HEAD_FILE))
-    model = RewardModel(backbone, head.to(backbone.device), spec)
+    head = _load_head(folder, backbone.config.hidden_size, backbone.device)
+    model = RewardModel(backbone, head, spec)
     model.requires_grad_(False)
     return model.eval()

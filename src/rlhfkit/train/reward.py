@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +14,32 @@ from rlhfkit.algorithms.reward import bradley_terry_loss
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
 from rlhfkit.data.prompts import PromptEncoder
-from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.fileio import atomic_write_json, atomic_write_text
-from rlhfkit.models.reward import ResponseBatch, RewardModel, RewardModelSpec, build_reward_model
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.fileio import atomic_write_json
+from rlhfkit.models.generate import padded_width
+from rlhfkit.models.reward import (
+    ALL_LINEAR,
+    ResponseBatch,
+    RewardModel,
+    RewardModelSpec,
+    build_reward_model,
+)
 from rlhfkit.train import checkpoint as ckpt
+from rlhfkit.train.common import (
+    autocast,
+    clip_gradients,
+    lr_factor,
+    progress_bar,
+    restore_trainable,
+    resume_point,
+    sample_indices,
+    split_held_out,
+    write_config,
+)
 
 logger = logging.getLogger(__name__)
 
-REWARD_BASE_LEARNING_RATE = 1e-4
+REWARD_BASE_LEARNING_RATE = 5e-4
 """Learning rate at reward_model_learning_rate_multiplier=1.0 (the peak, after warm-up)."""
 
 EVAL_ROWS_MAX = 5000
@@ -47,13 +63,18 @@ class RewardConfig(DataConfig):
         1.0, f"Multiplies the base learning rate {REWARD_BASE_LEARNING_RATE:g}."
     )
     batch_size: int = param(16, "Preference pairs per optimizer step.")
-    micro_batch_size: int = param(
-        8, "Pairs per forward/backward pass; gradients accumulate up to batch_size."
+    micro_batch_tokens: int = param(
+        1024,
+        "Most padded tokens (prompt + both answers, all pairs) in one forward/backward pass; "
+        "gradients accumulate up to batch_size. Raise it on a GPU, lower it to save memory.",
+    )
+    pad_to_multiple: int = param(
+        16, "Round padded prompt and answer widths up to this multiple (bounds kernel shapes)."
     )
     lora_rank: int = param(4, "LoRA rank of the adapter.")
     lora_alpha: float = param(8.0, "LoRA scaling numerator (scale = alpha / rank).")
     lora_targets: list[str] = param(
-        ["q_proj", "v_proj"], "Module names that get LoRA adapters (comma-separated)."
+        list(ALL_LINEAR), "Module names that get LoRA adapters (comma-separated)."
     )
     full_finetune: bool = param(False, "Train every weight instead of a LoRA adapter.")
     head_init_std: float = param(0.0, "Std of the reward head's initial weights (0: zeros).")
@@ -100,11 +121,12 @@ class RewardConfig(DataConfig):
         )
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
         check(
-            self.micro_batch_size >= 1,
-            "micro_batch_size",
-            self.micro_batch_size,
+            self.micro_batch_tokens >= 1,
+            "micro_batch_tokens",
+            self.micro_batch_tokens,
             "must be at least 1",
         )
+        check(self.pad_to_multiple >= 1, "pad_to_multiple", self.pad_to_multiple, "must be >= 1")
         check(
             0.0 < self.eval_fraction < 1.0,
             "eval_fraction",
@@ -166,51 +188,53 @@ def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> lis
     return pairs
 
 
-def pair_batch(pairs: list[EncodedPair], pad_id: int) -> tuple[ResponseBatch, torch.Tensor]:
+def pair_batch(
+    pairs: list[EncodedPair], pad_id: int, multiple: int = 1
+) -> tuple[ResponseBatch, torch.Tensor]:
     """Rows 2i and 2i+1 are the chosen and rejected answer of pair i; margins (B,)."""
     responses = [ids for p in pairs for ids in (p.chosen, p.rejected)]
-    batch = ResponseBatch.build([p.prompt for p in pairs], responses, pad_id)
+    batch = ResponseBatch.build([p.prompt for p in pairs], responses, pad_id, multiple)
     return batch, torch.tensor([p.margin for p in pairs], dtype=torch.float32)
 
 
-def micro_batches(pairs: list[EncodedPair], size: int) -> list[list[EncodedPair]]:
-    """Split a batch into micro-batches of similar length (little padding)."""
+def padded_tokens(pairs: list[EncodedPair], multiple: int = 1) -> int:
+    """Tokens a micro-batch of `pairs` occupies once padded (prompt + two answers per pair)."""
+    prompt = padded_width([len(p.prompt) for p in pairs], multiple)
+    answer = padded_width([len(ids) for p in pairs for ids in (p.chosen, p.rejected)], multiple)
+    return len(pairs) * (prompt + 2 * answer)
+
+
+def micro_batches(
+    pairs: list[EncodedPair], max_tokens: int, multiple: int = 1
+) -> list[list[EncodedPair]]:
+    """Split a batch into micro-batches of similar length, each within `max_tokens` padded
+    tokens (a pair longer than that goes alone)."""
     ordered = sorted(pairs, key=lambda p: (len(p.prompt), max(len(p.chosen), len(p.rejected))))
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
-
-
-def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    """Indices of the pairs in optimizer step `step` (0-based).
-
-    Every epoch is a fresh seeded permutation and batches run across epoch ends, so the
-    order depends only on (seed, step): a resumed run sees exactly the same batches.
-    """
-    out = []
-    for position in range(step * batch_size, (step + 1) * batch_size):
-        epoch, offset = divmod(position, n)
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        out.append(int(torch.randperm(n, generator=generator)[offset]))
-    return out
-
-
-def split_held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, eval) row indices: a seeded random `fraction` of rows (at least one) is held out."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = max(1, round(n * fraction))
-    return sorted(order[held:]), sorted(order[:held])
+    chunks: list[list[EncodedPair]] = []
+    for pair in ordered:
+        if chunks and padded_tokens([*chunks[-1], pair], multiple) <= max_tokens:
+            chunks[-1].append(pair)
+        else:
+            chunks.append([pair])
+    return chunks
 
 
 @torch.no_grad()
 def evaluate_pairs(
-    model: RewardModel, pairs: list[EncodedPair], pad_id: int, batch_size: int, autocast: bool
+    model: RewardModel,
+    pairs: list[EncodedPair],
+    pad_id: int,
+    max_tokens: int,
+    use_bf16: bool,
+    multiple: int = 1,
 ) -> dict[str, float]:
     """Held-out rank loss, accuracy and margin over all pairs."""
     was_training = model.training
     model.eval()
     chosen, rejected, margins = [], [], []
-    for chunk in micro_batches(pairs, batch_size):
-        batch, margin = pair_batch(chunk, pad_id)
-        with _autocast(model.device, autocast):
+    for chunk in micro_batches(pairs, max_tokens, multiple):
+        batch, margin = pair_batch(chunk, pad_id, multiple)
+        with autocast(model.device, use_bf16):
             rewards = model(batch.to(model.device)).float().cpu()
         chosen.append(rewards[0::2])
         rejected.append(rewards[1::2])
@@ -235,27 +259,6 @@ def longer_answer_accuracy(records: list) -> float:
         else:
             score += 0.5
     return score / len(records)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def lr_lambda(config: RewardConfig):
-    """Multiplier of the peak learning rate at each step: warm-up, then the chosen decay."""
-    total, warm = config.reward_model_train_steps, config.warmup_steps
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        progress = (step - warm) / max(1, total - warm)
-        if config.lr_schedule == "cosine":
-            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if config.lr_schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        return 1.0
-
-    return factor
 
 
 def train_reward_model(config: RewardConfig) -> RewardResult:
@@ -314,7 +317,7 @@ class RewardTrainer:
 
         self.config = config
         self.run_dir = Path(config.output_dir)
-        self.start_step, state = _resume_point(config, self.run_dir)
+        self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
         # step 1. data: load, hold out, encode
         self.data = prepare_data(config)
@@ -329,26 +332,19 @@ class RewardTrainer:
         self.optimizer = torch.optim.AdamW(
             list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_factor(config.reward_model_train_steps, config.warmup_steps, config.lr_schedule),
+        )
         if state is not None:
-            self._restore(state)
+            restore_trainable(state, self.params, self.optimizer, self.scheduler)
         self.baseline = longer_answer_accuracy(self.data.eval_records)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                self.params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng(state)
 
     def run(self) -> RewardResult:
         from rlhfkit.tracking import MetricsLogger
 
         config, data = self.config, self.data
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", to_dict(config))
-        atomic_write_text(self.run_dir / "config.yaml", _yaml(to_dict(config)))
+        write_config(self.run_dir, to_dict(config))
         logger.info(
             "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
             "prefer-longer baseline on held-out pairs %.3f",
@@ -379,19 +375,10 @@ class RewardTrainer:
         return result
 
     def _loop(self, metrics) -> dict[str, float]:
-        from tqdm import tqdm
-
         config, total = self.config, self.config.reward_model_train_steps
         last_eval: dict[str, float] = {}
         window: list[dict[str, float]] = []
-        bar = tqdm(
-            mininterval=0.5 if sys.stderr.isatty() else 15.0,
-            total=total,
-            initial=self.start_step,
-            desc="train-reward",
-            unit="step",
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(total, self.start_step, "train-reward")
         for step in range(self.start_step, total):
             indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
             lr = self.scheduler.get_last_lr()[0]
@@ -432,8 +419,9 @@ class RewardTrainer:
             self.model,
             self.data.eval,
             self.data.pad_id,
-            self.config.micro_batch_size * 2,
+            self.config.micro_batch_tokens * 2,
             self.autocast,
+            self.config.pad_to_multiple,
         )
         return {**stats, "eval/longer_baseline_accuracy": self.baseline}
 
@@ -445,10 +433,10 @@ class RewardTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         tokens = 0
-        for chunk in micro_batches(batch_pairs, config.micro_batch_size):
-            batch, margin = pair_batch(chunk, self.data.pad_id)
+        for chunk in micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple):
+            batch, margin = pair_batch(chunk, self.data.pad_id, config.pad_to_multiple)
             tokens += batch.tokens
-            with _autocast(model.device, self.autocast):
+            with autocast(model.device, self.autocast):
                 rewards = model(batch.to(model.device))
             stats = bradley_terry_loss(
                 rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
@@ -458,7 +446,7 @@ class RewardTrainer:
             for key in sums:
                 sums[key] += getattr(stats, key).item() * weight
         # step 4. optimizer step
-        grad_norm = _clip(self.params, config.max_grad_norm)
+        grad_norm = clip_gradients(self.params, config.max_grad_norm)
         self.optimizer.step()
         elapsed = time.perf_counter() - started
         return {
@@ -468,31 +456,6 @@ class RewardTrainer:
             "pairs_per_second": len(batch_pairs) / elapsed,
             "tokens_per_second": tokens / elapsed,
         }
-
-
-def _clip(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
-    grads = [p for p in params.values() if p.grad is not None]
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
-    return float(torch.norm(torch.stack([g.grad.norm() for g in grads])))
-
-
-def _resume_point(config: RewardConfig, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
-    """(first step to run, checkpoint state) — (0, None) for a fresh run."""
-    latest = ckpt.latest_checkpoint(run_dir)
-    if not config.resume:
-        if latest is not None:
-            raise ConfigError(
-                f"output_dir={str(run_dir)!r} already holds checkpoints; pass resume=true to "
-                "continue that run, or choose a new output_dir"
-            )
-        return 0, None
-    if latest is None:
-        logger.info("resume=true but %s has no checkpoint: starting from step 0", run_dir)
-        return 0, None
-    state = ckpt.load_checkpoint(latest)
-    logger.info("resuming from %s (step %d)", latest, state["step"])
-    return int(state["step"]), state
 
 
 def _spec(config: RewardConfig) -> RewardModelSpec:
@@ -507,9 +470,3 @@ def _spec(config: RewardConfig) -> RewardModelSpec:
         target_sequence_length=config.target_sequence_length,
         use_chat_template=config.use_chat_template,
     )
-
-
-def _yaml(values: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,261 @@
+"""The policy for RL: a base language model with a LoRA adapter and an optional value head.
+
+One copy of the base weights serves every role:
+- policy: the base with adapter "policy" switched on;
+- reference: the same base with every adapter switched off (`reference_logprobs`);
+- critic: a linear value head on the policy's final hidden states (a shared trunk: one
+  forward gives log-probabilities and values; the value loss also trains the adapter);
+- reward: a LoRA reward model on the same base is attached as adapter "reward"
+  (`rlhfkit.models.reward.attach_reward_model`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlhfkit.fileio import atomic_path
+from rlhfkit.models.generate import left_pad
+
+POLICY_ADAPTER = "policy"
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+@dataclass
+class Rollout:
+    """Prompts and the answers sampled for them.
+
+    Attributes:
+        query_ids: left-padded prompts. Shape: (B, P)
+        query_mask: 1 on prompt tokens. Shape: (B, P)
+        response_ids: right-padded answers, cut after the first end-of-sequence token.
+            Shape: (B, A)
+        response_mask: 1 on answer tokens (the end-of-sequence token included). Shape: (B, A)
+        ended: whether each answer produced the end-of-sequence token. Shape: (B,)
+    """
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    ended: torch.Tensor
+
+    def rows(self, index: torch.Tensor | slice, trim: bool = True) -> Rollout:
+        """The sub-rollout of the given rows; with `trim`, cut to its own longest prompt and
+        answer (less padding to compute)."""
+        query_mask = self.query_mask[index]
+        response_mask = self.response_mask[index]
+        start, width = 0, response_mask.shape[1]
+        if trim:
+            start = int((query_mask.sum(0) > 0).nonzero()[0]) if query_mask.any() else 0
+            width = int(response_mask.sum(1).max())
+        return Rollout(
+            self.query_ids[index][:, start:],
+            query_mask[:, start:],
+            self.response_ids[index][:, :width],
+            response_mask[:, :width],
+            self.ended[index],
+        )
+
+
+class PolicyModel(nn.Module):
+    """Policy, reference and critic on one set of base weights.
+
+    Args:
+        backbone: a peft model whose adapter "policy" is trained.
+        value_head: linear layer from the hidden size to 1 (fp32), or None without a critic.
+    """
+
+    def __init__(self, backbone: nn.Module, value_head: nn.Linear | None):
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = value_head
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The causal language model (LoRA layers injected) under the peft wrapper."""
+        return self.backbone.get_base_model()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        eos_id: int,
+        pad_id: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        do_sample: bool = True,
+    ) -> Rollout:
+        """Sample one answer per prompt with the KV cache, stopping at end-of-sequence."""
+        query_ids, query_mask = left_pad(prompts, pad_id)
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        was_training = self.training
+        self.eval()
+        out = self.backbone.generate(
+            input_ids=query_ids.to(self.device),
+            attention_mask=query_mask.to(self.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            **(sampling if do_sample else {}),
+        )
+        self.train(was_training)
+        generated = out[:, query_ids.shape[1] :].cpu()  # (B, A)
+        response_ids, response_mask, ended = cut_at_eos(generated, eos_id, pad_id)
+        return Rollout(query_ids, query_mask, response_ids, response_mask, ended)
+
+    def forward(
+        self, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Log-probabilities of the answer tokens under the policy, the critic's values and,
+        optionally, the per-token entropy.
+
+        Returns:
+            logprobs (B, A), values (B, A) or None, entropy (B, A) or None; fp32.
+        """
+        hidden = self._response_hidden(rollout)
+        logprobs, entropy = self._logprobs(hidden, rollout, temperature, with_entropy)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(hidden.float()).squeeze(-1)
+        return logprobs, values, entropy
+
+    @torch.no_grad()
+    def reference_logprobs(self, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+        """Log-probabilities of the answer tokens under the base model (adapters off)."""
+        with self.backbone.disable_adapter():
+            hidden = self._response_hidden(rollout)
+            return self._logprobs(hidden, rollout, temperature, False)[0]
+
+    def _response_hidden(self, rollout: Rollout) -> torch.Tensor:
+        """Final hidden states at the positions that predict each answer token. (B, A, H)"""
+        device = self.device
+        ids = torch.cat([rollout.query_ids, rollout.response_ids], 1).to(device)
+        mask = torch.cat([rollout.query_mask, rollout.response_mask], 1).to(device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        lm = self.language_model
+        trunk = getattr(lm, lm.base_model_prefix)
+        hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        prompt_width, answer_width = rollout.query_ids.shape[1], rollout.response_ids.shape[1]
+        return hidden[:, prompt_width - 1 : prompt_width + answer_width - 1]
+
+    def _logprobs(
+        self, hidden: torch.Tensor, rollout: Rollout, temperature: float, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.language_model.get_output_embeddings()(hidden).float()  # (B, A, V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        log_probs = torch.log_softmax(logits, dim=-1)
+        targets = rollout.response_ids.to(logits.device)
+        chosen = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, A)
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return chosen, entropy
+
+    def save(self, folder: str | Path) -> None:
+        """Write the policy adapter and the value head atomically."""
+        from safetensors.torch import save_file
+
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            self.backbone.save_pretrained(tmp, selected_adapters=[POLICY_ADAPTER])
+            # peft writes a non-default adapter into a sub-folder named after it
+            for path in (tmp / POLICY_ADAPTER).iterdir():
+                path.rename(tmp / path.name)
+            (tmp / POLICY_ADAPTER).rmdir()
+            if self.value_head is not None:
+                state = {
+                    k: v.detach().cpu().contiguous()
+                    for k, v in self.value_head.state_dict().items()
+                }
+                save_file(state, tmp / VALUE_HEAD_FILE)
+
+
+def cut_at_eos(
+    generated: torch.Tensor, eos_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep each row up to and including its first end-of-sequence token.
+
+    Returns:
+        ids with padding after the end (B, A), the 0/1 mask of kept tokens (B, A), and
+        whether each row ended (B,).
+    """
+    is_eos = generated == eos_id
+    ended = is_eos.any(1)
+    first = torch.where(ended, is_eos.int().argmax(1), generated.shape[1] - 1)
+    keep = torch.arange(generated.shape[1])[None, :] <= first[:, None]
+    ids = torch.where(keep, generated, torch.full_like(generated, pad_id))
+    return ids, keep.long(), ended
+
+
+def build_policy(
+    base_model: str,
+    lora_rank: int,
+    lora_alpha: float,
+    lora_targets: list[str],
+    with_value_head: bool,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+) -> PolicyModel:
+    """The base model with a fresh LoRA adapter "policy" (its update starts at zero, so the
+    policy starts equal to the base) and a zero-initialised value head."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlhfkit.models.loading import load_model
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        lm = load_model(base_model, dtype=dtype, device=device)
+        lm.config.use_cache = True
+        lora = LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(lora_targets),
+            bias="none",
+        )
+        backbone = get_peft_model(lm, lora, adapter_name=POLICY_ADAPTER)
+        head = None
+        if with_value_head:
+            head = nn.Linear(lm.config.hidden_size, 1, device=lm.device, dtype=torch.float32)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return PolicyModel(backbone, head)
+
+
+def export_merged(base_model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge a LoRA adapter into its base and write a plain Hugging Face model folder.
+
+    The merge is done in fp32 (a small LoRA update would be lost to rounding in bf16), then
+    the weights are saved in the dtype of the base checkpoint. The folder loads with plain
+    `transformers.AutoModelForCausalLM.from_pretrained`; the tokenizer is written beside it.
+    """
+    from peft import PeftModel
+
+    from rlhfkit.models.loading import checkpoint_dtype, load_model, load_tokenizer
+
+    stored = checkpoint_dtype(base_model)
+    base = load_model(base_model, dtype="fp32", device="cpu")
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = merged.to(stored)
+    tokenizer = load_tokenizer(base_model)
+    with atomic_path(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)

@@ -1,0 +1,125 @@
+"""Pieces every training stage shares: data order, schedule, clipping, resuming, progress."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.errors import ConfigError
+from rlhfkit.train import checkpoint as ckpt
+
+logger = logging.getLogger(__name__)
+
+
+def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Indices of the rows in optimizer step `step` (0-based).
+
+    Every epoch is a fresh seeded permutation and batches run across epoch ends, so the
+    order depends only on (seed, step): a resumed run sees exactly the same batches.
+    """
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, n)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        out.append(int(torch.randperm(n, generator=generator)[offset]))
+    return out
+
+
+def split_held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, eval) row indices: a seeded random `fraction` of rows (at least one) is held out."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = max(1, round(n * fraction))
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` when enabled (a no-op context otherwise)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def lr_factor(total: int, warmup: int, schedule: str):
+    """Multiplier of the peak learning rate at each step: warm-up, then the chosen decay
+    (`cosine` to 10% of the peak, `linear` to 0, or `constant`)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 1.0
+
+    return factor
+
+
+def clip_gradients(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the gradients' global norm to `max_norm` (0: no clipping); returns the norm."""
+    grads = [p for p in params.values() if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+    return float(torch.norm(torch.stack([g.grad.norm() for g in grads])))
+
+
+def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """(first step to run, checkpoint state): (0, None) for a fresh run."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if not resume:
+        if latest is not None:
+            raise ConfigError(
+                f"output_dir={str(run_dir)!r} already holds checkpoints; pass resume=true to "
+                "continue that run, or choose a new output_dir"
+            )
+        return 0, None
+    if latest is None:
+        logger.info("resume=true but %s has no checkpoint: starting from step 0", run_dir)
+        return 0, None
+    state = ckpt.load_checkpoint(latest)
+    logger.info("resuming from %s (step %d)", latest, state["step"])
+    return int(state["step"]), state
+
+
+def restore_trainable(
+    state: dict[str, Any], params: dict[str, torch.nn.Parameter], optimizer, scheduler
+) -> None:
+    """Put a checkpoint's weights, optimizer, schedule and RNG states back."""
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ckpt.restore_rng(state)
+
+
+def progress_bar(total: int, initial: int, desc: str):
+    """A tqdm bar that redraws often on a terminal and rarely in a log file."""
+    from tqdm import tqdm
+
+    return tqdm(
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+
+def write_config(run_dir: Path, values: dict[str, Any]) -> None:
+    """The resolved config as config.json and config.yaml in the run directory."""
+    import yaml
+
+    from rlhfkit.fileio import atomic_write_json, atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", values)
+    text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
+    atomic_write_text(run_dir / "config.yaml", text)
