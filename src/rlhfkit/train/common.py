@@ -59,6 +59,18 @@ def lr_factor(total: int, warmup: int, schedule: str):
     return factor
 
 
+def is_due(done: int, every: int, total: int) -> bool:
+    """True every `every` steps and at the last step."""
+    return done % every == 0 or done == total
+
+
+def window_mean(window: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each statistic over the steps since the last log line (then emptied)."""
+    means = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    window.clear()
+    return means
+
+
 def clip_gradients(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
     """Clip the gradients' global norm to `max_norm` (0: no clipping); returns the norm."""
     grads = [p for p in params.values() if p.grad is not None]

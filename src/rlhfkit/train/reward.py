@@ -28,12 +28,14 @@ from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
     clip_gradients,
+    is_due,
     lr_factor,
     progress_bar,
     restore_trainable,
     resume_point,
     sample_indices,
     split_held_out,
+    window_mean,
     write_config,
 )
 
@@ -389,11 +391,10 @@ class RewardTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
             row: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == total:
-                row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+            if is_due(done, config.log_every, total):
+                row.update(window_mean(window))
                 row["learning_rate"] = lr
-                window.clear()
-            if done % config.eval_every == 0 or done == total:
+            if is_due(done, config.eval_every, total):
                 last_eval = self.evaluate()
                 row.update(last_eval)
                 bar.write(
@@ -402,7 +403,7 @@ class RewardTrainer:
                 )
             if row:
                 metrics.log(done, row)
-            if done % config.save_every == 0 or done == total:
+            if is_due(done, config.save_every, total):
                 ckpt.save_checkpoint(
                     config.output_dir,
                     done,

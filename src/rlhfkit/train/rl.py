@@ -40,12 +40,14 @@ from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
     clip_gradients,
+    is_due,
     lr_factor,
     progress_bar,
     restore_trainable,
     resume_point,
     sample_indices,
     split_held_out,
+    window_mean,
     write_config,
 )
 
@@ -409,13 +411,12 @@ class RLTrainer:
             bar.update(1)
             bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['objective/kl']:.3f}")
             row: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == total:
-                row.update({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+            if is_due(done, config.log_every, total):
+                row.update(window_mean(window))
                 row["learning_rate"] = lr
-                window.clear()
-            if done % config.sample_every == 0 or done == total:
+            if is_due(done, config.sample_every, total):
                 self._log_samples(metrics, done, samples)
-            if done % config.eval_every == 0 or done == total:
+            if is_due(done, config.eval_every, total):
                 last_eval = self.evaluate()
                 row.update(last_eval)
                 bar.write(
@@ -424,7 +425,7 @@ class RLTrainer:
                 )
             if row:
                 metrics.log(done, row)
-            if done % config.save_every == 0 or done == total:
+            if is_due(done, config.save_every, total):
                 ckpt.save_checkpoint(
                     config.output_dir,
                     done,
