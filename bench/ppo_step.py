@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,11 +35,11 @@ from typing import Any
 from reward_throughput import (
     RssSampler,
     dtype_name,
-    machine_busy_cores,
     machine_info,
     peak_rss_mib,
     ratio,
     rss_mib,
+    run_child,
     versions,
 )
 
@@ -652,46 +650,15 @@ def child_main(args: argparse.Namespace) -> None:
     (args.workdir / f"result_{args.child}.json").write_text(json.dumps(result, indent=2))
 
 
-def run_child(side: str, args: argparse.Namespace, model_dir: str, dtype: str) -> dict[str, Any]:
-    result_path = args.workdir / f"result_{side}.json"
-    result_path.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *sys.argv[1:],
-        "--child",
-        side,
-        "--workdir",
-        str(args.workdir),
-        "--model-dir",
-        model_dir,
-        "--dtype",
-        dtype,
-    ]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+def run_side(side: str, args: argparse.Namespace, model_dir: str, dtype: str) -> dict[str, Any]:
+    """One side in its own process (reward_throughput.run_child with this script)."""
+    extra = {}
     if side == "trl" and dtype == "bfloat16" and not args.trl_no_autocast:
         # PPOTrainer builds its own Accelerator, which takes mixed precision only from this
         # variable (`accelerate launch --mixed_precision bf16` sets it); PPOConfig(bf16=True)
         # alone leaves autocast off under transformers 5.
-        env["ACCELERATE_MIXED_PRECISION"] = "bf16"
-    busy = machine_busy_cores()
-    print(f"==> {side}: training in its own process (cores busy before: {busy:.2f})", flush=True)
-    if busy > 0.25:
-        print(
-            f"warning: other processes keep {busy:.2f} cores busy; timings will be low. "
-            "Stop other heavy processes and run again.",
-            flush=True,
-        )
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    print(f"==> {side}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    return {**json.loads(result_path.read_text()), "cores_busy_before_start": round(busy, 2)}
+        extra["ACCELERATE_MIXED_PRECISION"] = "bf16"
+    return run_child(side, args, model_dir, dtype, extra)
 
 
 def settings(args: argparse.Namespace, dtype: str, prompts: dict[str, Any]) -> dict[str, Any]:
@@ -856,7 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     if "rlhfkit" in sides:
         build_reward_folder(args, args.workdir / "reward_model")
 
-    results = {side: run_child(side, args, model_dir, dtype) for side in sides}
+    results = {side: run_side(side, args, model_dir, dtype) for side in sides}
     report: dict[str, Any] = {
         "benchmark": "PPO step time and peak memory",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -614,12 +614,19 @@ def child_main(args: argparse.Namespace) -> None:
     (args.workdir / f"result_{args.child}.json").write_text(json.dumps(result, indent=2))
 
 
-def run_child(side: str, args: argparse.Namespace, model_dir: str, dtype: str) -> dict[str, Any]:
+def run_child(
+    side: str,
+    args: argparse.Namespace,
+    model_dir: str,
+    dtype: str,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one side in a fresh process of this script (`--child SIDE`); return its figures."""
     result_path = args.workdir / f"result_{side}.json"
     result_path.unlink(missing_ok=True)
     command = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        str(Path(sys.argv[0]).resolve()),  # the script that was run
         *sys.argv[1:],
         "--child",
         side,
@@ -635,6 +642,8 @@ def run_child(side: str, args: argparse.Namespace, model_dir: str, dtype: str) -
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        **(extra_env or {}),
     }
     busy = machine_busy_cores()
     print(f"==> {side}: training in its own process (cores busy before: {busy:.2f})", flush=True)
