@@ -19,6 +19,7 @@ from torch import nn
 
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
+from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 
 POLICY_ADAPTER = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -73,6 +74,7 @@ class PolicyModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.value_head = value_head
+        self._lora_layers = lora_layers(backbone)
 
     @property
     def device(self) -> torch.device:
@@ -100,15 +102,16 @@ class PolicyModel(nn.Module):
         sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         was_training = self.training
         self.eval()
-        out = self.backbone.generate(
-            input_ids=query_ids.to(self.device),
-            attention_mask=query_mask.to(self.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            pad_token_id=pad_id,
-            eos_token_id=eos_id,
-            **(sampling if do_sample else {}),
-        )
+        with uncast_lora_inputs(self._lora_layers, self.device):
+            out = self.backbone.generate(
+                input_ids=query_ids.to(self.device),
+                attention_mask=query_mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                pad_token_id=pad_id,
+                eos_token_id=eos_id,
+                **(sampling if do_sample else {}),
+            )
         self.train(was_training)
         generated = out[:, query_ids.shape[1] :].cpu()  # (B, A)
         response_ids, response_mask, ended = cut_at_eos(generated, eos_id, pad_id)
@@ -123,7 +126,8 @@ class PolicyModel(nn.Module):
         Returns:
             logprobs (B, A), values (B, A) or None, entropy (B, A) or None; fp32.
         """
-        hidden = self._response_hidden(rollout)
+        with uncast_lora_inputs(self._lora_layers, self.device):
+            hidden = self._response_hidden(rollout)
         logprobs, entropy = self._logprobs(hidden, rollout, temperature, with_entropy)
         values = None
         if self.value_head is not None:

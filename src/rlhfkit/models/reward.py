@@ -20,6 +20,7 @@ from torch import nn
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
+from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 
 REWARD_CONFIG_FILE = "rlhfkit_reward.json"
 HEAD_FILE = "head.safetensors"
@@ -123,6 +124,7 @@ class RewardModel(nn.Module):
         self.adapter_name = adapter_name
         """When set, the backbone is shared (e.g. with a policy) and this adapter is switched
         on for scoring only."""
+        self._lora_layers = lora_layers(backbone)
 
     @property
     def trunk(self) -> nn.Module:
@@ -148,6 +150,14 @@ class RewardModel(nn.Module):
             return self._forward(batch)
 
     def _forward(self, batch: ResponseBatch) -> torch.Tensor:
+        with uncast_lora_inputs(self._lora_layers, self.device):
+            hidden = self._response_hidden(batch)
+        last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
+        final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
+        return self.head(final.float()).squeeze(-1)
+
+    def _response_hidden(self, batch: ResponseBatch) -> torch.Tensor:
+        """Final hidden states of every response position. (B*k, A, H)"""
         trunk = self.trunk
         k = batch.per_prompt
         prompt_pos = (batch.prompt_mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
@@ -164,16 +174,13 @@ class RewardModel(nn.Module):
         width = batch.response_ids.shape[1]
         response_pos = prompt_len[:, None] + torch.arange(width, device=prompt_len.device)
         mask = torch.cat([batch.prompt_mask.repeat_interleave(k, 0), batch.response_mask], 1)
-        hidden = trunk(
+        return trunk(
             input_ids=batch.response_ids,
             attention_mask=mask,
             position_ids=response_pos,
             cache=cache,
             use_cache=True,
-        ).last_hidden_state  # (B*k, A, H)
-        last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
-        final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
-        return self.head(final.float()).squeeze(-1)
+        ).last_hidden_state
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -462,7 +462,17 @@ class RLTrainer:
         # step 3c. log-probabilities, values and the reference (no gradients)
         mark = time.perf_counter()
         mask = rollout.response_mask.float()
-        old_logprobs, old_values, entropy, ref_logprobs = self._no_grad_pass(rollout)
+        reference = self._reference_pass(rollout) if config.kl_coeff > 0 else None
+        first = None
+        if self._fuses_first_pass:
+            # the first update's forward, before any optimizer step, is the rollout policy:
+            # its detached outputs are the old log-probabilities and values
+            with autocast(policy.device, self.autocast):
+                first = policy(rollout, config.temperature, with_entropy=True)
+            old_logprobs, old_values, entropy = (t.detach().float().cpu() for t in first)
+        else:
+            old_logprobs, old_values, entropy = self._no_grad_pass(rollout)
+        ref_logprobs = old_logprobs if reference is None else reference
         kl = kl_estimate(old_logprobs, ref_logprobs, config.kl_estimator) * mask
         true_kl = kl_estimate(old_logprobs, ref_logprobs, "k1") * mask
         # step 4. per-token rewards, advantages and returns
@@ -473,7 +483,9 @@ class RLTrainer:
         forward_seconds = time.perf_counter() - mark
         # step 5. PPO epochs over mini-batches
         mark = time.perf_counter()
-        update = self._update(step, rollout, old_logprobs, old_values, advantages, returns)
+        update = self._update(
+            step, rollout, old_logprobs, old_values, advantages, returns, first=first
+        )
         update_seconds = time.perf_counter() - mark
         elapsed = time.perf_counter() - started
         lengths = rollout.response_mask.sum(1).float()
@@ -510,21 +522,34 @@ class RLTrainer:
 
     @torch.no_grad()
     def _no_grad_pass(self, rollout: Rollout) -> tuple[torch.Tensor, ...]:
-        """Policy log-probabilities, values, entropy and reference log-probabilities of the
-        rollout, in micro-batches, on the CPU. Shape: (B, A) each."""
+        """Policy log-probabilities, values and entropy of the rollout, in micro-batches, on
+        the CPU. Shape: (B, A) each."""
         config, policy = self.config, self.policy
         parts: list[tuple[torch.Tensor, ...]] = []
-        size = rollout.query_ids.shape[0]
-        for start in range(0, size, config.micro_batch_size):
+        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
             part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
             with autocast(policy.device, self.autocast):
-                logprobs, values, entropy = policy(part, config.temperature, with_entropy=True)
-                if config.kl_coeff > 0:
-                    reference = policy.reference_logprobs(part, config.temperature)
-                else:
-                    reference = logprobs
-            parts.append(tuple(t.float().cpu() for t in (logprobs, values, entropy, reference)))
+                outputs = policy(part, config.temperature, with_entropy=True)
+            parts.append(tuple(t.float().cpu() for t in outputs))
         return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+
+    @property
+    def _fuses_first_pass(self) -> bool:
+        """Whether the first PPO epoch is one forward over the whole batch (one mini-batch,
+        one micro-batch), so that forward also gives the old log-probabilities and values."""
+        config = self.config
+        return config.micro_batch_size >= config.batch_size <= config.ppo_mini_batch_size
+
+    @torch.no_grad()
+    def _reference_pass(self, rollout: Rollout) -> torch.Tensor:
+        """Reference log-probabilities of the rollout, in micro-batches, on the CPU. (B, A)"""
+        config, policy = self.config, self.policy
+        parts = []
+        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
+            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
+            with autocast(policy.device, self.autocast):
+                parts.append(policy.reference_logprobs(part, config.temperature).float().cpu())
+        return torch.cat(parts)
 
     def _update(
         self,
@@ -534,15 +559,22 @@ class RLTrainer:
         old_values: torch.Tensor,
         advantages: torch.Tensor,
         returns: torch.Tensor,
+        first: tuple[torch.Tensor, ...] | None = None,
     ) -> dict[str, float]:
-        """ppo_epochs passes of clipped updates; returns the mean statistics."""
+        """ppo_epochs passes of clipped updates; returns the mean statistics.
+
+        `first`: the policy's (logprobs, values, ...) of the whole batch, with their graph,
+        computed before any update; the first epoch uses them instead of a new forward.
+        """
         config, policy = self.config, self.policy
         size = rollout.query_ids.shape[0]
         sums: dict[str, float] = {}
         updates = 0
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        for _ in range(config.ppo_epochs):
+        for epoch in range(config.ppo_epochs):
             order = torch.randperm(size, generator=generator)
+            if epoch == 0 and first is not None:
+                order = torch.arange(size)
             for start in range(0, size, config.ppo_mini_batch_size):
                 mini = order[start : start + config.ppo_mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
@@ -560,15 +592,19 @@ class RLTrainer:
                 )
                 for micro_start in range(0, len(mini), config.micro_batch_size):
                     rows = mini[micro_start : micro_start + config.micro_batch_size]
-                    part = rollout.rows(rows)
+                    reuse = epoch == 0 and first is not None
+                    part = rollout.rows(rows, trim=not reuse)
                     width = part.response_ids.shape[1]
                     mask = part.response_mask.float().to(policy.device)
 
                     def take(t: torch.Tensor, rows=rows, width=width) -> torch.Tensor:
                         return t[rows][:, :width].to(policy.device)
 
-                    with autocast(policy.device, self.autocast):
-                        logprobs, values, _ = policy(part, config.temperature)
+                    if reuse:
+                        logprobs, values = first[0], first[1]
+                    else:
+                        with autocast(policy.device, self.autocast):
+                            logprobs, values, _ = policy(part, config.temperature)
                     pl = policy_loss(
                         logprobs, take(old_logprobs), take(advantages), mask, config.cliprange
                     )
