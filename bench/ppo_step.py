@@ -314,21 +314,21 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
 
 
 def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Train with rlhfkit's RLTrainer; time steps from its own `timing/step` metric.
+    """Train with rlhfkit's PPOTrainer; time steps from its own `timing/step` metric.
 
-    `train_rl(config)` is `RLTrainer(config).run()`; the two calls are made separately here
+    `train_rl(config)` is `PPOTrainer(config).run()`; the two calls are made separately here
     so the resident memory after loading can be read between them.
     """
     from rlhfkit.tracking import read_metrics
     from rlhfkit.train.common import sample_indices
-    from rlhfkit.train.rl import RLTrainer
+    from rlhfkit.train.rl import PPOTrainer
 
     total = args.warmup_steps + args.timed_steps
     run_dir = workdir / "rlhfkit_run"
     shutil.rmtree(run_dir, ignore_errors=True)
     config = rlhfkit_config(args, workdir, run_dir)
     # step 1. load prompts, policy (+ critic, reference) and the reward adapter (not timed)
-    trainer = RLTrainer(config)
+    trainer = PPOTrainer(config)
     data = trainer.data
     expected = json.loads((workdir / "batches.json").read_text())
     for step in range(total):

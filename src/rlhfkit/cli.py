@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_model_commands(commands)
     _add_reward_commands(commands)
+    _add_grader_commands(commands)
     return parser
 
 
@@ -199,10 +200,11 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
 
     rl = commands.add_parser(
         "train-rl",
-        help="tune the policy with RL (PPO) against a reward model",
-        description="Tune a LoRA adapter on the base model so that the reward model scores "
-        "its answers higher, with a KL penalty to the base model. Parameters: see the "
-        "README's config reference.",
+        help="tune the policy with RL: PPO, GRPO or RLOO against a reward model or grader",
+        description="Tune a LoRA adapter on the base model so that the reward model (or a "
+        "grader) scores its answers higher: method=ppo (default; a critic and a KL penalty "
+        "to the base model) or method=grpo / rloo (several answers per prompt, "
+        "group-relative advantages). Parameters: see the README's config reference.",
     )
     add_config_arguments(rl)
     rl.set_defaults(handler=_train_rl)
@@ -239,20 +241,25 @@ def _train_reward(args: argparse.Namespace) -> int:
 
 
 def _train_rl(args: argparse.Namespace) -> int:
-    from rlhfkit.config import load_config
-    from rlhfkit.train.rl import RLConfig, train_rl
+    from rlhfkit.train.rl import load_rl_config, train_rl
 
-    config = load_config(RLConfig, args.config, args.overrides)
+    config = load_rl_config(args.config, args.overrides)
     result = train_rl(config)
     change = result.eval_reward_after - result.eval_reward_before
-    print(
-        f"policy adapter: {result.policy_dir}\n"
-        + (f"merged model: {result.model_dir}\n" if result.model_dir else "")
-        + f"held-out reward (greedy answers, {result.eval_prompts} prompts): "
-        f"{result.eval_reward_before:.4f} before, {result.eval_reward_after:.4f} after "
-        f"({change:+.4f})\n"
-        f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
-    )
+    greedy = getattr(config, "eval_samples", 1) == 1
+    lines = [
+        f"policy adapter: {result.policy_dir}",
+        *([f"merged model: {result.model_dir}"] if result.model_dir else []),
+        f"held-out reward ({'greedy answers' if greedy else 'sampled answers'}, "
+        f"{result.eval_prompts} prompts): {result.eval_reward_before:.4f} before, "
+        f"{result.eval_reward_after:.4f} after ({change:+.4f})",
+        *(
+            f"best checkpoint: {c['path']} (step {c['step']}, {c['valid_reward_mean']:.4f})"
+            for c in result.best_checkpoints or []
+        ),
+        f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})",
+    ]
+    print("\n".join(lines))
     return 0
 
 
@@ -271,6 +278,79 @@ def _score(args: argparse.Namespace) -> int:
             f"pairwise accuracy: {result.pairwise_accuracy:.3f} on {len(result.rows)} pairs",
             file=sys.stderr if not args.out else sys.stdout,
         )
+    return 0
+
+
+# ---------------------------------------------------------------- graders
+
+
+def _add_grader_commands(commands: argparse._SubParsersAction) -> None:
+    grader = commands.add_parser("grader", help="check and try a grader file")
+    sub = grader.add_subparsers(title="grader commands", metavar="COMMAND")
+    grader.set_defaults(handler=lambda _args: grader.print_help() or 2)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a grader file",
+        description="Check every field of a grader file (YAML or JSON) and list all problems.",
+    )
+    validate.add_argument("path", metavar="GRADER.yaml")
+    validate.set_defaults(handler=_grader_validate)
+
+    run = sub.add_parser(
+        "run",
+        help="grade one answer with a grader file",
+        description="Grade one answer against one dataset row; prints one JSON object with "
+        "reward, sub_rewards, errors and execution_time (exit 0 even when the grade "
+        "recorded errors).",
+    )
+    run.add_argument("path", metavar="GRADER.yaml")
+    run.add_argument("--sample", required=True, metavar="TEXT", help="the answer to grade")
+    item = run.add_mutually_exclusive_group()
+    item.add_argument("--item", metavar="JSON", help="the dataset row as a JSON object")
+    item.add_argument("--item-file", metavar="F.json", help="a file holding the row as JSON")
+    run.set_defaults(handler=_grader_run)
+
+
+def _grader_validate(args: argparse.Namespace) -> int:
+    from rlhfkit.graders import load_grader
+    from rlhfkit.graders.multi import MultiGrader
+
+    def describe(grader, indent: str) -> None:
+        print(f"{indent}{grader.type} grader {grader.name}")
+        if isinstance(grader, MultiGrader):
+            for sub in grader.graders.values():
+                describe(sub, indent + "  ")
+
+    grader = load_grader(args.path)
+    print("valid: ", end="")
+    describe(grader, "")
+    return 0
+
+
+def _grader_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlhfkit.graders import load_grader
+
+    if args.item_file:
+        try:
+            text, where = Path(args.item_file).read_text(encoding="utf-8-sig"), args.item_file
+        except OSError as exc:
+            raise RlhfkitError(
+                f"cannot read --item-file {args.item_file}: {exc.strerror}"
+            ) from None
+    else:
+        text, where = args.item or "{}", "--item"
+    try:
+        item = json.loads(text)
+    except ValueError as exc:
+        raise RlhfkitError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(item, dict):
+        raise RlhfkitError(f"{where} must be a JSON object (the dataset row), got {text[:80]!r}")
+    with load_grader(args.path) as grader:
+        result = grader.grade(args.sample, item)
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
     return 0
 
 

@@ -7,7 +7,6 @@ block between the config-reference markers.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -20,13 +19,16 @@ END = "<!-- config-reference:end -->"
 
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
+    from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.reward import RewardConfig
-    from rlhfkit.train.rl import RLConfig
+    from rlhfkit.train.rl import RLCommonConfig, RLConfig
 
     return [
         ("Data (every stage; `rlhfkit data inspect`)", DataConfig),
         ("Reward model (`rlhfkit train-reward`)", RewardConfig),
-        ("Reinforcement learning (`rlhfkit train-rl`)", RLConfig),
+        ("Reinforcement learning, every method (`rlhfkit train-rl`)", RLCommonConfig),
+        ("PPO (`rlhfkit train-rl method=ppo`, the default)", RLConfig),
+        ("GRPO and RLOO (`rlhfkit train-rl method=grpo` or `method=rloo`)", GRPOConfig),
     ]
 
 
@@ -34,11 +36,14 @@ def config_reference() -> str:
     parts = []
     for title, cls in config_classes():
         parent = cls.__mro__[1]
-        inherited = {f.name for f in dataclasses.fields(parent)} if is_dataclass(parent) else set()
-        rows = [r for r in field_help(cls) if r[0] not in inherited]
+        inherited = {repr(r) for r in field_help(parent)} if is_dataclass(parent) else set()
+        rows = [r for r in field_help(cls) if repr(r) not in inherited]  # new, or new default
         parts.append(f"#### {title}\n")
         if inherited:
-            parts.append(f"Also takes every parameter of `{parent.__name__}`.\n")
+            parts.append(
+                f"Also takes every parameter of `{parent.__name__}` (rows here that repeat one "
+                "of its names give this method's default).\n"
+            )
         parts.append("| parameter | default | meaning |\n| --- | --- | --- |")
         for name, _type, default, help_text in rows:
             shown = ",".join(default) if isinstance(default, list) else default

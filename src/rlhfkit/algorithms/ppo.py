@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -20,6 +21,17 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     if dim is None:
         return (values * mask).sum() / mask.sum().clamp(min=1.0)
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce per-token values (B, A) to a scalar: `token_mean` weighs every token alike
+    (long answers count more), `sequence_mean` averages each answer's tokens first, then
+    the answers (every answer counts the same)."""
+    if how == "token_mean":
+        return masked_mean(values, mask)
+    if how == "sequence_mean":
+        return masked_mean(values, mask, dim=1).mean()
+    raise ValueError(f"unknown loss aggregation {how!r}; choose one of {LOSS_AGGREGATIONS}")
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
@@ -125,8 +137,10 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    aggregation: str = "token_mean",
 ) -> PolicyLoss:
-    """Clipped surrogate: mean over tokens of max(-A * ratio, -A * clip(ratio, 1 +- eps)).
+    """Clipped surrogate: mean of max(-A * ratio, -A * clip(ratio, 1 +- eps)) over tokens,
+    aggregated as `aggregation` says (see `aggregate`). Schulman et al. 2017, eq. 7.
 
     Returns the loss, the fraction of tokens where the clip was active, the approximate
     KL between new and old policy (mean of (log ratio)^2 / 2), and the mean ratio.
@@ -135,7 +149,7 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = aggregate(torch.maximum(unclipped, clipped), mask, aggregation)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask)
         approx_kl = 0.5 * masked_mean(log_ratio.detach() ** 2, mask)

@@ -20,6 +20,7 @@ from torch import nn
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
+from rlhfkit.models.shared_prompt import shared_prompt_forward
 
 POLICY_ADAPTER = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -36,6 +37,8 @@ class Rollout:
             Shape: (B, A)
         response_mask: 1 on answer tokens (the end-of-sequence token included). Shape: (B, A)
         ended: whether each answer produced the end-of-sequence token. Shape: (B,)
+        group: rows come in runs of `group` answers to the same prompt (1: no sharing);
+            the prompt of such a run is computed once (see `shared_prompt_forward`).
     """
 
     query_ids: torch.Tensor
@@ -43,10 +46,11 @@ class Rollout:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     ended: torch.Tensor
+    group: int = 1
 
     def rows(self, index: torch.Tensor | slice, trim: bool = True) -> Rollout:
-        """The sub-rollout of the given rows; with `trim`, cut to its own longest prompt and
-        answer (less padding to compute)."""
+        """The sub-rollout of the given rows (whole groups, in order); with `trim`, cut to
+        its own longest prompt and answer (less padding to compute)."""
         query_mask = self.query_mask[index]
         response_mask = self.response_mask[index]
         start, width = 0, response_mask.shape[1]
@@ -59,6 +63,7 @@ class Rollout:
             self.response_ids[index][:, :width],
             response_mask[:, :width],
             self.ended[index],
+            self.group,
         )
 
 
@@ -96,26 +101,56 @@ class PolicyModel(nn.Module):
         top_p: float = 1.0,
         top_k: int = 0,
         do_sample: bool = True,
+        per_prompt: int = 1,
     ) -> Rollout:
-        """Sample one answer per prompt with the KV cache, stopping at end-of-sequence."""
-        query_ids, query_mask = left_pad(prompts, pad_id)
+        """Sample `per_prompt` answers per prompt with the KV cache, stopping at
+        end-of-sequence. With several answers per prompt the prompt is computed once and its
+        cache shared; the rollout's rows are then the answers, prompt by prompt."""
+        query_ids, query_mask = left_pad(prompts, pad_id)  # (B, P)
         sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         was_training = self.training
         self.eval()
-        with uncast_lora_inputs(self._lora_layers, self.device):
+        device = self.device
+        extra = {}
+        with uncast_lora_inputs(self._lora_layers, device):
+            if per_prompt > 1 and query_ids.shape[1] > 1:
+                # every prompt token but the last, once per prompt; generate feeds the last
+                extra["cache"] = self._prefill(query_ids[:, :-1], query_mask[:, :-1], per_prompt)
+            query_ids = query_ids.repeat_interleave(per_prompt, 0)  # (B*k, P)
+            query_mask = query_mask.repeat_interleave(per_prompt, 0)
             out = self.backbone.generate(
-                input_ids=query_ids.to(self.device),
-                attention_mask=query_mask.to(self.device),
+                input_ids=query_ids.to(device),
+                attention_mask=query_mask.to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
                 **(sampling if do_sample else {}),
+                **extra,
             )
         self.train(was_training)
-        generated = out[:, query_ids.shape[1] :].cpu()  # (B, A)
+        generated = out[:, query_ids.shape[1] :].cpu()  # (B*k, A)
         response_ids, response_mask, ended = cut_at_eos(generated, eos_id, pad_id)
-        return Rollout(query_ids, query_mask, response_ids, response_mask, ended)
+        return Rollout(query_ids, query_mask, response_ids, response_mask, ended, per_prompt)
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, repeat: int):
+        """The key/value cache of left-padded token ids, each row repeated `repeat` times."""
+        device = self.device
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = self._trunk(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=True,
+        ).cache
+        cache.batch_repeat_interleave(repeat)
+        return cache
+
+    @property
+    def _trunk(self) -> nn.Module:
+        """The decoder stack (no language-model head)."""
+        lm = self.language_model
+        return getattr(lm, lm.base_model_prefix)
 
     def forward(
         self, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False
@@ -144,12 +179,24 @@ class PolicyModel(nn.Module):
     def _response_hidden(self, rollout: Rollout) -> torch.Tensor:
         """Final hidden states at the positions that predict each answer token. (B, A, H)"""
         device = self.device
+        if rollout.group > 1:
+            group = rollout.group
+            prompt_hidden, answer_hidden = shared_prompt_forward(
+                self._trunk,
+                rollout.query_ids[::group].to(device),
+                rollout.query_mask[::group].to(device),
+                rollout.response_ids.to(device),
+                rollout.response_mask.to(device),
+            )
+            # the last prompt position predicts the first answer token (prompts are left-padded)
+            first = prompt_hidden[:, -1:].repeat_interleave(group, 0)  # (B, 1, H)
+            return torch.cat([first, answer_hidden[:, :-1]], 1)
         ids = torch.cat([rollout.query_ids, rollout.response_ids], 1).to(device)
         mask = torch.cat([rollout.query_mask, rollout.response_mask], 1).to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        lm = self.language_model
-        trunk = getattr(lm, lm.base_model_prefix)
-        hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        hidden = self._trunk(
+            input_ids=ids, attention_mask=mask, position_ids=positions
+        ).last_hidden_state
         prompt_width, answer_width = rollout.query_ids.shape[1], rollout.response_ids.shape[1]
         return hidden[:, prompt_width - 1 : prompt_width + answer_width - 1]
 

@@ -21,6 +21,7 @@ from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
+from rlhfkit.models.shared_prompt import shared_prompt_forward
 
 REWARD_CONFIG_FILE = "rlhfkit_reward.json"
 HEAD_FILE = "head.safetensors"
@@ -158,29 +159,13 @@ class RewardModel(nn.Module):
 
     def _response_hidden(self, batch: ResponseBatch) -> torch.Tensor:
         """Final hidden states of every response position. (B*k, A, H)"""
-        trunk = self.trunk
-        k = batch.per_prompt
-        prompt_pos = (batch.prompt_mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
-        prompt_out = trunk(
-            input_ids=batch.prompt_ids,
-            attention_mask=batch.prompt_mask,
-            position_ids=prompt_pos,
-            use_cache=True,
-        )
-        cache = prompt_out.cache
-        if k > 1:
-            cache.batch_repeat_interleave(k)
-        prompt_len = batch.prompt_mask.sum(1).repeat_interleave(k)  # (B*k,)
-        width = batch.response_ids.shape[1]
-        response_pos = prompt_len[:, None] + torch.arange(width, device=prompt_len.device)
-        mask = torch.cat([batch.prompt_mask.repeat_interleave(k, 0), batch.response_mask], 1)
-        return trunk(
-            input_ids=batch.response_ids,
-            attention_mask=mask,
-            position_ids=response_pos,
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state
+        return shared_prompt_forward(
+            self.trunk,
+            batch.prompt_ids,
+            batch.prompt_mask,
+            batch.response_ids,
+            batch.response_mask,
+        )[1]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

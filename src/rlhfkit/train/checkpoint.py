@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from rlhfkit.fileio import atomic_path
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
+SCORE_FILE = "score.json"
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -27,8 +29,14 @@ def save_checkpoint(
     scheduler: Any,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    score: float | None = None,
+    keep_best: int = 0,
 ) -> Path:
-    """Write trainable weights, optimizer, scheduler and RNG states; keep the newest `keep`."""
+    """Write trainable weights, optimizer, scheduler and RNG states.
+
+    Keeps the newest `keep` checkpoints and, besides them, the `keep_best` with the highest
+    `score` (a held-out metric written beside the state as score.json).
+    """
     target = checkpoint_dir(run_dir, step)
     state = {
         "step": step,
@@ -44,9 +52,27 @@ def save_checkpoint(
     with atomic_path(target) as tmp:
         tmp.mkdir()
         torch.save(state, tmp / STATE_FILE)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if score is not None:
+            (tmp / SCORE_FILE).write_text(json.dumps({"step": step, "score": score}) + "\n")
+    found = list_checkpoints(run_dir)
+    kept = set(found[-keep:])
+    kept.update(path for path, _, _ in best_checkpoints(run_dir, keep_best))
+    for old in found:
+        if old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def best_checkpoints(run_dir: str | Path, count: int) -> list[tuple[Path, int, float]]:
+    """The `count` scored checkpoints with the highest score, best first: (path, step,
+    score); ties go to the earlier step."""
+    scored = []
+    for path in list_checkpoints(run_dir):
+        if (path / SCORE_FILE).is_file():
+            record = json.loads((path / SCORE_FILE).read_text())
+            scored.append((path, int(record["step"]), float(record["score"])))
+    scored.sort(key=lambda entry: (-entry[2], entry[1]))
+    return scored[:count]
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

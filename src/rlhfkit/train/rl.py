@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,55 +57,43 @@ logger = logging.getLogger(__name__)
 RL_BASE_LEARNING_RATE = 1e-4
 """Learning rate at reinforcement_learning_rate_multiplier=1.0 (LoRA adapter and value head)."""
 
-METHODS = ("ppo",)
+METHODS = ("ppo", "grpo", "rloo")
 
 
 @dataclass
-class RLConfig(DataConfig):
-    """Parameters of `rlhfkit train-rl` (names shared with the pipeline)."""
+class RLCommonConfig(DataConfig, ABC):
+    """Parameters every `rlhfkit train-rl` method shares."""
 
-    method: str = param("ppo", "RL algorithm.", choices=METHODS)
+    method: str = param(
+        "ppo",
+        "RL algorithm: ppo (one answer per prompt, a critic, GAE) or grpo / rloo (several "
+        "answers per prompt, group-relative advantages, no critic).",
+        choices=METHODS,
+    )
     prompt_dataset: str | None = param(
         None, "Prompt dataset (file, folder or glob) in any supported format."
     )
-    eval_dataset: str | None = param(
-        None,
-        "Held-out prompts scored every eval_every steps (default: eval_fraction of "
-        "prompt_dataset).",
-    )
     eval_fraction: float = param(
-        0.1, "Fraction of prompt_dataset held out for evaluation when eval_dataset is unset."
+        0.1, "Fraction of prompt_dataset held out for evaluation when no held-out file is set."
     )
-    eval_prompts: int = param(64, "Most held-out prompts answered (greedily) at each evaluation.")
+    eval_prompts: int = param(64, "Most held-out prompts answered at each evaluation.")
     reward_model: str | None = param(
         None, "Reward-model directory written by train-reward (its reward_model/ folder)."
     )
-    reinforcement_learning_train_steps: int = param(
-        1000, "PPO steps (each: one batch of rollouts, then ppo_epochs of updates)."
-    )
-    reinforcement_learning_rate_multiplier: float = param(
-        1.0, f"Multiplies the base learning rate {RL_BASE_LEARNING_RATE:g}."
-    )
-    kl_coeff: float = param(
-        0.1, "Weight of the per-token KL penalty to the base model (0: no reference pass)."
+    kl_coeff: float = param(0.0, "Weight of the KL penalty to the base model (0: none).")
+    batch_size: int = param(8, "Prompts per step.")
+    grader: str | None = param(
+        None, "Grader file (YAML or JSON, see Graders): the reward, instead of reward_model."
     )
     kl_estimator: str = param(
         "k1",
-        "Per-token KL estimator in the reward: k1 (log ratio) or k3 (never negative).",
+        "Per-token KL estimator: k1 (log ratio) or k3 (never negative).",
         choices=("k1", "k3"),
     )
-    batch_size: int = param(8, "Prompts (and sampled answers) per PPO step.")
-    ppo_epochs: int = param(2, "Passes over each batch of rollouts.")
-    ppo_mini_batch_size: int = param(8, "Rollouts per optimizer step inside a PPO epoch.")
     micro_batch_size: int = param(
-        8, "Rollouts per forward/backward pass; gradients accumulate up to ppo_mini_batch_size."
+        8, "Answers per forward/backward pass; gradients accumulate over a mini-batch."
     )
-    gamma: float = param(1.0, "Discount factor of GAE.")
-    lam: float = param(0.95, "Lambda of GAE.")
     cliprange: float = param(0.2, "Clip range of the policy ratio.")
-    cliprange_value: float = param(0.2, "Clip range of the value update.")
-    vf_coef: float = param(0.1, "Weight of the value loss.")
-    whiten_advantages: bool = param(True, "Normalise advantages to mean 0, std 1 per batch.")
     max_grad_norm: float = param(1.0, "Gradient-norm clipping (0 turns it off).")
     temperature: float = param(0.7, "Sampling temperature of the rollouts.")
     top_p: float = param(1.0, "Nucleus sampling: keep the smallest token set with this mass.")
@@ -126,7 +115,6 @@ class RLConfig(DataConfig):
     weight_decay: float = param(0.0, "AdamW weight decay.")
     log_every: int = param(1, "Log training metrics every N steps.")
     sample_every: int = param(10, "Log a few decoded prompts, answers and scores every N steps.")
-    eval_every: int = param(50, "Score greedy answers on held-out prompts every N steps.")
     save_every: int = param(50, "Write a checkpoint every N steps (and at the end).")
     save_merged: bool = param(True, "Also write the adapter merged into the base (model/).")
     dtype: str = param(
@@ -145,18 +133,87 @@ class RLConfig(DataConfig):
             None,
             "set it to a prompt file, folder or glob, e.g. prompt_dataset=prompts.jsonl",
         )
+        check(
+            not (self.grader and self.reward_model),
+            "grader",
+            self.grader,
+            "set either grader or reward_model, not both",
+        )
+        for name in ("micro_batch_size", "eval_prompts", "lora_rank", "log_every"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        for name in ("sample_every", "save_every"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        check(self.kl_coeff >= 0, "kl_coeff", self.kl_coeff, "must be >= 0")
+        check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, "k1 or k3")
+        check(self.temperature > 0, "temperature", self.temperature, "must be positive")
+        check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
+        check(self.cliprange > 0, "cliprange", self.cliprange, "must be positive")
+        check(
+            0.0 < self.eval_fraction < 1.0,
+            "eval_fraction",
+            self.eval_fraction,
+            "must be between 0 and 1 (exclusive)",
+        )
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+
+    @property
+    @abstractmethod
+    def held_out_dataset(self) -> str | None:
+        """The file of held-out prompts, if one was given."""
+
+    @property
+    @abstractmethod
+    def learning_rate(self) -> float:
+        """The peak learning rate (the method's base rate times its multiplier)."""
+
+    @property
+    @abstractmethod
+    def eval_interval_steps(self) -> int:
+        """Evaluate on the held-out prompts every this many steps."""
+
+    @abstractmethod
+    def total_steps(self, train_prompts: int) -> int:
+        """Optimizer steps of the whole run, given the number of training prompts."""
+
+
+@dataclass
+class RLConfig(RLCommonConfig):
+    """Parameters of `rlhfkit train-rl method=ppo` (names shared with the pipeline)."""
+
+    eval_dataset: str | None = param(
+        None,
+        "Held-out prompts scored every eval_every steps (default: eval_fraction of "
+        "prompt_dataset).",
+    )
+    reinforcement_learning_train_steps: int = param(
+        1000, "PPO steps (each: one batch of rollouts, then ppo_epochs of updates)."
+    )
+    reinforcement_learning_rate_multiplier: float = param(
+        1.0, f"Multiplies the base learning rate {RL_BASE_LEARNING_RATE:g}."
+    )
+    kl_coeff: float = param(
+        0.1, "Weight of the per-token KL penalty to the base model (0: no reference pass)."
+    )
+    batch_size: int = param(8, "Prompts (and sampled answers) per PPO step.")
+    ppo_epochs: int = param(2, "Passes over each batch of rollouts.")
+    ppo_mini_batch_size: int = param(8, "Rollouts per optimizer step inside a PPO epoch.")
+    gamma: float = param(1.0, "Discount factor of GAE.")
+    lam: float = param(0.95, "Lambda of GAE.")
+    cliprange_value: float = param(0.2, "Clip range of the value update.")
+    vf_coef: float = param(0.1, "Weight of the value loss.")
+    whiten_advantages: bool = param(True, "Normalise advantages to mean 0, std 1 per batch.")
+    eval_every: int = param(50, "Score greedy answers on held-out prompts every N steps.")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.method == "ppo", "method", self.method, "ppo here (grpo and rloo: GRPOConfig)")
         positive = (
             "reinforcement_learning_train_steps",
             "batch_size",
             "ppo_epochs",
             "ppo_mini_batch_size",
-            "micro_batch_size",
-            "eval_prompts",
-            "lora_rank",
-            "log_every",
-            "sample_every",
             "eval_every",
-            "save_every",
         )
         for name in positive:
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
@@ -172,26 +229,24 @@ class RLConfig(DataConfig):
             self.reinforcement_learning_rate_multiplier,
             "must be positive",
         )
-        check(self.kl_coeff >= 0, "kl_coeff", self.kl_coeff, "must be >= 0")
-        check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, "k1 or k3")
-        check(self.temperature > 0, "temperature", self.temperature, "must be positive")
-        check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
-        check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must be in [0, 1]")
         check(0 <= self.lam <= 1, "lam", self.lam, "must be in [0, 1]")
-        check(self.cliprange > 0, "cliprange", self.cliprange, "must be positive")
         check(self.cliprange_value > 0, "cliprange_value", self.cliprange_value, "must be positive")
-        check(
-            0.0 < self.eval_fraction < 1.0,
-            "eval_fraction",
-            self.eval_fraction,
-            "must be between 0 and 1 (exclusive)",
-        )
-        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+
+    @property
+    def held_out_dataset(self) -> str | None:
+        return self.eval_dataset
 
     @property
     def learning_rate(self) -> float:
         return RL_BASE_LEARNING_RATE * self.reinforcement_learning_rate_multiplier
+
+    @property
+    def eval_interval_steps(self) -> int:
+        return self.eval_every
+
+    def total_steps(self, train_prompts: int) -> int:
+        return self.reinforcement_learning_train_steps
 
 
 @dataclass
@@ -203,6 +258,7 @@ class RLResult:
     eval_reward_after: float
     eval_prompts: int
     steps: int
+    best_checkpoints: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -215,20 +271,60 @@ class PromptData:
     eval_ids: list[list[int]]
 
 
+@dataclass
+class Scores:
+    """What the reward said about a batch of answers.
+
+    Attributes:
+        rewards: one score per answer (penalties applied). Shape: (B,)
+        sub_rewards: per named sub-grader, its score of every answer. Shape: (B,) each
+        errors: per answer, how many grader errors were recorded. Shape: (B,)
+        error_kinds: count of recorded errors by kind, over the batch.
+    """
+
+    rewards: torch.Tensor
+    sub_rewards: dict[str, torch.Tensor] = field(default_factory=dict)
+    errors: torch.Tensor | None = None
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
 RewardFn = Callable[[list, list[str], list[bool]], torch.Tensor]
 """(prompt records, decoded answers, whether each answer ended) -> one score each (B,)."""
 
 
-def train_rl(config: RLConfig, reward_fn: RewardFn | None = None) -> RLResult:
-    """Tune a policy with PPO; returns where it is and the held-out scores.
+def train_rl(config: RLCommonConfig, reward_fn: RewardFn | None = None) -> RLResult:
+    """Tune a policy with PPO (`RLConfig`) or GRPO / RLOO (`GRPOConfig`).
 
-    The reward is `config.reward_model` (a train-reward folder), or `reward_fn` when given
-    (any Python scoring function, e.g. a rule with a known optimum).
+    The reward is `config.reward_model` (a train-reward folder), `config.grader` (a grader
+    file), or `reward_fn` when given (any Python scoring function, e.g. a rule with a known
+    optimum).
     """
-    return RLTrainer(config, reward_fn).run()
+    if isinstance(config, RLConfig):
+        return PPOTrainer(config, reward_fn).run()
+    from rlhfkit.train.grpo import GRPOTrainer
+
+    return GRPOTrainer(config, reward_fn).run()
 
 
-def prepare_prompts(config: RLConfig, tokenizer) -> PromptData:
+def load_rl_config(
+    path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
+) -> RLCommonConfig:
+    """`RLConfig` for method=ppo (the default), `GRPOConfig` for grpo and rloo: defaults <
+    YAML file < overrides."""
+    from rlhfkit.config import load_config, parse_overrides, read_yaml
+    from rlhfkit.train.grpo import GRPOConfig
+
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    values = {**(read_yaml(path) if path else {}), **(overrides or {})}
+    method = str(values.get("method", "ppo"))
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not an RL method; choose one of {METHODS}")
+    cls = RLConfig if method == "ppo" else GRPOConfig
+    return load_config(cls, path, overrides)
+
+
+def prepare_prompts(config: RLCommonConfig, tokenizer) -> PromptData:
     """Load the prompts, hold out the evaluation prompts and encode both."""
     from rlhfkit.data.formats import load_prompts
 
@@ -236,13 +332,13 @@ def prepare_prompts(config: RLConfig, tokenizer) -> PromptData:
     for warning in dataset.warnings:
         logger.warning(warning)
     records = dataset.records
-    if config.eval_dataset:
-        eval_records = load_prompts(config.eval_dataset).records
+    if config.held_out_dataset:
+        eval_records = load_prompts(config.held_out_dataset).records
     else:
         if len(records) < 2:
             raise RlhfkitError(
                 f"{config.prompt_dataset} has {len(records)} prompt(s): at least 2 are needed "
-                "to hold one out; add rows or set eval_dataset"
+                "to hold one out; add rows or give a held-out prompt file"
             )
         train_idx, eval_idx = split_held_out(len(records), config.eval_fraction, config.seed)
         eval_records = [records[i] for i in eval_idx]
@@ -259,10 +355,16 @@ def prepare_prompts(config: RLConfig, tokenizer) -> PromptData:
     return PromptData(records, train_ids, eval_records, eval_ids)
 
 
+def _missing_end_penalty(rewards: torch.Tensor, ended: list[bool], penalty: float) -> torch.Tensor:
+    if not penalty:
+        return rewards
+    return rewards - penalty * (~torch.tensor(ended, dtype=torch.bool)).float()
+
+
 class RewardScorer:
     """Scores answers with a reward model, sharing the policy's base weights when it can."""
 
-    def __init__(self, config: RLConfig, policy: PolicyModel):
+    def __init__(self, config: RLCommonConfig, policy: PolicyModel):
         from rlhfkit.eval.score import encoder_for
         from rlhfkit.models.loading import load_tokenizer
         from rlhfkit.models.reward import attach_reward_model, load_reward_model
@@ -277,8 +379,8 @@ class RewardScorer:
         self.penalty = config.missing_eos_penalty
         self.micro_batch_size = config.micro_batch_size
 
-    def __call__(self, records: list, answers: list[str], ended: list[bool]) -> torch.Tensor:
-        """One score per answer (the missing-end penalty applied). Shape: (B,)"""
+    def __call__(self, records: list, answers: list[str], ended: list[bool]) -> Scores:
+        """One score per answer (the missing-end penalty applied)."""
         from rlhfkit.eval.score import score_texts
 
         scores = score_texts(
@@ -289,35 +391,104 @@ class RewardScorer:
             batch_size=self.micro_batch_size,
             ended=[[e] for e in ended],
         )
-        out = torch.tensor([s[0] for s in scores], dtype=torch.float32)
-        if self.penalty:
-            out = out - self.penalty * (~torch.tensor(ended)).float()
-        return out
+        rewards = torch.tensor([s[0] for s in scores], dtype=torch.float32)
+        return Scores(_missing_end_penalty(rewards, ended, self.penalty))
 
 
-class RLTrainer:
-    """The PPO run: prompts, policy (with critic and reference), reward, loop, output."""
+class GraderScorer:
+    """Scores answers with a grader file; the item is the whole dataset row."""
 
-    def __init__(self, config: RLConfig, reward_fn: RewardFn | None = None):
+    shared = False
+
+    def __init__(self, config: RLCommonConfig):
+        from rlhfkit.graders import load_grader
+
+        self.grader = load_grader(config.grader)
+        self.penalty = config.missing_eos_penalty
+
+    def __call__(self, records: list, answers: list[str], ended: list[bool]) -> Scores:
+        results = self.grader.grade_batch(answers, [grader_item(r) for r in records])
+        rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
+        names = sorted({name for r in results for name in r.sub_rewards})
+        sub = {
+            n: torch.tensor([r.sub_rewards.get(n, float("nan")) for r in results]) for n in names
+        }
+        kinds: dict[str, int] = {}
+        for result in results:
+            for error in result.errors:
+                kinds[error.get("kind", "error")] = kinds.get(error.get("kind", "error"), 0) + 1
+        errors = torch.tensor([len(r.errors) for r in results], dtype=torch.float32)
+        return Scores(_missing_end_penalty(rewards, ended, self.penalty), sub, errors, kinds)
+
+    def close(self) -> None:
+        self.grader.close()
+
+
+class FunctionScorer:
+    """Scores answers with a Python function (`train_rl(config, reward_fn=...)`)."""
+
+    shared = False
+
+    def __init__(self, reward_fn: RewardFn):
+        self.reward_fn = reward_fn
+
+    def __call__(self, records: list, answers: list[str], ended: list[bool]) -> Scores:
+        return Scores(torch.as_tensor(self.reward_fn(records, answers, ended)).float())
+
+
+def grader_item(record) -> dict[str, Any]:
+    """The dataset row a grader reads as `{{item.FIELD}}`: every field of the input row,
+    with the prompt as `input_text` (its last user turn) and `messages`."""
+    item = dict(record.extra)
+    item.setdefault("input_text", record.messages[-1].content)
+    item.setdefault("messages", [{"role": m.role, "content": m.content} for m in record.messages])
+    return item
+
+
+def make_scorer(config: RLCommonConfig, policy: PolicyModel, reward_fn: RewardFn | None):
+    """The reward of a run: a Python function, a grader file, or a reward model."""
+    if reward_fn is not None:
+        return FunctionScorer(reward_fn)
+    if config.grader:
+        return GraderScorer(config)
+    return RewardScorer(config, policy)
+
+
+class RLTrainer(ABC):
+    """What every RL method shares: prompts, the policy (and reference) on one base, the
+    reward, the loop with evaluation, checkpoints and resume, the update loop, outputs."""
+
+    with_value_head = False
+    eval_metric = "eval/reward"
+    reward_metric = "reward"
+
+    def __init__(self, config: RLCommonConfig, reward_fn: RewardFn | None = None):
         from rlhfkit.models.loading import load_tokenizer, resolve_device, resolve_dtype
 
         self.config = config
         self.run_dir = Path(config.output_dir)
         if reward_fn is None:
-            if config.reward_model is None:
+            if config.reward_model is None and config.grader is None:
                 raise ConfigError(
-                    "reward_model is not set: set it to the reward_model/ folder written by "
-                    "`rlhfkit train-reward`, e.g. reward_model=runs/reward/reward_model"
+                    "no reward: set reward_model to the reward_model/ folder written by "
+                    "`rlhfkit train-reward` (e.g. reward_model=runs/reward/reward_model), "
+                    "or grader to a grader file (e.g. grader=examples/graders/summary.yaml)"
                 )
-            read_reward_spec(config.reward_model)  # a bad folder fails before any loading
+            if config.reward_model is not None:
+                read_reward_spec(config.reward_model)  # a bad folder fails before loading
+            else:
+                from rlhfkit.graders import load_grader
+
+                load_grader(config.grader).close()  # a bad grader fails before loading
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
         # step 1. prompts: load, hold out, encode
         self.tokenizer = load_tokenizer(config.large_model_reference)
         self.data = prepare_prompts(config, self.tokenizer)
+        self.total_steps = config.total_steps(len(self.data.train))
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
-        # step 2. policy + critic + reference on one base; the reward model beside them
+        # step 2. policy (+ critic) + reference on one base; the reward beside them
         device = resolve_device(config.device)
         self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
         self.policy = build_policy(
@@ -325,12 +496,12 @@ class RLTrainer:
             config.lora_rank,
             config.lora_alpha,
             list(config.lora_targets),
-            with_value_head=True,
+            with_value_head=self.with_value_head,
             dtype=config.dtype,
             device=config.device,
             seed=config.seed,
         )
-        self.scorer = reward_fn or RewardScorer(config, self.policy)
+        self.scorer = make_scorer(config, self.policy, reward_fn)
         self.shared_reward = getattr(self.scorer, "shared", False)
         self.policy.train()
         self.params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
@@ -338,10 +509,7 @@ class RLTrainer:
             list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lr_factor(
-                config.reinforcement_learning_train_steps, config.warmup_steps, config.lr_schedule
-            ),
+            self.optimizer, lr_factor(self.total_steps, config.warmup_steps, config.lr_schedule)
         )
         self.eval_before: float | None = None
         if state is not None:
@@ -357,24 +525,27 @@ class RLTrainer:
         if self.start_step:
             truncate_metrics(self.run_dir / "samples.jsonl", self.start_step)
         logger.info(
-            "RL (%s): %d training prompts, %d held-out prompts, %d trainable parameters, "
-            "reward model %s (%s)",
+            "RL (%s): %d training prompts, %d held-out prompts, %d steps, %d trainable "
+            "parameters, reward %s%s",
             config.method,
             len(self.data.train),
             len(self.data.eval),
+            self.total_steps,
             sum(p.numel() for p in self.params.values()),
-            config.reward_model or "a Python function",
-            "sharing the policy's base weights" if self.shared_reward else "its own weights",
+            config.reward_model or config.grader or "a Python function",
+            " (sharing the policy's base weights)" if self.shared_reward else "",
         )
         metrics = MetricsLogger(self.run_dir, resume_step=self.start_step)
         try:
             if self.eval_before is None:
                 before = self.evaluate()
-                self.eval_before = before["eval/reward"]
+                self.eval_before = before[self.eval_metric]
                 metrics.log(0, before)
             last = self._loop(metrics)
         finally:
             metrics.close()
+            if hasattr(self.scorer, "close"):
+                self.scorer.close()
         # step 6. outputs: the adapter (+ value head) and the merged model
         policy_dir = self.run_dir / "policy"
         self.policy.save(policy_dir)
@@ -388,16 +559,17 @@ class RLTrainer:
             policy_dir,
             model_dir,
             self.eval_before,
-            last["eval/reward"],
+            last[self.eval_metric],
             len(self.data.eval),
-            config.reinforcement_learning_train_steps,
+            self.total_steps,
+            self._best_checkpoints(),
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
         atomic_write_json(self.run_dir / "summary.json", summary)
         return result
 
     def _loop(self, metrics) -> dict[str, float]:
-        config, total = self.config, self.config.reinforcement_learning_train_steps
+        config, total = self.config, self.total_steps
         last_eval: dict[str, float] = {}
         window: list[dict[str, float]] = []
         bar = progress_bar(total, self.start_step, f"train-rl {config.method}")
@@ -409,55 +581,240 @@ class RLTrainer:
             window.append(stats)
             done = step + 1
             bar.update(1)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['objective/kl']:.3f}")
+            shown = {"reward": f"{stats[self.reward_metric]:.3f}"}
+            if "objective/kl" in stats:
+                shown["kl"] = f"{stats['objective/kl']:.3f}"
+            bar.set_postfix(shown)
             row: dict[str, Any] = {}
             if is_due(done, config.log_every, total):
                 row.update(window_mean(window))
                 row["learning_rate"] = lr
             if is_due(done, config.sample_every, total):
                 self._log_samples(metrics, done, samples)
-            if is_due(done, config.eval_every, total):
+            evaluated = is_due(done, config.eval_interval_steps, total)
+            if evaluated:
                 last_eval = self.evaluate()
                 row.update(last_eval)
                 bar.write(
-                    f"step {done}: held-out reward {last_eval['eval/reward']:.4f} "
-                    f"(before training {self.eval_before:.4f})"
+                    f"step {done}: held-out {self.eval_metric} "
+                    f"{last_eval[self.eval_metric]:.4f} (before training {self.eval_before:.4f})"
                 )
             if row:
                 metrics.log(done, row)
-            if is_due(done, config.save_every, total):
-                ckpt.save_checkpoint(
-                    config.output_dir,
-                    done,
-                    self.params,
-                    self.optimizer,
-                    self.scheduler,
-                    extra={"config": to_dict(config), "eval_reward_before": self.eval_before},
-                )
+            if is_due(done, config.save_every, total) or (evaluated and self.keep_best):
+                self._save_checkpoint(done, last_eval.get(self.eval_metric) if evaluated else None)
         bar.close()
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
 
-    # ------------------------------------------------------------------ one PPO step
+    # ------------------------------------------------------------------ checkpoints
+    keep_best = 0
+    """Checkpoints with the best held-out score kept besides the newest (0: newest only)."""
+
+    def _save_checkpoint(self, step: int, score: float | None) -> None:
+        ckpt.save_checkpoint(
+            self.config.output_dir,
+            step,
+            self.params,
+            self.optimizer,
+            self.scheduler,
+            extra={"config": to_dict(self.config), "eval_reward_before": self.eval_before},
+            keep=1 if self.keep_best else 2,
+            score=score,
+            keep_best=self.keep_best,
+        )
+
+    def _best_checkpoints(self) -> list[dict[str, Any]] | None:
+        if not self.keep_best:
+            return None
+        return [
+            {"path": str(path), "step": step, self.eval_metric: score}
+            for path, step, score in ckpt.best_checkpoints(self.run_dir, self.keep_best)
+        ]
+
+    # ------------------------------------------------------------------ one step
+    @abstractmethod
+    def _step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
+        """One step on the prompts `indices`: returns its statistics and a few samples."""
+
+    @abstractmethod
+    def _loss(
+        self, outputs: tuple[torch.Tensor | None, ...], take: Callable[[str], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one micro-batch from the policy's (logprobs, values, entropy) and its
+        rows of the step's tensors (`take(name)`, (b, A) on the device), with statistics."""
+
+    def _sample(self, prompt_ids: list[list[int]], **overrides: Any) -> Rollout:
+        config, policy = self.config, self.policy
+        sampling = {
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            **overrides,
+        }
+        with autocast(policy.device, self.autocast):
+            return policy.sample(
+                prompt_ids, config.target_sequence_length, self.eos_id, self.pad_id, **sampling
+            )
+
+    @torch.no_grad()
+    def _no_grad_pass(self, rollout: Rollout) -> tuple[torch.Tensor, ...]:
+        """Policy log-probabilities, values and entropy of the rollout, in micro-batches, on
+        the CPU. Shape: (B, A) each (values None without a critic)."""
+        config, policy = self.config, self.policy
+        parts: list[tuple[torch.Tensor | None, ...]] = []
+        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
+            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
+            with autocast(policy.device, self.autocast):
+                outputs = policy(part, config.temperature, with_entropy=True)
+            parts.append(tuple(None if t is None else t.float().cpu() for t in outputs))
+        return tuple(
+            None if column[0] is None else torch.cat(column) for column in zip(*parts, strict=True)
+        )
+
+    @torch.no_grad()
+    def _reference_pass(self, rollout: Rollout) -> torch.Tensor:
+        """Reference log-probabilities of the rollout, in micro-batches, on the CPU. (B, A)"""
+        config, policy = self.config, self.policy
+        parts = []
+        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
+            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
+            with autocast(policy.device, self.autocast):
+                parts.append(policy.reference_logprobs(part, config.temperature).float().cpu())
+        return torch.cat(parts)
+
+    def _update(
+        self,
+        step: int,
+        rollout: Rollout,
+        batch: dict[str, torch.Tensor],
+        epochs: int,
+        mini_batch_size: int,
+        first: tuple[torch.Tensor, ...] | None = None,
+        record_old: bool = False,
+    ) -> dict[str, float]:
+        """`epochs` passes of clipped updates over mini-batches of the step's answers;
+        returns the mean statistics.
+
+        Args:
+            batch: per-answer tensors the loss reads (old_logprobs, advantages, ...). (N, A)
+            first: the policy's outputs for the whole batch, with their graph, computed
+                before any update; the first epoch uses them instead of a new forward.
+            record_old: the first epoch is one mini-batch (no update before its last
+                micro-batch), so its forward passes give the old log-probabilities: they
+                are written into batch["old_logprobs"] as it goes.
+        """
+        config, policy = self.config, self.policy
+        size = rollout.query_ids.shape[0]
+        sums: dict[str, float] = {}
+        updates = 0
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        group = rollout.group
+        for epoch in range(epochs):
+            # shuffle whole groups: a group's answers share their prompt's computation
+            groups = torch.randperm(size // group, generator=generator)
+            order = (groups[:, None] * group + torch.arange(group)).flatten()
+            if epoch == 0 and first is not None:
+                order = torch.arange(size)
+            for start in range(0, size, mini_batch_size):
+                mini = order[start : start + mini_batch_size]
+                self.optimizer.zero_grad(set_to_none=True)
+                totals: dict[str, float] = {}
+                for micro_start in range(0, len(mini), config.micro_batch_size):
+                    rows = mini[micro_start : micro_start + config.micro_batch_size]
+                    reuse = epoch == 0 and first is not None
+                    part = rollout.rows(rows, trim=not reuse)
+                    width = part.response_ids.shape[1]
+                    if reuse:
+                        outputs = first
+                    else:
+                        with autocast(policy.device, self.autocast):
+                            outputs = policy(
+                                part, config.temperature, with_entropy=epoch == 0 and record_old
+                            )
+                    if epoch == 0 and record_old:
+                        batch["old_logprobs"][rows, :width] = outputs[0].detach().float().cpu()
+                        if outputs[2] is not None:
+                            batch["entropy"][rows, :width] = outputs[2].float().cpu()
+
+                    def take(name: str, rows=rows, width=width) -> torch.Tensor:
+                        return batch[name][rows][:, :width].to(policy.device)
+
+                    loss, parts = self._loss(outputs, take)
+                    weight = len(rows) / len(mini)
+                    (loss * weight).backward()
+                    for key, value in {"loss": loss, **parts}.items():
+                        totals[key] = totals.get(key, 0.0) + float(value.detach()) * weight
+                totals["grad_norm"] = clip_gradients(self.params, config.max_grad_norm)
+                self.optimizer.step()
+                for key, value in totals.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                updates += 1
+        return {k: v / updates for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean score of the answers to the held-out prompts: greedy answers, or with
+        `eval_samples` > 1 that many sampled answers per prompt (seeded: every evaluation
+        of a run draws the same random numbers)."""
+        config = self.config
+        per_prompt = getattr(config, "eval_samples", 1)
+        scores, lengths = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 7)
+            for start in range(0, len(self.data.eval), config.micro_batch_size):
+                records = self.data.eval[start : start + config.micro_batch_size]
+                prompt_ids = self.data.eval_ids[start : start + config.micro_batch_size]
+                records = [r for r in records for _ in range(per_prompt)]
+                if per_prompt == 1:
+                    rollout = self._sample(prompt_ids, do_sample=False)
+                else:
+                    rollout = self._sample(prompt_ids, per_prompt=per_prompt)
+                answers = self._decode(rollout)
+                scores.append(self.scorer(records, answers, rollout.ended.tolist()).rewards)
+                lengths.append(rollout.response_mask.sum(1).float())
+        all_scores = torch.cat(scores)
+        prefix = self.eval_metric.removesuffix("reward").removesuffix("reward_mean")
+        return {
+            self.eval_metric: all_scores.mean().item(),
+            f"{prefix}reward_std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
+            f"{prefix}response_length": torch.cat(lengths).mean().item(),
+        }
+
+    def _decode(self, rollout: Rollout) -> list[str]:
+        return [
+            self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+            for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True)
+        ]
+
+    def _log_samples(self, metrics, step: int, samples: list[dict]) -> None:
+        path = self.run_dir / "samples.jsonl"
+        with open(path, "a", encoding="utf-8") as fh:
+            for sample in samples:
+                fh.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
+        body = "\n\n".join(
+            f"**score {s['score']:.3f}**\n\nprompt: {s['prompt']}\n\nanswer: {s['answer']}"
+            for s in samples
+        )
+        metrics.text(step, "samples", body)
+
+
+class PPOTrainer(RLTrainer):
+    """PPO: one answer per prompt, a critic on the policy's trunk, GAE, clipped losses."""
+
+    with_value_head = True
+
     def _step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
         config, policy = self.config, self.policy
         records = [self.data.train[i] for i in indices]
         started = time.perf_counter()
         # step 3a. rollout: sample answers with the current policy
-        with autocast(policy.device, self.autocast):
-            rollout = policy.sample(
-                [self.data.train_ids[i] for i in indices],
-                config.target_sequence_length,
-                self.eos_id,
-                self.pad_id,
-                config.temperature,
-                config.top_p,
-                config.top_k,
-            )
+        rollout = self._sample([self.data.train_ids[i] for i in indices])
         answers = self._decode(rollout)
         rollout_seconds = time.perf_counter() - started
-        # step 3b. score: reward model on (prompt, answer)
+        # step 3b. score: reward model (or grader) on (prompt, answer)
         mark = time.perf_counter()
-        scores = self.scorer(records, answers, rollout.ended.tolist())
+        scores = self.scorer(records, answers, rollout.ended.tolist()).rewards
         score_seconds = time.perf_counter() - mark
         # step 3c. log-probabilities, values and the reference (no gradients)
         mark = time.perf_counter()
@@ -483,8 +840,15 @@ class RLTrainer:
         forward_seconds = time.perf_counter() - mark
         # step 5. PPO epochs over mini-batches
         mark = time.perf_counter()
+        batch = {
+            "old_logprobs": old_logprobs,
+            "old_values": old_values,
+            "advantages": advantages,
+            "returns": returns,
+            "mask": mask,
+        }
         update = self._update(
-            step, rollout, old_logprobs, old_values, advantages, returns, first=first
+            step, rollout, batch, config.ppo_epochs, config.ppo_mini_batch_size, first=first
         )
         update_seconds = time.perf_counter() - mark
         elapsed = time.perf_counter() - started
@@ -514,24 +878,13 @@ class RLTrainer:
             "timing/step": elapsed,
             "tokens_per_second": lengths.sum().item() / elapsed,
         }
-        samples = [
+        return stats, self._samples(records, answers, scores)
+
+    def _samples(self, records: list, answers: list[str], scores: torch.Tensor) -> list[dict]:
+        return [
             {"prompt": _last_user_turn(r), "answer": a, "score": float(s)}
             for r, a, s in zip(records[:3], answers[:3], scores[:3].tolist(), strict=True)
         ]
-        return stats, samples
-
-    @torch.no_grad()
-    def _no_grad_pass(self, rollout: Rollout) -> tuple[torch.Tensor, ...]:
-        """Policy log-probabilities, values and entropy of the rollout, in micro-batches, on
-        the CPU. Shape: (B, A) each."""
-        config, policy = self.config, self.policy
-        parts: list[tuple[torch.Tensor, ...]] = []
-        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
-            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with autocast(policy.device, self.autocast):
-                outputs = policy(part, config.temperature, with_entropy=True)
-            parts.append(tuple(t.float().cpu() for t in outputs))
-        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
     @property
     def _fuses_first_pass(self) -> bool:
@@ -540,142 +893,21 @@ class RLTrainer:
         config = self.config
         return config.micro_batch_size >= config.batch_size <= config.ppo_mini_batch_size
 
-    @torch.no_grad()
-    def _reference_pass(self, rollout: Rollout) -> torch.Tensor:
-        """Reference log-probabilities of the rollout, in micro-batches, on the CPU. (B, A)"""
-        config, policy = self.config, self.policy
-        parts = []
-        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
-            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with autocast(policy.device, self.autocast):
-                parts.append(policy.reference_logprobs(part, config.temperature).float().cpu())
-        return torch.cat(parts)
-
-    def _update(
-        self,
-        step: int,
-        rollout: Rollout,
-        old_logprobs: torch.Tensor,
-        old_values: torch.Tensor,
-        advantages: torch.Tensor,
-        returns: torch.Tensor,
-        first: tuple[torch.Tensor, ...] | None = None,
-    ) -> dict[str, float]:
-        """ppo_epochs passes of clipped updates; returns the mean statistics.
-
-        `first`: the policy's (logprobs, values, ...) of the whole batch, with their graph,
-        computed before any update; the first epoch uses them instead of a new forward.
-        """
-        config, policy = self.config, self.policy
-        size = rollout.query_ids.shape[0]
-        sums: dict[str, float] = {}
-        updates = 0
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        for epoch in range(config.ppo_epochs):
-            order = torch.randperm(size, generator=generator)
-            if epoch == 0 and first is not None:
-                order = torch.arange(size)
-            for start in range(0, size, config.ppo_mini_batch_size):
-                mini = order[start : start + config.ppo_mini_batch_size]
-                self.optimizer.zero_grad(set_to_none=True)
-                totals = dict.fromkeys(
-                    (
-                        "loss",
-                        "policy_loss",
-                        "value_loss",
-                        "clipfrac",
-                        "approx_kl",
-                        "ratio",
-                        "value_clipfrac",
-                    ),
-                    0.0,
-                )
-                for micro_start in range(0, len(mini), config.micro_batch_size):
-                    rows = mini[micro_start : micro_start + config.micro_batch_size]
-                    reuse = epoch == 0 and first is not None
-                    part = rollout.rows(rows, trim=not reuse)
-                    width = part.response_ids.shape[1]
-                    mask = part.response_mask.float().to(policy.device)
-
-                    def take(t: torch.Tensor, rows=rows, width=width) -> torch.Tensor:
-                        return t[rows][:, :width].to(policy.device)
-
-                    if reuse:
-                        logprobs, values = first[0], first[1]
-                    else:
-                        with autocast(policy.device, self.autocast):
-                            logprobs, values, _ = policy(part, config.temperature)
-                    pl = policy_loss(
-                        logprobs, take(old_logprobs), take(advantages), mask, config.cliprange
-                    )
-                    vl = value_loss(
-                        values, take(old_values), take(returns), mask, config.cliprange_value
-                    )
-                    loss = pl.loss + config.vf_coef * vl.loss
-                    weight = len(rows) / len(mini)
-                    (loss * weight).backward()
-                    parts = {
-                        "loss": loss,
-                        "policy_loss": pl.loss,
-                        "value_loss": vl.loss,
-                        "clipfrac": pl.clipfrac,
-                        "approx_kl": pl.approx_kl,
-                        "ratio": pl.ratio,
-                        "value_clipfrac": vl.clipfrac,
-                    }
-                    for key, value in parts.items():
-                        totals[key] += float(value.detach()) * weight
-                grad_norm = clip_gradients(self.params, config.max_grad_norm)
-                self.optimizer.step()
-                totals["grad_norm"] = grad_norm
-                for key, value in totals.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                updates += 1
-        return {k: v / updates for k, v in sums.items()}
-
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean reward-model score of greedy answers to the held-out prompts."""
-        config, policy = self.config, self.policy
-        scores, lengths = [], []
-        for start in range(0, len(self.data.eval), config.micro_batch_size):
-            records = self.data.eval[start : start + config.micro_batch_size]
-            prompt_ids = self.data.eval_ids[start : start + config.micro_batch_size]
-            with autocast(policy.device, self.autocast):
-                rollout = policy.sample(
-                    prompt_ids,
-                    config.target_sequence_length,
-                    self.eos_id,
-                    self.pad_id,
-                    do_sample=False,
-                )
-            answers = self._decode(rollout)
-            scores.append(self.scorer(records, answers, rollout.ended.tolist()))
-            lengths.append(rollout.response_mask.sum(1).float())
-        all_scores = torch.cat(scores)
-        return {
-            "eval/reward": all_scores.mean().item(),
-            "eval/reward_std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
-            "eval/response_length": torch.cat(lengths).mean().item(),
+    def _loss(self, outputs, take):
+        config = self.config
+        logprobs, values = outputs[0], outputs[1]
+        mask = take("mask")
+        pl = policy_loss(logprobs, take("old_logprobs"), take("advantages"), mask, config.cliprange)
+        vl = value_loss(values, take("old_values"), take("returns"), mask, config.cliprange_value)
+        parts = {
+            "policy_loss": pl.loss,
+            "value_loss": vl.loss,
+            "clipfrac": pl.clipfrac,
+            "approx_kl": pl.approx_kl,
+            "ratio": pl.ratio,
+            "value_clipfrac": vl.clipfrac,
         }
-
-    def _decode(self, rollout: Rollout) -> list[str]:
-        return [
-            self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
-            for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True)
-        ]
-
-    def _log_samples(self, metrics, step: int, samples: list[dict]) -> None:
-        path = self.run_dir / "samples.jsonl"
-        with open(path, "a", encoding="utf-8") as fh:
-            for sample in samples:
-                fh.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
-        body = "\n\n".join(
-            f"**score {s['score']:.3f}**\n\nprompt: {s['prompt']}\n\nanswer: {s['answer']}"
-            for s in samples
-        )
-        metrics.text(step, "samples", body)
+        return pl.loss + config.vf_coef * vl.loss, parts
 
 
 def _last_user_turn(record) -> str:

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
+from rlhfkit.algorithms.grpo import group_advantages, zero_std_fraction
 from rlhfkit.algorithms.ppo import (
+    aggregate,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -121,3 +123,46 @@ def test_explained_variance_and_entropy():
     assert explained_variance(torch.zeros(1, 3) + 2.0, returns, mask) == pytest.approx(0.0)
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
     assert entropy_from_logits(logits).tolist() == pytest.approx([math.log(4), 0.0], abs=1e-6)
+
+
+def test_aggregation_token_mean_and_sequence_mean():
+    values = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # token mean: (1 + 3 + 4) / 3 = 8/3; sequence mean: ((1 + 3) / 2 + 4) / 2 = 3
+    assert aggregate(values, mask, "token_mean").item() == pytest.approx(8 / 3)
+    assert aggregate(values, mask, "sequence_mean").item() == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="token_mean"):
+        aggregate(values, mask, "sum")
+
+
+def test_group_advantages_grpo_rloo_and_dr_grpo():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    # group 0: mean 0.5; unbiased std = sqrt((4 * 0.25) / 3) = 0.57735
+    grpo = group_advantages(rewards, "grpo", scale=True, eps=0.0)
+    s = (1 / 3) ** 0.5
+    assert torch.allclose(grpo[0], torch.tensor([0.5, -0.5, -0.5, 0.5]) / s)
+    # Dr. GRPO: no std scaling
+    dr = group_advantages(rewards, "grpo", scale=False)
+    assert torch.allclose(dr[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+    # RLOO: 1 - (0 + 0 + 1) / 3 = 2/3; 0 - (1 + 0 + 1) / 3 = -2/3
+    rloo = group_advantages(rewards, "rloo", scale=False)
+    assert torch.allclose(rloo[0], torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3]))
+    # a group where every answer scored the same has zero advantage, scaled or not
+    assert torch.equal(group_advantages(rewards, "grpo")[1], torch.zeros(4))
+    assert zero_std_fraction(rewards) == 0.5
+    with pytest.raises(ValueError, match="grpo"):
+        group_advantages(rewards, "ppo")
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(rewards[:, :1], "grpo")
+
+
+def test_policy_loss_sequence_mean_weighs_answers_equally():
+    # ratio 1 everywhere: loss = -mean(A); answer 0 has 2 tokens with A=1, answer 1 one token
+    # with A=-1. token mean: (1 + 1 - 1) / 3 * -1 = -1/3; sequence mean: -(1 + -1) / 2 = 0
+    logprobs = torch.zeros(2, 2)
+    advantages = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    token = policy_loss(logprobs, logprobs, advantages, mask, 0.2, "token_mean")
+    sequence = policy_loss(logprobs, logprobs, advantages, mask, 0.2, "sequence_mean")
+    assert token.loss.item() == pytest.approx(-1 / 3)
+    assert sequence.loss.item() == pytest.approx(0.0)
