@@ -218,5 +218,5 @@ def test_grpo_learns_a_length_limit_with_the_bundled_model(tmp_path):
     rows = [r for r in read_metrics(tmp_path / "run") if "train_reward_mean" in r]
     first = sum(r["train_reward_mean"] for r in rows[:3]) / 3
     last = sum(r["train_reward_mean"] for r in rows[-3:]) / 3
-    assert last > first + 0.15, (first, last)
-    assert result.eval_reward_after > result.eval_reward_before + 0.2, result
+    assert last > first + 0.2, (first, last)  # a trial run: 0.50 -> 0.89
+    assert result.eval_reward_after > result.eval_reward_before + 0.4, result  # 0.30 -> 0.98
