@@ -8,7 +8,7 @@ import torch
 from rlhfkit.tracking import read_metrics
 from rlhfkit.train.grpo import GRPOConfig
 from rlhfkit.train.rl import load_rl_config, train_rl
-from test_rl_train import TOPICS, write_prompts
+from test_rl_train import TOPICS, assert_sigkilled_run_resumes_identically, write_prompts
 
 LENGTH_GRADER = """\
 type: python
@@ -167,6 +167,22 @@ def test_ppo_can_use_a_grader_as_its_reward(tmp_path):
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
     assert all(0.0 <= r["reward"] <= 1.0 for r in rows if "reward" in r)
+
+
+def test_sigkilled_grpo_run_resumes_with_identical_metrics_and_best_checkpoints(tmp_path):
+    def args(name, *extra):
+        return tiny_grpo_args(
+            tmp_path, eval_interval=2, save_every=1, save_merged="false",
+            output_dir=tmp_path / name,
+        ) + list(extra)  # fmt: skip
+
+    rows = assert_sigkilled_run_resumes_identically(tmp_path, args, kill_at=4)
+    assert sum("train_reward_mean" in r for r in rows) == 7
+    best_a = json.loads((tmp_path / "a/summary.json").read_text())["best_checkpoints"]
+    best_b = json.loads((tmp_path / "b/summary.json").read_text())["best_checkpoints"]
+    assert [(c["step"], c["valid_reward_mean"]) for c in best_a] == [
+        (c["step"], c["valid_reward_mean"]) for c in best_b
+    ]
 
 
 def test_bad_grader_file_is_refused_before_training(tmp_path):

@@ -79,7 +79,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     from rlhfkit.fileio import atomic_write_text
 
     kept = [row for row in read_metrics(path) if row.get("step", 0) <= last_step]
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept))
 
 
 def _plain(value: Any) -> Any:
