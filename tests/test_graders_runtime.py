@@ -408,34 +408,6 @@ def test_local_judge_with_a_random_model_records_a_parse_error():
         assert result.errors[0]["kind"] == "model_parse"
 
 
-@pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory):
-    from rlhfkit.train.reward import RewardConfig, train_reward_model
-
-    folder = tmp_path_factory.mktemp("rm")
-    rows = [
-        {
-            "input_text": f"What is {topic}?",
-            "candidate_0": f"{topic} is nice.",
-            "candidate_1": f"I do not know {topic}.",
-            "choice": 0,
-        }
-        for topic in ("rain", "tea", "owls", "maps", "salt", "glass", "bees", "snow")
-    ]
-    data = folder / "prefs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = RewardConfig(
-        preference_dataset=str(data),
-        large_model_reference="tiny-random-llama",
-        reward_model_train_steps=2,
-        batch_size=4,
-        dtype="fp32",
-        head_init_std=0.5,
-        output_dir=str(folder / "run"),
-    )
-    return train_reward_model(config).reward_model_dir
-
-
 def test_reward_model_grader_scores_like_score_texts(tiny_reward_model, tmp_path):
     from rlhfkit.data.records import Message
     from rlhfkit.eval.score import encoder_for, score_texts

@@ -10,7 +10,6 @@ import torch
 
 from rlhfkit.models.policy import build_policy, cut_at_eos
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.reward import RewardConfig, train_reward_model
 from rlhfkit.train.rl import RLConfig, train_rl
 
 TOPICS = [
@@ -26,33 +25,6 @@ def write_prompts(path, n=16):
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory):
-    """A reward model on the tiny model (a few steps: the RL tests need one, not a good one)."""
-    folder = tmp_path_factory.mktemp("rm")
-    rows = [
-        {
-            "input_text": f"In one sentence, what is {t}?",
-            "candidate_0": f"{t} is nice.",
-            "candidate_1": f"I do not know {t}.",
-            "choice": 0,
-        }
-        for t in TOPICS
-    ]
-    data = folder / "prefs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = RewardConfig(
-        preference_dataset=str(data),
-        large_model_reference="tiny-random-llama",
-        reward_model_train_steps=2,
-        batch_size=4,
-        dtype="fp32",
-        head_init_std=0.5,
-        output_dir=str(folder / "run"),
-    )
-    return train_reward_model(config).reward_model_dir
 
 
 def tiny_args(tmp_path, reward_dir, **overrides):
