@@ -13,7 +13,7 @@ from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import DatasetError
 from rlhfkit.fileio import atomic_write_jsonl
-from rlhfkit.models.loading import load_tokenizer, resolve_dtype
+from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.reward import ResponseBatch, RewardModel, load_reward_model
 
 
@@ -41,7 +41,8 @@ def score_texts(
 
     `ended[b][j]` False marks an answer that was cut off (it gets no end-of-sequence token).
     """
-    autocast = model.device.type == "cuda" or resolve_dtype("auto", model.device) == torch.bfloat16
+    # bf16 autocast when the base weights are bf16 (fp32 weights are scored in fp32)
+    autocast = next(model.backbone.parameters()).dtype == torch.bfloat16
     pad_id = encoder.tokenizer.pad_token_id
     out: list[list[float]] = []
     for start in range(0, len(prompts), batch_size):
