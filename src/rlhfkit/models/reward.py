@@ -152,20 +152,16 @@ class RewardModel(nn.Module):
 
     def _forward(self, batch: ResponseBatch) -> torch.Tensor:
         with uncast_lora_inputs(self._lora_layers, self.device):
-            hidden = self._response_hidden(batch)
+            hidden = shared_prompt_forward(
+                self.trunk,
+                batch.prompt_ids,
+                batch.prompt_mask,
+                batch.response_ids,
+                batch.response_mask,
+            )[1]  # (B*k, A, H)
         last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
         final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
         return self.head(final.float()).squeeze(-1)
-
-    def _response_hidden(self, batch: ResponseBatch) -> torch.Tensor:
-        """Final hidden states of every response position. (B*k, A, H)"""
-        return shared_prompt_forward(
-            self.trunk,
-            batch.prompt_ids,
-            batch.prompt_mask,
-            batch.response_ids,
-            batch.response_mask,
-        )[1]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

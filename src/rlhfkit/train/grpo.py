@@ -134,11 +134,8 @@ class GRPOTrainer(RLTrainer):
     """GRPO / RLOO: a group of answers per prompt, group-relative advantages, no critic."""
 
     eval_metric = "valid_reward_mean"
+    eval_prefix = "valid_"
     reward_metric = "train_reward_mean"
-
-    def __init__(self, config: GRPOConfig, reward_fn=None):
-        self.keep_best = config.keep_best
-        super().__init__(config, reward_fn)
 
     def _step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
         config = self.config

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,11 @@ class RLCommonConfig(DataConfig, ABC):
             self.grader,
             "set either grader or reward_model, not both",
         )
-        for name in ("micro_batch_size", "eval_prompts", "lora_rank", "log_every"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        for name in ("sample_every", "save_every"):
+        positive = (
+            "micro_batch_size", "eval_prompts", "lora_rank", "log_every", "sample_every",
+            "save_every",
+        )  # fmt: skip
+        for name in positive:
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         check(self.kl_coeff >= 0, "kl_coeff", self.kl_coeff, "must be >= 0")
         check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, "k1 or k3")
@@ -311,7 +314,7 @@ def load_rl_config(
 ) -> RLCommonConfig:
     """`RLConfig` for method=ppo (the default), `GRPOConfig` for grpo and rloo: defaults <
     YAML file < overrides."""
-    from rlhfkit.config import load_config, parse_overrides, read_yaml
+    from rlhfkit.config import build_config, parse_overrides, read_yaml
     from rlhfkit.train.grpo import GRPOConfig
 
     if isinstance(overrides, list):
@@ -321,7 +324,7 @@ def load_rl_config(
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not an RL method; choose one of {METHODS}")
     cls = RLConfig if method == "ppo" else GRPOConfig
-    return load_config(cls, path, overrides)
+    return build_config(cls, values, source=str(path) if path else "overrides")
 
 
 def prepare_prompts(config: RLCommonConfig, tokenizer) -> PromptData:
@@ -413,12 +416,9 @@ class GraderScorer:
         sub = {
             n: torch.tensor([r.sub_rewards.get(n, float("nan")) for r in results]) for n in names
         }
-        kinds: dict[str, int] = {}
-        for result in results:
-            for error in result.errors:
-                kinds[error.get("kind", "error")] = kinds.get(error.get("kind", "error"), 0) + 1
+        kinds = Counter(error.get("kind", "error") for r in results for error in r.errors)
         errors = torch.tensor([len(r.errors) for r in results], dtype=torch.float32)
-        return Scores(_missing_end_penalty(rewards, ended, self.penalty), sub, errors, kinds)
+        return Scores(_missing_end_penalty(rewards, ended, self.penalty), sub, errors, dict(kinds))
 
     def close(self) -> None:
         self.grader.close()
@@ -445,21 +445,15 @@ def grader_item(record) -> dict[str, Any]:
     return item
 
 
-def make_scorer(config: RLCommonConfig, policy: PolicyModel, reward_fn: RewardFn | None):
-    """The reward of a run: a Python function, a grader file, or a reward model."""
-    if reward_fn is not None:
-        return FunctionScorer(reward_fn)
-    if config.grader:
-        return GraderScorer(config)
-    return RewardScorer(config, policy)
-
-
 class RLTrainer(ABC):
     """What every RL method shares: prompts, the policy (and reference) on one base, the
     reward, the loop with evaluation, checkpoints and resume, the update loop, outputs."""
 
     with_value_head = False
     eval_metric = "eval/reward"
+    eval_prefix = "eval/"
+    """The held-out metrics are eval_metric, then `{eval_prefix}reward_std` and
+    `{eval_prefix}response_length`."""
     reward_metric = "reward"
 
     def __init__(self, config: RLCommonConfig, reward_fn: RewardFn | None = None):
@@ -467,19 +461,21 @@ class RLTrainer(ABC):
 
         self.config = config
         self.run_dir = Path(config.output_dir)
-        if reward_fn is None:
-            if config.reward_model is None and config.grader is None:
-                raise ConfigError(
-                    "no reward: set reward_model to the reward_model/ folder written by "
-                    "`rlhfkit train-reward` (e.g. reward_model=runs/reward/reward_model), "
-                    "or grader to a grader file (e.g. grader=examples/graders/summary.yaml)"
-                )
-            if config.reward_model is not None:
-                read_reward_spec(config.reward_model)  # a bad folder fails before loading
-            else:
-                from rlhfkit.graders import load_grader
-
-                load_grader(config.grader).close()  # a bad grader fails before loading
+        # the reward: a Python function, a grader file, or a reward model (attached to the
+        # policy's base below); a bad grader file or reward folder fails before any loading
+        scorer: FunctionScorer | GraderScorer | None = None
+        if reward_fn is not None:
+            scorer = FunctionScorer(reward_fn)
+        elif config.grader is not None:
+            scorer = GraderScorer(config)
+        elif config.reward_model is not None:
+            read_reward_spec(config.reward_model)
+        else:
+            raise ConfigError(
+                "no reward: set reward_model to the reward_model/ folder written by "
+                "`rlhfkit train-reward` (e.g. reward_model=runs/reward/reward_model), "
+                "or grader to a grader file (e.g. grader=examples/graders/summary.yaml)"
+            )
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
         # step 1. prompts: load, hold out, encode
@@ -501,7 +497,7 @@ class RLTrainer(ABC):
             device=config.device,
             seed=config.seed,
         )
-        self.scorer = make_scorer(config, self.policy, reward_fn)
+        self.scorer = scorer or RewardScorer(config, self.policy)
         self.shared_reward = getattr(self.scorer, "shared", False)
         self.policy.train()
         self.params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
@@ -607,8 +603,10 @@ class RLTrainer(ABC):
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
 
     # ------------------------------------------------------------------ checkpoints
-    keep_best = 0
-    """Checkpoints with the best held-out score kept besides the newest (0: newest only)."""
+    @property
+    def keep_best(self) -> int:
+        """Checkpoints with the best held-out score kept besides the newest (0: newest only)."""
+        return getattr(self.config, "keep_best", 0)
 
     def _save_checkpoint(self, step: int, score: float | None) -> None:
         ckpt.save_checkpoint(
@@ -774,7 +772,7 @@ class RLTrainer(ABC):
                 scores.append(self.scorer(records, answers, rollout.ended.tolist()).rewards)
                 lengths.append(rollout.response_mask.sum(1).float())
         all_scores = torch.cat(scores)
-        prefix = self.eval_metric.removesuffix("reward").removesuffix("reward_mean")
+        prefix = self.eval_prefix
         return {
             self.eval_metric: all_scores.mean().item(),
             f"{prefix}reward_std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
