@@ -41,6 +41,7 @@ from typing import Any
 from ppo_step import make_prompts, prompt_figures, response_figures, timing_summary, write_prompts
 from reward_throughput import (
     RssSampler,
+    add_run_arguments,
     dtype_name,
     machine_info,
     peak_rss_mib,
@@ -486,28 +487,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="KL penalty weight, k3 estimator (0, TRL's default: no reference pass).",
     )
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--lora-alpha", type=int, default=16)
-    parser.add_argument("--warmup-steps", type=int, default=2, help="Untimed steps first.")
-    parser.add_argument("--timed-steps", type=int, default=5, help="Timed steps after them.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
-    )
     parser.add_argument(
         "--trl-no-gradient-checkpointing",
         action="store_true",
         help="Turn off TRL's default gradient checkpointing (a non-default, informative run).",
     )
-    parser.add_argument(
-        "--output", type=Path, default=RESULTS_FILE, help="Where the JSON results go."
+    add_run_arguments(
+        parser,
+        warmup_steps=2,
+        timed_steps=5,
+        lora_rank=8,
+        lora_alpha=16,
+        results_file=RESULTS_FILE,
+        scratch_dir=SCRATCH_DIR,
     )
-    parser.add_argument(
-        "--workdir", type=Path, default=SCRATCH_DIR, help="Scratch folder (data, runs)."
-    )
-    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.group_size < 2:
         parser.error(f"--group-size {args.group_size}: a group needs at least 2 answers")

@@ -567,22 +567,49 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
 # --------------------------------------------------------------------------- the driver
 
 
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    warmup_steps: int,
+    timed_steps: int,
+    lora_rank: int,
+    lora_alpha: int,
+    results_file: Path,
+    scratch_dir: Path,
+) -> None:
+    """The options every benchmark script takes, with that script's defaults: steps, LoRA
+    size, seed, sides, where results and scratch files go, and the child-process options."""
+    parser.add_argument(
+        "--warmup-steps", type=int, default=warmup_steps, help="Untimed steps first."
+    )
+    parser.add_argument(
+        "--timed-steps", type=int, default=timed_steps, help="Timed steps after them."
+    )
+    parser.add_argument("--lora-rank", type=int, default=lora_rank)
+    parser.add_argument("--lora-alpha", type=int, default=lora_alpha)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
+    )
+    parser.add_argument(
+        "--output", type=Path, default=results_file, help="Where the JSON results go."
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=scratch_dir, help="Scratch folder (data, runs)."
+    )
+    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=200, help="Generated preference pairs.")
     parser.add_argument("--batch-size", type=int, default=8, help="Pairs per optimizer step.")
-    parser.add_argument("--warmup-steps", type=int, default=3, help="Untimed steps first.")
-    parser.add_argument("--timed-steps", type=int, default=10, help="Timed steps after them.")
-    parser.add_argument("--lora-rank", type=int, default=4)
-    parser.add_argument("--lora-alpha", type=int, default=8)
     parser.add_argument("--prompt-length", type=int, default=512, help="Max prompt tokens.")
     parser.add_argument("--answer-length", type=int, default=64, help="Max answer tokens.")
     parser.add_argument(
         "--eval-fraction", type=float, default=0.01, help="rlhfkit's held-out share (not timed)."
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
     )
     parser.add_argument(
         "--trl-no-gradient-checkpointing",
@@ -595,13 +622,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="rlhfkit's padded tokens per forward/backward (default: rlhfkit's default).",
     )
-    parser.add_argument(
-        "--output", type=Path, default=RESULTS_FILE, help="Where the JSON results go."
+    add_run_arguments(
+        parser,
+        warmup_steps=3,
+        timed_steps=10,
+        lora_rank=4,
+        lora_alpha=8,
+        results_file=RESULTS_FILE,
+        scratch_dir=SCRATCH_DIR,
     )
-    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, default=SCRATCH_DIR, help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
