@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_reward_commands(commands)
     _add_grader_commands(commands)
+    _add_eval_commands(commands)
     return parser
 
 
@@ -351,6 +352,110 @@ def _grader_run(args: argparse.Namespace) -> int:
     with load_grader(args.path) as grader:
         result = grader.grade(args.sample, item)
     print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _add_eval_commands(commands: argparse._SubParsersAction) -> None:
+    infer = commands.add_parser(
+        "infer",
+        help="answer every prompt of a dataset with a model (bulk inference)",
+        description="Run a model (reference, folder, adapter or RL run directory) on every "
+        "prompt; writes the input rows with `prediction` added. Parameters: see the "
+        "README's config reference (InferConfig).",
+    )
+    add_config_arguments(infer)
+    infer.set_defaults(handler=_infer)
+
+    sxs = commands.add_parser(
+        "sxs",
+        help="compare two models' answers side by side with an autorater",
+        description="Judge a's answers against b's (prediction files, or models run first) "
+        "with reward_model:DIR, grader:FILE or judge:MODEL_OR_URL; writes judgments.jsonl "
+        "and metrics.json. Parameters: see the README's config reference (SxSConfig).",
+    )
+    add_config_arguments(sxs)
+    sxs.set_defaults(handler=_sxs)
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw a PNG per logged scalar of a run",
+        description="Read metrics.jsonl (of the run, or of each stage of a pipeline run) and "
+        "draw each scalar, smoothed, with the raw values faint behind.",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--out", metavar="DIR", help="default: RUN_DIR/plots")
+    plot.add_argument("--smoothing", type=float, default=0.6, help="EMA weight in [0, 1)")
+    plot.set_defaults(handler=_plot)
+
+    report = commands.add_parser(
+        "report",
+        help="write one self-contained report.html for a run",
+        description="Config, summary, curves, SxS win rates and the answers side by side, "
+        "in one HTML file with no scripts and nothing loaded from elsewhere.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", metavar="FILE.html", help="default: RUN_DIR/report.html")
+    report.add_argument(
+        "--sxs", action="append", metavar="DIR", help="an sxs folder outside RUN_DIR (repeatable)"
+    )
+    report.add_argument("--smoothing", type=float, default=0.6, help="EMA weight in [0, 1)")
+    report.set_defaults(handler=_report)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from rlhfkit.eval.infer import infer, load_infer_config
+
+    result = infer(load_infer_config(args.config, args.overrides))
+    resumed = f" ({result.resumed_rows} from an interrupted run)" if result.resumed_rows else ""
+    print(f"wrote {result.rows} predictions{resumed} by {result.model} to {result.out}")
+    return 0
+
+
+def _sxs(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.eval.sxs import SxSConfig, run_sxs
+
+    result = run_sxs(load_config(SxSConfig, args.config, args.overrides))
+    m = result.metrics
+    lines = [
+        f"{m['n']} pairs judged by {m['autorater']}"
+        f" ({m['invalid_judgments']} without a readable judgment, "
+        f"{m['malformed_judge_outputs']} malformed judge answers)",
+        *(
+            f"{side} win rate {m[f'{key}_win_rate']:.3f} "
+            f"(95% interval {m[f'{key}_win_rate_ci95'][0]:.3f} to "
+            f"{m[f'{key}_win_rate_ci95'][1]:.3f})"
+            for side, key in (("A", "model_a"), ("B", "model_b"))
+        ),
+        f"tie rate {m['tie_rate']:.3f}",
+    ]
+    if "cohens_kappa" in m:
+        lines.append(
+            f"against {m['human_compared']} human labels: accuracy {m['accuracy']:.3f}, "
+            f"F1 {m['f1_score']:.3f}, Cohen's kappa {m['cohens_kappa']:.3f}"
+        )
+    lines.append(f"judgments and metrics: {result.out}")
+    print("\n".join(lines))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from rlhfkit.eval.plot import plot_run
+
+    written = plot_run(args.run_dir, args.out, args.smoothing)
+    folder = written[0].parent if written else args.out
+    print(f"wrote {len(written)} plots to {folder} (tensorboard --logdir {args.run_dir})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rlhfkit.eval.report import write_report
+
+    path = write_report(args.run_dir, args.out, args.sxs, args.smoothing)
+    print(f"wrote {path}")
     return 0
 
 

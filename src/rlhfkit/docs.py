@@ -19,6 +19,8 @@ END = "<!-- config-reference:end -->"
 
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
+    from rlhfkit.eval.infer import InferConfig
+    from rlhfkit.eval.sxs import SxSConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.reward import RewardConfig
     from rlhfkit.train.rl import RLCommonConfig, RLConfig
@@ -29,6 +31,8 @@ def config_classes() -> list[tuple[str, type]]:
         ("Reinforcement learning, every method (`rlhfkit train-rl`)", RLCommonConfig),
         ("PPO (`rlhfkit train-rl method=ppo`, the default)", RLConfig),
         ("GRPO and RLOO (`rlhfkit train-rl method=grpo` or `method=rloo`)", GRPOConfig),
+        ("Bulk inference (`rlhfkit infer`)", InferConfig),
+        ("Side by side (`rlhfkit sxs`)", SxSConfig),
     ]
 
 

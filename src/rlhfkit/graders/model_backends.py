@@ -134,6 +134,10 @@ class LocalJudge:
     def score(
         self, conversations: list[Conversation], samples: list[Sample]
     ) -> list[float | GradingError]:
+        return [_parsed(answer, self.span) for answer in self.complete_batch(conversations)]
+
+    def complete_batch(self, conversations: list[Conversation]) -> list[str]:
+        """The judge's answer text for each conversation (generated in batches)."""
         from rlhfkit.data.prompts import PromptEncoder
         from rlhfkit.data.records import Message
         from rlhfkit.models.generate import generate_text
@@ -155,7 +159,7 @@ class LocalJudge:
                 temperature=self.sampling.temperature or 1.0,
                 top_p=self.sampling.top_p,
             )
-        return [_parsed(answer, self.span) for answer in answers]
+        return answers
 
 
 @lru_cache(maxsize=2)
@@ -192,16 +196,23 @@ class HttpJudge:
     def score(
         self, conversations: list[Conversation], samples: list[Sample]
     ) -> list[float | GradingError]:
+        return [
+            answer if isinstance(answer, GradingError) else _parsed(answer, self.span)
+            for answer in self.complete_batch(conversations)
+        ]
+
+    def complete_batch(self, conversations: list[Conversation]) -> list[str | GradingError]:
+        """The answer text for each conversation, or the transport error (requests run
+        `MAX_CONCURRENT_REQUESTS` at a time)."""
         workers = min(MAX_CONCURRENT_REQUESTS, len(conversations))
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-            return list(pool.map(self._score_one, conversations))
+            return list(pool.map(self._complete_or_error, conversations))
 
-    def _score_one(self, conversation: Conversation) -> float | GradingError:
+    def _complete_or_error(self, conversation: Conversation) -> str | GradingError:
         try:
-            answer = self.complete(conversation)
+            return self.complete(conversation)
         except GradingError as error:
             return error
-        return _parsed(answer, self.span)
 
     def complete(self, conversation: Conversation) -> str:
         """The judge's answer text; GradingError(model_server) for any transport problem."""

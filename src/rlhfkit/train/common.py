@@ -111,7 +111,7 @@ def restore_trainable(
     ckpt.restore_rng(state)
 
 
-def progress_bar(total: int, initial: int, desc: str):
+def progress_bar(total: int, initial: int, desc: str, unit: str = "step"):
     """A tqdm bar that redraws often on a terminal and rarely in a log file."""
     from tqdm import tqdm
 
@@ -120,7 +120,7 @@ def progress_bar(total: int, initial: int, desc: str):
         total=total,
         initial=initial,
         desc=desc,
-        unit="step",
+        unit=unit,
         dynamic_ncols=True,
     )
 

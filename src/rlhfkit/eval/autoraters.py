@@ -1,0 +1,258 @@
+"""Autoraters for side-by-side comparison: which of two answers to a prompt is better.
+
+Chosen by the `autorater` value, in one place (`load_autorater`):
+- `reward_model:DIR`: P(A better) = sigmoid(r_A - r_B) (Bradley-Terry); the choice is the
+  likelier side and its confidence that probability. Equal rewards tie.
+- `grader:FILE`: every answer is graded with its own prediction row as the item; the
+  higher grade wins, equal grades tie; confidence 1.0 (a grader is deterministic).
+- `judge:MODEL_OR_URL`: a pairwise LLM judge (`rlhfkit.eval.judge`), a local model or an
+  OpenAI-compatible endpoint, asked in both orders.
+
+Identical answers always tie with confidence 1.0, without asking the autorater.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rlhfkit.data.records import PromptRecord
+from rlhfkit.errors import ConfigError
+
+KINDS = ("reward_model", "grader", "judge")
+
+
+@dataclass
+class Pair:
+    """Two answers to one prompt; `row_a`/`row_b` are the prediction rows (for graders)."""
+
+    id: Any
+    record: PromptRecord
+    response_a: str
+    response_b: str
+    row_a: dict[str, Any]
+    row_b: dict[str, Any]
+
+
+@dataclass
+class Judgment:
+    """One side-by-side verdict (a line of judgments.jsonl).
+
+    Attributes:
+        choice: "A", "B", "TIE", or None when the autorater gave no readable answer.
+        confidence: in [0, 1]; how each autorater defines it is in this module's docstring.
+        score_a, score_b: the reward or grade of each answer (None for a judge).
+        votes: a judge's choice in each order, mapped to the A/B frame.
+        malformed: how many of the judge's answers could not be read (0, 1 or 2).
+    """
+
+    id: Any
+    prompt: str
+    response_a: str
+    response_b: str
+    choice: str | None
+    confidence: float
+    explanation: str
+    score_a: float | None = None
+    score_b: float | None = None
+    votes: list[str | None] | None = None
+    malformed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        row = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "response_a": self.response_a,
+            "response_b": self.response_b,
+            "choice": self.choice or "INVALID",
+            "confidence": self.confidence,
+            "explanation": self.explanation,
+        }
+        for key in ("score_a", "score_b", "votes"):
+            if getattr(self, key) is not None:
+                row[key] = getattr(self, key)
+        if self.malformed:
+            row["malformed"] = self.malformed
+        return {**row, **self.extra}
+
+
+class Autorater(Protocol):
+    name: str
+
+    def judge(self, pairs: list[Pair]) -> list[Judgment]:
+        """One judgment per pair, in order."""
+
+
+def _judgment(
+    pair: Pair, choice: str | None, confidence: float, explanation: str, **kw
+) -> Judgment:
+    return Judgment(
+        pair.id,
+        pair.record.text,
+        pair.response_a,
+        pair.response_b,
+        choice,
+        confidence,
+        explanation,
+        **kw,
+    )
+
+
+class RewardModelRater:
+    """P(A better) = sigmoid(r_A - r_B) from a reward model trained by `train-reward`."""
+
+    def __init__(self, folder: str):
+        from rlhfkit.eval.score import encoder_for
+        from rlhfkit.models.loading import load_tokenizer
+        from rlhfkit.models.reward import load_reward_model
+
+        self.name = f"reward_model:{folder}"
+        self.model = load_reward_model(folder)
+        self.encoder = encoder_for(self.model, load_tokenizer(self.model.spec.base_model))
+
+    def judge(self, pairs: list[Pair]) -> list[Judgment]:
+        from rlhfkit.eval.score import score_texts
+
+        rewards = score_texts(
+            self.model,
+            self.encoder,
+            [p.record.messages for p in pairs],
+            [[p.response_a, p.response_b] for p in pairs],
+        )
+        out = []
+        for pair, (r_a, r_b) in zip(pairs, rewards, strict=True):
+            p_a = 0.5 * (1.0 + math.tanh((r_a - r_b) / 2))  # sigmoid, without overflow
+            choice = "A" if r_a > r_b else "B" if r_b > r_a else "TIE"
+            explanation = f"reward A {r_a:.4f}, reward B {r_b:.4f}: P(A better) = {p_a:.4f}"
+            out.append(
+                _judgment(pair, choice, max(p_a, 1 - p_a), explanation, score_a=r_a, score_b=r_b)
+            )
+        return out
+
+
+class GraderRater:
+    """Grade each answer with a grader file; the higher grade wins."""
+
+    def __init__(self, path: str):
+        from rlhfkit.graders import load_grader
+
+        self.name = f"grader:{path}"
+        self.grader = load_grader(path)
+
+    def judge(self, pairs: list[Pair]) -> list[Judgment]:
+        samples = [r for p in pairs for r in (p.response_a, p.response_b)]
+        items = [row for p in pairs for row in (p.row_a, p.row_b)]
+        grades = self.grader.grade_batch(samples, items)
+        out = []
+        for i, pair in enumerate(pairs):
+            g_a, g_b = grades[2 * i], grades[2 * i + 1]
+            choice = "A" if g_a.reward > g_b.reward else "B" if g_b.reward > g_a.reward else "TIE"
+            notes = [f"grade A {g_a.reward:.4f}, grade B {g_b.reward:.4f}"]
+            for side, grade in (("A", g_a), ("B", g_b)):
+                notes += [f"{side}: {e.get('kind')}: {e.get('message')}" for e in grade.errors]
+            out.append(
+                _judgment(
+                    pair, choice, 1.0, "; ".join(notes), score_a=g_a.reward, score_b=g_b.reward
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        self.grader.close()
+
+
+class PairwiseJudgeRater:
+    """An LLM judge asked "A or B?" in both orders (see `rlhfkit.eval.judge`)."""
+
+    def __init__(self, target: str, settings: JudgeSettings):
+        from rlhfkit.graders.model_backends import HttpJudge, LocalJudge, SamplingParams
+
+        self.name = f"judge:{target}"
+        self.instruction = settings.instruction
+        sampling = SamplingParams(max_completions_tokens=settings.max_tokens)
+        if target.startswith(("http://", "https://")):
+            self.backend = HttpJudge(
+                target, settings.model, settings.api_key_env, sampling, (0, 1), settings.timeout
+            )
+        else:
+            self.backend = LocalJudge(target, sampling, (0, 1))
+
+    def judge(self, pairs: list[Pair]) -> list[Judgment]:
+        from rlhfkit.eval.judge import combine_votes, judge_messages, parse_vote
+
+        conversations = []
+        for p in pairs:
+            text = p.record.text
+            conversations.append(judge_messages(text, p.response_a, p.response_b, self.instruction))
+            conversations.append(judge_messages(text, p.response_b, p.response_a, self.instruction))
+        answers = self.backend.complete_batch(conversations)
+        out = []
+        for i, pair in enumerate(pairs):
+            verdict = combine_votes(parse_vote(answers[2 * i]), parse_vote(answers[2 * i + 1]))
+            out.append(
+                _judgment(
+                    pair,
+                    verdict.choice,
+                    verdict.confidence,
+                    verdict.explanation,
+                    votes=list(verdict.votes),
+                    malformed=verdict.malformed,
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How a `judge:` autorater is asked (SxSConfig's judge_* fields)."""
+
+    model: str = "default"
+    api_key_env: str | None = None
+    max_tokens: int = 256
+    timeout: float = 120.0
+    instruction: str | None = None
+
+
+def load_autorater(spec: str, judge: JudgeSettings | None = None) -> Autorater:
+    """The autorater named by `spec` (`KIND:TARGET`); a ConfigError for anything else."""
+    kind, sep, target = spec.partition(":")
+    if not sep or kind not in KINDS or not target:
+        raise ConfigError(
+            f"autorater={spec!r} is invalid: write reward_model:DIR, grader:FILE.yaml or "
+            "judge:MODEL_OR_URL"
+        )
+    if kind == "reward_model":
+        if not Path(target).is_dir():
+            raise ConfigError(
+                f"autorater={spec!r}: {target} is not a folder; give the reward_model folder "
+                "written by rlhfkit train-reward"
+            )
+        return RewardModelRater(target)
+    if kind == "grader":
+        return GraderRater(target)
+    return PairwiseJudgeRater(target, judge or JudgeSettings())
+
+
+def judge_all(
+    rater: Autorater, pairs: list[Pair], batch_size: int, progress=None
+) -> list[Judgment]:
+    """Judge pairs in batches; identical answers tie without asking the rater."""
+    out: list[Judgment | None] = [None] * len(pairs)
+    todo = []
+    for i, pair in enumerate(pairs):
+        if pair.response_a == pair.response_b:
+            out[i] = _judgment(pair, "TIE", 1.0, "the two answers are identical")
+        else:
+            todo.append(i)
+    if progress is not None:
+        progress.update(len(pairs) - len(todo))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        for i, judgment in zip(batch, rater.judge([pairs[i] for i in batch]), strict=True):
+            out[i] = judgment
+        if progress is not None:
+            progress.update(len(batch))
+    return out  # type: ignore[return-value]

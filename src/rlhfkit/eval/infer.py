@@ -1,0 +1,260 @@
+"""`rlhfkit infer`: bulk inference, one prediction per prompt of a dataset.
+
+The model is a model reference, a plain Hugging Face folder, a LoRA adapter folder, or an
+RL run directory (its merged `model/`, else its `policy/` adapter on the run's base). A run
+directory also supplies the instruction and sequence lengths it was trained with, unless
+they are given.
+
+Output rows are the input rows, every field kept, with `prediction` added: the file is
+itself a prompt dataset, so graders read its fields as `{{item.FIELD}}` and `rlhfkit score`
+and `rlhfkit sxs` read it directly. Finished batches go to `OUT.partial` as they complete;
+a killed run started again with the same settings continues from there, and `OUT`
+appears, whole, only at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
+from rlhfkit.data.config import DataConfig
+from rlhfkit.data.formats import load_dataset
+from rlhfkit.data.prompts import PromptEncoder
+from rlhfkit.data.reader import read_rows
+from rlhfkit.data.records import PreferenceRecord
+from rlhfkit.errors import ModelLoadError
+from rlhfkit.fileio import atomic_write_jsonl, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+RUN_SETTINGS = (
+    "large_model_reference",
+    "instruction",
+    "prompt_sequence_length",
+    "target_sequence_length",
+    "use_chat_template",
+)
+"""What an RL run directory given as `model` supplies unless the user sets it."""
+
+
+@dataclass
+class InferConfig(DataConfig):
+    """Bulk inference (`rlhfkit infer`)."""
+
+    model: str | None = param(
+        None,
+        "Model that answers: a model reference or folder, a LoRA adapter folder, or an RL "
+        "run directory (its merged model, else its policy adapter on the run's base); "
+        "default: large_model_reference.",
+    )
+    prompt_dataset: str | None = param(
+        None, "Prompts to answer (any prompt format, or a preference file's prompts)."
+    )
+    out: str | None = param(None, "Output .jsonl: every input row with `prediction` added.")
+    batch_size: int = param(16, "Prompts generated together.")
+    temperature: float = param(0.0, "Sampling temperature; 0 answers greedily.")
+    top_p: float = param(1.0, "Nucleus sampling mass (with temperature > 0).")
+    top_k: int = param(0, "Sample from the k most likely tokens; 0 = no limit.")
+    seed: int = param(0, "Random seed for sampling.")
+    dtype: str = param("auto", "bf16, fp32 or auto.", choices=("auto", "bf16", "fp32"))
+    device: str = param("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
+
+    def validate(self) -> None:
+        super().validate()
+        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
+        check(bool(self.out), "out", self.out, "is required: the output .jsonl file")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
+        check(self.temperature >= 0, "temperature", self.temperature, "must be >= 0")
+        check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
+
+
+@dataclass
+class InferResult:
+    out: Path
+    rows: int
+    model: str
+    resumed_rows: int
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What `model` names: weights to load and, for an adapter, the base it goes on."""
+
+    weights: str
+    adapter: str | None = None
+    run_config: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        return f"{self.weights} + adapter {self.adapter}" if self.adapter else self.weights
+
+
+def resolve_model(reference: str, base: str) -> ResolvedModel:
+    """Turn a `model` value into weights (and an adapter), reading a run's config.
+
+    Args:
+        reference: the user's `model` value.
+        base: the base model an adapter without a run config goes on.
+    """
+    path = Path(reference)
+    if not path.is_dir():
+        return ResolvedModel(reference)
+    run_config = _run_config(path) or _run_config(path.parent)
+    run_base = (run_config or {}).get("large_model_reference", base)
+    if (path / "adapter_config.json").is_file():
+        return ResolvedModel(run_base, str(path), run_config)
+    if (path / "model" / "config.json").is_file():
+        return ResolvedModel(str(path / "model"), None, run_config)
+    if (path / "policy" / "adapter_config.json").is_file():
+        return ResolvedModel(run_base, str(path / "policy"), run_config)
+    if (path / "config.json").is_file():
+        return ResolvedModel(reference, None, run_config)
+    raise ModelLoadError(
+        f"model={reference} is a folder but holds no model: expected a Hugging Face model "
+        "(config.json), a LoRA adapter (adapter_config.json) or an RL run directory "
+        "(model/ or policy/)"
+    )
+
+
+def _run_config(folder: Path) -> dict[str, Any] | None:
+    path = folder / "config.yaml"
+    return read_yaml(path) if path.is_file() else None
+
+
+def load_infer_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> InferConfig:
+    """Defaults < the run's settings (when `model` is a run directory) < file < overrides."""
+    values: dict[str, Any] = read_yaml(path) if path else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    values.update(overrides or {})
+    if values.get("model"):
+        resolved = resolve_model(str(values["model"]), str(values.get("large_model_reference")))
+        for key in RUN_SETTINGS:
+            if resolved.run_config and key in resolved.run_config and key not in values:
+                values[key] = resolved.run_config[key]
+    return build_config(InferConfig, values, source=str(path) if path else "overrides")
+
+
+def load_for_inference(resolved: ResolvedModel, dtype: str = "auto", device: str = "auto"):
+    """The model in eval mode, an adapter merged into its base (in fp32, then cast)."""
+    from rlhfkit.models.loading import load_model, resolve_device, resolve_dtype
+
+    if resolved.adapter is None:
+        return load_model(resolved.weights, dtype=dtype, device=device)
+    from peft import PeftModel
+
+    target = resolve_device(device)
+    base = load_model(resolved.weights, dtype="fp32", device="cpu")
+    merged = PeftModel.from_pretrained(base, resolved.adapter).merge_and_unload()
+    return merged.to(device=target, dtype=resolve_dtype(dtype, target)).eval()
+
+
+def infer(config: InferConfig) -> InferResult:
+    """Answer every prompt of `config.prompt_dataset`; write the rows with `prediction`."""
+    from rlhfkit.models.generate import generate_text
+    from rlhfkit.models.loading import load_tokenizer
+    from rlhfkit.train.common import progress_bar
+
+    # step 1. prompts, in file order, and the raw rows they came from
+    dataset = load_dataset(config.prompt_dataset)
+    records = [r.prompt_record if isinstance(r, PreferenceRecord) else r for r in dataset.records]
+    raw = {source: row for file in dataset.files for source, row in read_rows(file)}
+    # step 2. the model and the prompt encoding
+    resolved = resolve_model(
+        config.model or config.large_model_reference, config.large_model_reference
+    )
+    tokenizer = load_tokenizer(resolved.weights)
+    encoder = PromptEncoder.from_settings(tokenizer, config)
+    prompt_ids = [encoder.encode_prompt(r.messages).ids for r in records]
+    # step 3. continue a killed run with the same settings
+    out = Path(config.out)
+    partial = Path(f"{out}.partial")
+    fingerprint = _fingerprint(config, resolved, prompt_ids)
+    done = _read_partial(partial, fingerprint)
+    resumed = len(done)
+    if resumed:
+        logger.info("continuing %s: %d of %d prompts already answered", out, resumed, len(records))
+    else:
+        _start_partial(partial, fingerprint)
+    # step 4. generate in batches of similar prompt lengths (little padding)
+    todo = sorted(
+        (i for i in range(len(records)) if i not in done), key=lambda i: -len(prompt_ids[i])
+    )
+    if todo:
+        model = load_for_inference(resolved, config.dtype, config.device)
+        logger.info("infer: %s on %d prompts", resolved.describe(), len(todo))
+        bar = progress_bar(len(records), resumed, "infer", unit="prompt")
+        with open(partial, "a", encoding="utf-8") as fh:
+            for start in range(0, len(todo), config.batch_size):
+                batch = todo[start : start + config.batch_size]
+                torch.manual_seed(config.seed + batch[0])  # the same draws after a resume
+                answers = generate_text(
+                    model,
+                    tokenizer,
+                    [prompt_ids[i] for i in batch],
+                    max_new_tokens=config.target_sequence_length,
+                    do_sample=config.temperature > 0,
+                    temperature=config.temperature or 1.0,
+                    top_p=config.top_p,
+                    top_k=config.top_k,
+                )
+                for i, answer in zip(batch, answers, strict=True):
+                    done[i] = answer
+                    fh.write(
+                        json.dumps({"index": i, PREDICTION: answer}, ensure_ascii=False) + "\n"
+                    )
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(batch))
+        bar.close()
+    # step 5. the whole file, atomically, in input order
+    rows = [{**raw[r.source], PREDICTION: done[i]} for i, r in enumerate(records)]
+    atomic_write_jsonl(out, rows)
+    partial.unlink(missing_ok=True)
+    return InferResult(out, len(rows), resolved.describe(), resumed)
+
+
+def _fingerprint(config: InferConfig, resolved: ResolvedModel, prompt_ids: list[list[int]]) -> str:
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("out", "batch_size")}
+    digest = hashlib.sha256(json.dumps([settings, resolved.describe()], sort_keys=True).encode())
+    digest.update(json.dumps(prompt_ids).encode())
+    return digest.hexdigest()
+
+
+def _start_partial(partial: Path, fingerprint: str) -> None:
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
+def _read_partial(partial: Path, fingerprint: str) -> dict[int, str]:
+    """Answers already written by an earlier run with the same settings (else none)."""
+    if not partial.is_file():
+        return {}
+    text = partial.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if not text.endswith("\n"):  # a line torn by a kill: its batch is answered again
+        lines = lines[:-1]
+        atomic_write_text(partial, "".join(f"{line}\n" for line in lines))
+    try:
+        if json.loads(lines[0]).get("fingerprint") != fingerprint:
+            logger.info("%s was written with other settings; starting again", partial)
+            return {}
+    except (IndexError, ValueError, AttributeError):
+        return {}
+    done: dict[int, str] = {}
+    for line in lines[1:]:
+        row = json.loads(line)
+        done[row["index"]] = row[PREDICTION]
+    return done
