@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reward_commands(commands)
     _add_grader_commands(commands)
     _add_eval_commands(commands)
+    _add_pipeline_command(commands)
     return parser
 
 
@@ -352,6 +353,39 @@ def _grader_run(args: argparse.Namespace) -> int:
     with load_grader(args.path) as grader:
         result = grader.grade(args.sample, item)
     print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def _add_pipeline_command(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the whole RLHF pipeline (reward model, RL, inference, side by side, report)",
+        description="Validate the inputs, import the datasets, train the reward model, tune "
+        "the policy, answer the eval prompts with the base and the tuned model, compare them "
+        "side by side and write the report. Finished stages whose inputs are unchanged are "
+        "skipped; an interrupted stage continues. Parameters: see the README's config "
+        "reference (PipelineConfig).",
+    )
+    run.add_argument(
+        "--from-stage",
+        metavar="NAME",
+        help="run again from this stage: import, reward_model, rl, infer, sxs or report",
+    )
+    add_config_arguments(run)
+    run.set_defaults(handler=_run_pipeline)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from rlhfkit.pipeline import load_pipeline_config, run_pipeline, summary_lines
+
+    overrides = list(args.overrides)
+    if args.from_stage:
+        overrides.append(f"from_stage={args.from_stage}")
+    result = run_pipeline(load_pipeline_config(args.config, overrides))
+    print("\n".join(["== summary", *summary_lines(result.summary)]))
     return 0
 
 

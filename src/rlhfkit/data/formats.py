@@ -124,6 +124,14 @@ def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
     return _build_dataset(str(path), scan_rows(path), kind)
 
 
+def raw_rows(dataset: Dataset) -> list[dict[str, Any]]:
+    """The input rows of a loaded dataset, every field as in the file, in record order."""
+    from rlhfkit.data.reader import read_rows
+
+    rows = {source: row for file in dataset.files for source, row in read_rows(file)}
+    return [rows[record.source] for record in dataset.records]
+
+
 def load_preferences(path: str | Path) -> Dataset:
     """`load_dataset(path, "preference")`: records are `PreferenceRecord`s."""
     return load_dataset(path, "preference")

@@ -26,9 +26,8 @@ import torch
 
 from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
 from rlhfkit.data.config import DataConfig
-from rlhfkit.data.formats import load_dataset
+from rlhfkit.data.formats import load_dataset, raw_rows
 from rlhfkit.data.prompts import PromptEncoder
-from rlhfkit.data.reader import read_rows
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_write_jsonl, atomic_write_text
@@ -169,7 +168,7 @@ def infer(config: InferConfig) -> InferResult:
     # step 1. prompts, in file order, and the raw rows they came from
     dataset = load_dataset(config.prompt_dataset)
     records = [r.prompt_record if isinstance(r, PreferenceRecord) else r for r in dataset.records]
-    raw = {source: row for file in dataset.files for source, row in read_rows(file)}
+    raw = raw_rows(dataset)
     # step 2. the model and the prompt encoding
     resolved = resolve_model(
         config.model or config.large_model_reference, config.large_model_reference
@@ -219,7 +218,7 @@ def infer(config: InferConfig) -> InferResult:
                 bar.update(len(batch))
         bar.close()
     # step 5. the whole file, atomically, in input order
-    rows = [{**raw[r.source], PREDICTION: done[i]} for i, r in enumerate(records)]
+    rows = [{**raw[i], PREDICTION: done[i]} for i in range(len(records))]
     atomic_write_jsonl(out, rows)
     partial.unlink(missing_ok=True)
     return InferResult(out, len(rows), resolved.describe(), resumed)

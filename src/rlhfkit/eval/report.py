@@ -53,6 +53,7 @@ def write_report(
     out: str | Path | None = None,
     sxs_dirs: list[str | Path] | None = None,
     smoothing: float = 0.6,
+    title: str | None = None,
 ) -> Path:
     """Build the report of `run_dir` (and of extra SxS folders); returns its path."""
     run_dir = Path(run_dir)
@@ -72,7 +73,7 @@ def write_report(
         _section_curves(run_dir, smoothing),
         _section_config(run_dir),
     ]
-    page = _page(f"rlhfkit report: {run_dir.resolve().name}", sections)
+    page = _page(f"rlhfkit report: {title or run_dir.resolve().name}", sections)
     path = Path(out) if out else run_dir / REPORT_FILE
     atomic_write_text(path, page)
     return path

@@ -46,6 +46,9 @@ class GRPOConfig(RLCommonConfig):
         "prompt_dataset).",
     )
     n_epochs: int = param(1, "Passes over the training prompts.")
+    train_steps: int = param(
+        0, "Steps to run; 0: as many as n_epochs passes over the prompts take."
+    )
     batch_size: int = param(4, "Prompts per step (each gets compute_multiplier answers).")
     learning_rate_multiplier: float = param(
         1.0, f"Multiplies the base learning rate {GRPO_BASE_LEARNING_RATE:g}."
@@ -77,6 +80,7 @@ class GRPOConfig(RLCommonConfig):
     def validate(self) -> None:
         super().validate()
         check(self.method in ("grpo", "rloo"), "method", self.method, "grpo or rloo here")
+        check(self.train_steps >= 0, "train_steps", self.train_steps, "must be >= 0")
         for name in ("n_epochs", "batch_size", "eval_interval", "eval_samples"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         check(self.epochs_per_batch >= 1, "epochs_per_batch", self.epochs_per_batch, ">= 1")
@@ -127,6 +131,8 @@ class GRPOConfig(RLCommonConfig):
         return self.eval_interval
 
     def total_steps(self, train_prompts: int) -> int:
+        if self.train_steps:
+            return self.train_steps
         return math.ceil(self.n_epochs * train_prompts / self.batch_size)
 
 

@@ -1,0 +1,597 @@
+"""The whole RLHF pipeline in one call: `rlhfkit run` and `rlhfkit.rlhf_pipeline(...)`.
+
+What Vertex AI's `rlhf_pipeline` runs, with its parameter names and defaults, locally:
+validate inputs -> import the datasets -> train the reward model -> reinforcement learning
+-> bulk inference on the eval prompts with the base and the tuned model -> side by side
+of tuned (b) against base (a) -> report.
+
+Run directory (`output_dir`):
+
+    config.yaml, config.json   the resolved pipeline config
+    summary.json               the figures printed at the end
+    report.html                the report (rlhfkit report)
+    data/                      the imported datasets: preferences.jsonl, prompts.jsonl
+                               (training prompts), eval.jsonl (eval prompts or pairs)
+    reward_model/              the train-reward run; reward_model/reward_model is the model
+    rl/                        the train-rl run: metrics, checkpoints, policy/, model/
+    infer/                     base.jsonl and tuned.jsonl, the answers to the eval prompts
+    sxs/NAME/                  judgments.jsonl and metrics.json per autorater
+    STAGE/stage.json           per stage: the hash of its inputs and config, and its status
+
+A stage whose `stage.json` says done with the same hash is skipped; one that was
+interrupted (same hash, not done) continues from its last checkpoint; one whose inputs
+or config changed is run again from scratch, and so is every stage after it.
+`from_stage=NAME` (`--from-stage`) forces a fresh run from that stage on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
+from rlhfkit.data.config import DataConfig
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
+STAGE_FILE = "stage.json"
+METHODS = ("ppo", "grpo", "rloo")
+
+
+@dataclass
+class PipelineConfig(DataConfig):
+    """The pipeline (`rlhfkit run`, `rlhfkit.rlhf_pipeline`); names and defaults as in
+    Vertex AI's rlhf_pipeline where it has them."""
+
+    preference_dataset: str | None = param(
+        None, "Preference pairs for the reward model (any supported preference format)."
+    )
+    prompt_dataset: str | None = param(None, "Prompts for reinforcement learning.")
+    eval_dataset: str | None = param(
+        None,
+        "Eval prompts for the side by side (default: 10% of prompt_dataset held out); a "
+        "preference file also evaluates the reward model (its prompts are then the eval prompts).",
+    )
+    model_display_name: str | None = param(None, "Name of the tuned model (report title).")
+    reward_model_learning_rate_multiplier: float = param(
+        1.0, "Multiplies the reward model's base learning rate."
+    )
+    reinforcement_learning_rate_multiplier: float = param(
+        1.0, "Multiplies the RL base learning rate."
+    )
+    reward_model_train_steps: int = param(1000, "Reward-model optimizer steps.")
+    reinforcement_learning_train_steps: int = param(1000, "Reinforcement-learning steps.")
+    kl_coeff: float = param(0.1, "Weight of the KL penalty to the base model.")
+    method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
+    grader: str | None = param(
+        None,
+        "Grader file: the reward of grpo / rloo; with any method also an independent side-by-side "
+        "autorater.",
+    )
+    autorater: str | None = param(
+        None, "Side-by-side autorater (default: the trained reward model); see rlhfkit sxs."
+    )
+    eval_fraction: float = param(
+        0.1, "Share of prompt_dataset held out as eval prompts when eval_dataset is not set."
+    )
+    reward_model_options: dict = param(
+        {}, "More train-reward parameters, e.g. {lora_rank: 8} (CLI: reward_model_options.KEY=V)."
+    )
+    rl_options: dict = param(
+        {}, "More train-rl parameters, e.g. {batch_size: 4} (CLI: rl_options.KEY=V)."
+    )
+    seed: int = param(0, "Seed of every stage.")
+    output_dir: str = param("runs/pipeline", "Run directory (layout: see the README).")
+    from_stage: str | None = param(
+        None, f"Run again from this stage on: {', '.join(STAGES)}.", choices=(None, *STAGES)
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
+        check(
+            bool(self.preference_dataset) or (self.method != "ppo" and bool(self.grader)),
+            "preference_dataset",
+            self.preference_dataset,
+            "is required (a reward model is trained on it); only method=grpo or rloo with "
+            "a grader can do without",
+        )
+        check(
+            self.method == "ppo" or bool(self.grader) or bool(self.preference_dataset),
+            "grader",
+            self.grader,
+            f"method={self.method} needs a grader or a reward model",
+        )
+        check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
+        for name in ("reward_model_train_steps", "reinforcement_learning_train_steps"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return bool(self.preference_dataset)
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    report: Path
+
+
+def rlhf_pipeline(**parameters: Any) -> PipelineResult:
+    """Run the pipeline with `rlhfkit run`'s parameters given as keyword arguments.
+
+    Example:
+        rlhf_pipeline(preference_dataset="prefs.jsonl", prompt_dataset="prompts.jsonl",
+                      reward_model_train_steps=200, output_dir="runs/mine")
+    """
+    return run_pipeline(load_pipeline_config(None, parameters))
+
+
+def load_pipeline_config(
+    path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Defaults < YAML file < overrides; `reward_model_options.KEY=V` and `rl_options.KEY=V`
+    overrides set one stage parameter each."""
+    values: dict[str, Any] = read_yaml(path) if path else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for key, value in (overrides or {}).items():
+        group, dot, name = key.partition(".")
+        if dot and group in ("reward_model_options", "rl_options"):
+            values[group] = {**(values.get(group) or {}), name: value}
+        else:
+            values[key] = value
+    return build_config(PipelineConfig, values, source=str(path) if path else "parameters")
+
+
+# ---------------------------------------------------------------- stage settings
+
+
+@dataclass
+class Plan:
+    """Resolved paths and stage configs, built (and so validated) before anything runs."""
+
+    run_dir: Path
+    reward: Any | None  # RewardConfig
+    rl: Any  # RLConfig or GRPOConfig
+    autoraters: dict[str, str]  # sxs folder name -> autorater spec
+    eval_is_preference: bool
+
+
+def _data(run_dir: Path, name: str) -> str:
+    return str(run_dir / "data" / name)
+
+
+def plan(config: PipelineConfig, eval_is_preference: bool) -> Plan:
+    """Every stage's config, validated; raises one ConfigError listing all problems."""
+    from rlhfkit.train.reward import RewardConfig
+    from rlhfkit.train.rl import load_rl_config
+
+    run_dir = Path(config.output_dir)
+    shared = {
+        k: getattr(config, k)
+        for k in (
+            "large_model_reference",
+            "instruction",
+            "prompt_sequence_length",
+            "target_sequence_length",
+            "use_chat_template",
+            "seed",
+        )
+    }
+    problems: list[str] = []
+    reward = None
+    rm_dir = run_dir / "reward_model"
+    if config.trains_reward_model:
+        values = {
+            **shared,
+            "preference_dataset": _data(run_dir, "preferences.jsonl"),
+            "eval_dataset": _data(run_dir, "eval.jsonl") if eval_is_preference else None,
+            "reward_model_train_steps": config.reward_model_train_steps,
+            "reward_model_learning_rate_multiplier": config.reward_model_learning_rate_multiplier,
+            **config.reward_model_options,
+            "output_dir": str(rm_dir),
+        }
+        reward = _collect(
+            problems, "reward_model_options", lambda: build_config(RewardConfig, values)
+        )
+    rl_values: dict[str, Any] = {
+        **shared,
+        "method": config.method,
+        "prompt_dataset": _data(run_dir, "prompts.jsonl"),
+        "kl_coeff": config.kl_coeff,
+        "grader": config.grader if config.method != "ppo" else None,
+        "reward_model": str(rm_dir / "reward_model")
+        if config.method == "ppo" or not config.grader
+        else None,
+    }
+    eval_prompts = _data(run_dir, "eval.jsonl")
+    if config.method == "ppo":
+        rl_values.update(
+            eval_dataset=eval_prompts,
+            reinforcement_learning_train_steps=config.reinforcement_learning_train_steps,
+            reinforcement_learning_rate_multiplier=config.reinforcement_learning_rate_multiplier,
+        )
+    else:
+        rl_values.update(
+            valid_dataset=eval_prompts,
+            train_steps=config.reinforcement_learning_train_steps,
+            learning_rate_multiplier=config.reinforcement_learning_rate_multiplier,
+        )
+    rl_values.update(config.rl_options)
+    rl_values["output_dir"] = str(run_dir / "rl")
+    rl = _collect(problems, "rl_options", lambda: load_rl_config(None, rl_values))
+    autoraters = {}
+    if config.autorater:
+        autoraters["autorater"] = config.autorater
+    elif config.trains_reward_model:
+        autoraters["reward_model"] = f"reward_model:{rm_dir / 'reward_model'}"
+    if config.grader and f"grader:{config.grader}" not in autoraters.values():
+        autoraters["grader"] = f"grader:{config.grader}"
+    if problems:
+        raise ConfigError("invalid pipeline parameters:\n  - " + "\n  - ".join(problems))
+    return Plan(run_dir, reward, rl, autoraters, eval_is_preference)
+
+
+def _collect(problems: list[str], where: str, build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except ConfigError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_inputs(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
+    """Load every dataset, grader and model reference; returns the datasets and the list of
+    every problem found (empty when all is well)."""
+    from rlhfkit.data.formats import load_dataset
+    from rlhfkit.errors import DatasetError
+
+    problems: list[str] = []
+    datasets: dict[str, Any] = {}
+    for name, kind in (
+        ("preference_dataset", "preference"),
+        ("prompt_dataset", None),
+        ("eval_dataset", None),
+    ):
+        path = getattr(config, name)
+        if not path:
+            continue
+        try:
+            datasets[name] = load_dataset(path, kind=kind)
+        except DatasetError as exc:
+            problems.append(f"{name}: {exc}")
+        except RlhfkitError as exc:
+            problems.append(f"{name}: {exc}")
+    prompts = datasets.get("prompt_dataset")
+    if prompts is not None and prompts.kind != "prompt":
+        problems.append(
+            f"prompt_dataset: {config.prompt_dataset} is a preference dataset; give prompts "
+            "(input_text, messages or prompt rows)"
+        )
+    if config.grader:
+        problems += _check_grader(config.grader)
+    if config.autorater and config.autorater.startswith("grader:"):
+        problems += _check_grader(config.autorater.partition(":")[2])
+    try:
+        from rlhfkit.models.loading import load_tokenizer
+
+        load_tokenizer(config.large_model_reference)
+    except RlhfkitError as exc:
+        problems.append(f"large_model_reference: {exc}")
+    return datasets, problems
+
+
+def _check_grader(path: str) -> list[str]:
+    from rlhfkit.graders import load_grader
+
+    try:
+        load_grader(path).close()
+    except RlhfkitError as exc:
+        return [f"grader {path}: {exc}"]
+    return []
+
+
+# ---------------------------------------------------------------- stages and their hashes
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, or of every file under a folder (names and contents)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_key(name: str, settings: dict[str, Any], upstream: list[str]) -> str:
+    """The hash that decides whether a finished stage can be kept."""
+    blob = json.dumps([name, settings, upstream], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class StageRunner:
+    """Runs a stage, skips it, or continues it, by its `stage.json`."""
+
+    def __init__(self, run_dir: Path, from_stage: str | None):
+        self.run_dir = run_dir
+        self.forced = False
+        self.from_stage = from_stage
+        self.ran: list[str] = []
+
+    def run(
+        self, name: str, key: str, work: Callable[[Path, bool], Any], folder_name: str = ""
+    ) -> Any:
+        """`work(folder, resume)` runs the stage; its return value is stored as the stage's
+        outputs and returned (also when the stage is skipped)."""
+        folder = self.run_dir / (folder_name or name)
+        record_path = folder / STAGE_FILE
+        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        self.forced = self.forced or name == self.from_stage
+        same = record is not None and record.get("key") == key and not self.forced
+        if same and record.get("status") == "done":
+            logger.info("stage %s: unchanged, skipped (%s)", name, folder)
+            return record.get("outputs")
+        resume = same  # interrupted with the same inputs: continue
+        if not resume and folder.exists():
+            why = "forced" if self.forced else "inputs changed" if record else "incomplete"
+            logger.info("stage %s: starting again (%s)", name, why)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        atomic_write_json(record_path, {"key": key, "status": "running", "started": started})
+        print(f"== stage {name}{' (continuing)' if resume else ''}", flush=True)
+        outputs = work(folder, resume)
+        atomic_write_json(
+            record_path,
+            {
+                "key": key,
+                "status": "done",
+                "started": started,
+                "seconds": round(time.time() - started, 1),
+                "outputs": outputs,
+            },
+        )
+        self.ran.append(name)
+        return outputs
+
+
+def run_pipeline(config: PipelineConfig) -> PipelineResult:
+    """Validate everything, then run the stages in order (see the module docstring)."""
+    from rlhfkit.train.common import write_config
+
+    # step 0. validate inputs and every stage's parameters before any training
+    datasets, problems = validate_inputs(config)
+    eval_set = datasets.get("eval_dataset")
+    eval_is_preference = eval_set is not None and eval_set.kind == "preference"
+    try:
+        stages = plan(config, eval_is_preference)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError(
+            f"the pipeline cannot start: {len(problems)} problem(s)\n  - "
+            + "\n  - ".join(p.replace("\n", "\n    ") for p in problems)
+        )
+    run_dir = stages.run_dir
+    write_config(run_dir, to_dict(config))
+    runner = StageRunner(run_dir, config.from_stage)
+    # step 1. import the datasets
+    import_key = stage_key(
+        "import",
+        {"eval_fraction": config.eval_fraction, "seed": config.seed},
+        [f"{name}:{file_digest(path)}" for name, d in datasets.items() for path in d.files],
+    )
+    data = runner.run(
+        "import", import_key, lambda folder, _: import_data(config, datasets, folder), "data"
+    )
+    # step 2. reward model
+    rm_key = None
+    reward = None
+    if stages.reward is not None:
+        rm_key = stage_key("reward_model", to_dict(stages.reward), [import_key])
+        reward = runner.run(
+            "reward_model", rm_key, lambda f, resume: _train_reward(stages.reward, resume)
+        )
+    # step 3. reinforcement learning
+    grader_digest = file_digest(config.grader) if config.grader else None
+    rl_key = stage_key("rl", to_dict(stages.rl), [import_key, rm_key, grader_digest])
+    rl = runner.run("rl", rl_key, lambda f, resume: _train_rl(stages.rl, resume))
+    # step 4. base and tuned answers to the eval prompts
+    infer_key = stage_key("infer", {"shared": _inference_settings(config)}, [rl_key, import_key])
+    predictions = runner.run("infer", infer_key, lambda f, _: _infer_both(config, data, rl, f))
+    # step 5. side by side, one folder per autorater
+    sxs_key = stage_key("sxs", stages.autoraters, [infer_key, rm_key, grader_digest])
+    sxs = runner.run("sxs", sxs_key, lambda f, _: _side_by_side(config, stages, predictions, f))
+    # step 6. summary and report
+    summary = _summary(config, data, reward, rl, sxs, run_dir)
+    atomic_write_json(run_dir / "summary.json", summary)
+    from rlhfkit.eval.report import write_report
+
+    report = write_report(run_dir, title=config.model_display_name)
+    summary["report"] = str(report)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return PipelineResult(run_dir, summary, report)
+
+
+def import_data(config: PipelineConfig, datasets: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Write the datasets into the run: every input row kept as it was, the prompts split
+    into training and eval prompts when no eval_dataset is given."""
+    from rlhfkit.data.formats import raw_rows
+    from rlhfkit.train.common import split_held_out
+
+    outputs: dict[str, Any] = {}
+    if "preference_dataset" in datasets:
+        outputs["preference_pairs"] = atomic_write_jsonl(
+            folder / "preferences.jsonl", raw_rows(datasets["preference_dataset"])
+        )
+    prompts = raw_rows(datasets["prompt_dataset"])
+    if "eval_dataset" in datasets:
+        eval_rows = raw_rows(datasets["eval_dataset"])
+        outputs["eval_kind"] = datasets["eval_dataset"].kind
+    else:
+        train_idx, eval_idx = split_held_out(len(prompts), config.eval_fraction, config.seed)
+        prompts, eval_rows = [prompts[i] for i in train_idx], [prompts[i] for i in eval_idx]
+        outputs["eval_kind"] = "prompt"
+    outputs["train_prompts"] = atomic_write_jsonl(folder / "prompts.jsonl", prompts)
+    outputs["eval_rows"] = atomic_write_jsonl(folder / "eval.jsonl", eval_rows)
+    return outputs
+
+
+def _train_reward(reward_config: Any, resume: bool) -> dict[str, Any]:
+    import dataclasses
+
+    from rlhfkit.train.reward import train_reward_model
+
+    result = train_reward_model(dataclasses.replace(reward_config, resume=resume))
+    return {
+        "reward_model_dir": str(result.reward_model_dir),
+        "eval_accuracy": result.eval_accuracy,
+        "longer_baseline_accuracy": result.longer_baseline_accuracy,
+        "eval_rank_loss": result.eval_rank_loss,
+        "eval_pairs": result.eval_pairs,
+        "train_pairs": result.train_pairs,
+    }
+
+
+def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
+    import dataclasses
+
+    from rlhfkit.tracking import read_metrics
+    from rlhfkit.train.rl import train_rl
+
+    result = train_rl(dataclasses.replace(rl_config, resume=resume))
+    rows = [r for r in read_metrics(result.run_dir) if "objective/kl" in r]
+    last = rows[-5:]
+    return {
+        "run_dir": str(result.run_dir),
+        "model_dir": str(result.model_dir) if result.model_dir else None,
+        "eval_reward_before": result.eval_reward_before,
+        "eval_reward_after": result.eval_reward_after,
+        "eval_prompts": result.eval_prompts,
+        "steps": result.steps,
+        "kl_last_5_steps": sum(r["objective/kl"] for r in last) / len(last) if last else None,
+    }
+
+
+def _inference_settings(config: PipelineConfig) -> dict[str, Any]:
+    keys = (
+        "large_model_reference",
+        "instruction",
+        "prompt_sequence_length",
+        "target_sequence_length",
+        "use_chat_template",
+        "seed",
+    )
+    return {k: getattr(config, k) for k in keys}
+
+
+def _infer_both(
+    config: PipelineConfig, data: dict[str, Any], rl: dict[str, Any], folder: Path
+) -> dict[str, str]:
+    from rlhfkit.eval.infer import InferConfig, infer
+
+    eval_file = str(Path(config.output_dir) / "data" / "eval.jsonl")
+    outputs = {}
+    for name, model in (("base", config.large_model_reference), ("tuned", rl["run_dir"])):
+        infer_config = build_config(
+            InferConfig,
+            {
+                **_inference_settings(config),
+                "model": model,
+                "prompt_dataset": eval_file,
+                "out": str(folder / f"{name}.jsonl"),
+            },
+        )
+        outputs[name] = str(infer(infer_config).out)
+    return outputs
+
+
+def _side_by_side(
+    config: PipelineConfig, stages: Plan, predictions: dict[str, str], folder: Path
+) -> dict[str, Any]:
+    from rlhfkit.eval.sxs import SxSConfig, run_sxs
+
+    results = {}
+    for name, spec in stages.autoraters.items():
+        sxs_config = build_config(
+            SxSConfig,
+            {
+                **{k: v for k, v in _inference_settings(config).items() if k != "seed"},
+                "a": predictions["base"],
+                "b": predictions["tuned"],
+                "autorater": spec,
+                "out": str(folder / name),
+            },
+        )
+        metrics = run_sxs(sxs_config).metrics
+        keep = ("autorater", "n", "model_b_win_rate", "model_b_win_rate_ci95",
+                "model_a_win_rate", "tie_rate", "invalid_judgments")  # fmt: skip
+        results[name] = {k: metrics[k] for k in keep}
+    return results
+
+
+def _summary(
+    config: PipelineConfig,
+    data: dict[str, Any],
+    reward: dict[str, Any] | None,
+    rl: dict[str, Any],
+    sxs: dict[str, Any],
+    run_dir: Path,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "data": data}
+    if config.model_display_name:
+        summary["model_display_name"] = config.model_display_name
+    if reward:
+        summary["reward_model"] = reward
+    summary["rl"] = rl
+    summary["side_by_side"] = sxs
+    return summary
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary as the lines `rlhfkit run` prints."""
+    lines = []
+    reward = summary.get("reward_model")
+    if reward:
+        lines.append(
+            f"reward model: held-out accuracy {reward['eval_accuracy']:.3f} on "
+            f"{reward['eval_pairs']} pairs (prefer-longer rule "
+            f"{reward['longer_baseline_accuracy']:.3f})"
+        )
+    rl = summary["rl"]
+    change = rl["eval_reward_after"] - rl["eval_reward_before"]
+    kl = rl.get("kl_last_5_steps")
+    lines.append(
+        f"RL: held-out reward {rl['eval_reward_before']:.4f} before, "
+        f"{rl['eval_reward_after']:.4f} after ({change:+.4f}) on {rl['eval_prompts']} "
+        f"prompts, {rl['steps']} steps"
+        + (f", KL {kl:.3f} (mean of the last 5 steps)" if kl else "")
+    )
+    for m in summary["side_by_side"].values():
+        lo, hi = m["model_b_win_rate_ci95"]
+        lines.append(
+            f"side by side ({m['autorater']}): tuned wins {m['model_b_win_rate']:.3f} "
+            f"(95% interval {lo:.3f} to {hi:.3f}), base wins {m['model_a_win_rate']:.3f}, "
+            f"ties {m['tie_rate']:.3f}, n={m['n']}"
+        )
+    lines.append(f"report: {summary.get('report')}")
+    return lines
