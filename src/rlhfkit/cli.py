@@ -106,6 +106,17 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
     convert.set_defaults(handler=_data_convert)
 
+    synth = sub.add_parser(
+        "synth",
+        help="make a preference dataset from AI feedback (a grader or a judge labels pairs)",
+        description="Sample two candidate answers per prompt from a model and let a grader "
+        "(grader=FILE) or a pairwise judge (judge=MODEL_OR_URL) pick the better one; writes "
+        "an rlhf_pipeline preference file. Parameters: see the README's config reference "
+        "(SynthConfig).",
+    )
+    add_config_arguments(synth)
+    synth.set_defaults(handler=_data_synth)
+
 
 def _data_inspect(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config
@@ -137,6 +148,19 @@ def _data_convert(args: argparse.Namespace) -> int:
 
     count = convert_file(args.src, args.dst, to=args.to, kind=args.kind)
     print(f"wrote {count} rows in {args.to} format to {args.dst}")
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.data.synth import SynthConfig, synthesize
+
+    result = synthesize(load_config(SynthConfig, args.config, args.overrides))
+    dropped = ", ".join(f"{n} {k}" for k, n in result.dropped.items() if n) or "none"
+    print(
+        f"wrote {result.pairs} preference pairs from {result.prompts} prompts to {result.out} "
+        f"(left out: {dropped}); candidate_0 chosen in {result.candidate_0_chosen:.1%}"
+    )
     return 0
 
 

@@ -19,20 +19,25 @@ END = "<!-- config-reference:end -->"
 
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
+    from rlhfkit.data.synth import SynthConfig
     from rlhfkit.eval.infer import InferConfig
-    from rlhfkit.eval.sxs import SxSConfig
+    from rlhfkit.eval.sxs import JudgeConfig, SxSConfig
+    from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.reward import RewardConfig
     from rlhfkit.train.rl import RLCommonConfig, RLConfig
 
     return [
         ("Data (every stage; `rlhfkit data inspect`)", DataConfig),
+        ("The pipeline (`rlhfkit run`, `rlhfkit.rlhf_pipeline`)", PipelineConfig),
         ("Reward model (`rlhfkit train-reward`)", RewardConfig),
         ("Reinforcement learning, every method (`rlhfkit train-rl`)", RLCommonConfig),
         ("PPO (`rlhfkit train-rl method=ppo`, the default)", RLConfig),
         ("GRPO and RLOO (`rlhfkit train-rl method=grpo` or `method=rloo`)", GRPOConfig),
         ("Bulk inference (`rlhfkit infer`)", InferConfig),
+        ("LLM judge options (`rlhfkit sxs`, `rlhfkit data synth`)", JudgeConfig),
         ("Side by side (`rlhfkit sxs`)", SxSConfig),
+        ("AI-feedback preference data (`rlhfkit data synth`)", SynthConfig),
     ]
 
 

@@ -173,8 +173,8 @@ def _data(run_dir: Path, name: str) -> str:
     return str(run_dir / "data" / name)
 
 
-def plan(config: PipelineConfig, eval_is_preference: bool) -> Plan:
-    """Every stage's config, validated; raises one ConfigError listing all problems."""
+def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) -> Plan:
+    """Every stage's config, validated; what is wrong is appended to `problems`."""
     from rlhfkit.train.reward import RewardConfig
     from rlhfkit.train.rl import load_rl_config
 
@@ -190,7 +190,6 @@ def plan(config: PipelineConfig, eval_is_preference: bool) -> Plan:
             "seed",
         )
     }
-    problems: list[str] = []
     reward = None
     rm_dir = run_dir / "reward_model"
     if config.trains_reward_model:
@@ -239,8 +238,6 @@ def plan(config: PipelineConfig, eval_is_preference: bool) -> Plan:
         autoraters["reward_model"] = f"reward_model:{rm_dir / 'reward_model'}"
     if config.grader and f"grader:{config.grader}" not in autoraters.values():
         autoraters["grader"] = f"grader:{config.grader}"
-    if problems:
-        raise ConfigError("invalid pipeline parameters:\n  - " + "\n  - ".join(problems))
     return Plan(run_dir, reward, rl, autoraters, eval_is_preference)
 
 
@@ -382,10 +379,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
     datasets, problems = validate_inputs(config)
     eval_set = datasets.get("eval_dataset")
     eval_is_preference = eval_set is not None and eval_set.kind == "preference"
-    try:
-        stages = plan(config, eval_is_preference)
-    except ConfigError as exc:
-        problems.append(str(exc))
+    stages = plan(config, eval_is_preference, problems)
     if problems:
         raise ConfigError(
             f"the pipeline cannot start: {len(problems)} problem(s)\n  - "

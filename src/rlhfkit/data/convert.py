@@ -143,6 +143,11 @@ def _with_rest(fields: dict[str, Any], record: PreferenceRecord | PromptRecord) 
     return fields
 
 
+def rlhf_preference_row(record: PreferenceRecord) -> dict[str, Any]:
+    """One preference record as an rlhf_pipeline row (every other field of it kept)."""
+    return _rlhf_preference(record)
+
+
 def _rlhf_preference(record: PreferenceRecord) -> dict[str, Any]:
     first, second = record.candidates
     fields = _rlhf_prompt(record)

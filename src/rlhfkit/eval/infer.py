@@ -167,7 +167,7 @@ def infer(config: InferConfig) -> InferResult:
 
     # step 1. prompts, in file order, and the raw rows they came from
     dataset = load_dataset(config.prompt_dataset)
-    records = [r.prompt_record if isinstance(r, PreferenceRecord) else r for r in dataset.records]
+    records = [r.prompt_record() if isinstance(r, PreferenceRecord) else r for r in dataset.records]
     raw = raw_rows(dataset)
     # step 2. the model and the prompt encoding
     resolved = resolve_model(

@@ -42,7 +42,32 @@ instruction and lengths, so that the comparison is fair."""
 
 
 @dataclass
-class SxSConfig(DataConfig):
+class JudgeConfig(DataConfig):
+    """How a `judge:` autorater is asked (rlhfkit sxs, rlhfkit data synth)."""
+
+    judge_model: str = param("default", "Model name sent to an HTTP judge endpoint.")
+    judge_api_key_env: str | None = param(
+        None, "Environment variable holding an HTTP judge's API key (sent as a Bearer token)."
+    )
+    judge_max_tokens: int = param(256, "Longest judge answer, in tokens.")
+    judge_timeout_seconds: float = param(120.0, "Timeout of one HTTP judge request.")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.judge_max_tokens >= 1, "judge_max_tokens", self.judge_max_tokens, ">= 1")
+
+    def judge_settings(self) -> JudgeSettings:
+        return JudgeSettings(
+            model=self.judge_model,
+            api_key_env=self.judge_api_key_env,
+            max_tokens=self.judge_max_tokens,
+            timeout=self.judge_timeout_seconds,
+            instruction=self.instruction,
+        )
+
+
+@dataclass
+class SxSConfig(JudgeConfig):
     """Side-by-side comparison (`rlhfkit sxs`)."""
 
     a: str | None = param(
@@ -64,12 +89,6 @@ class SxSConfig(DataConfig):
         None, "Column (in a's or b's rows) with the human choice A, B or TIE; empty = unlabelled."
     )
     batch_size: int = param(16, "Pairs judged (and prompts generated) together.")
-    judge_model: str = param("default", "Model name sent to an HTTP judge endpoint.")
-    judge_api_key_env: str | None = param(
-        None, "Environment variable holding an HTTP judge's API key (sent as a Bearer token)."
-    )
-    judge_max_tokens: int = param(256, "Longest judge answer, in tokens.")
-    judge_timeout_seconds: float = param(120.0, "Timeout of one HTTP judge request.")
     dtype: str = param("auto", "bf16, fp32 or auto.", choices=("auto", "bf16", "fp32"))
     device: str = param("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
 
@@ -78,7 +97,6 @@ class SxSConfig(DataConfig):
         for name in ("a", "b", "autorater", "out"):
             check(bool(getattr(self, name)), name, getattr(self, name), "is required")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
-        check(self.judge_max_tokens >= 1, "judge_max_tokens", self.judge_max_tokens, ">= 1")
         needs_prompts = [s for s in (self.a, self.b) if not is_prediction_file(s)]
         if needs_prompts and not self.prompt_dataset:
             raise ConfigError(
@@ -110,7 +128,7 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     pairs = pair_predictions(file_a, file_b, config.response_column_a, config.response_column_b)
     humans = human_labels(pairs, config.human_preference_column, file_a)
     # step 3. judge
-    rater = load_autorater(config.autorater, _judge_settings(config))
+    rater = load_autorater(config.autorater, config.judge_settings())
     logger.info("sxs: %d pairs judged by %s", len(pairs), rater.name)
     bar = progress_bar(len(pairs), 0, "sxs", unit="pair")
     try:
@@ -130,16 +148,6 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     atomic_write_json(out / METRICS_FILE, metrics)
     atomic_write_json(out / "config.json", to_dict(config))
     return SxSResult(out, metrics, judgments)
-
-
-def _judge_settings(config: SxSConfig) -> JudgeSettings:
-    return JudgeSettings(
-        model=config.judge_model,
-        api_key_env=config.judge_api_key_env,
-        max_tokens=config.judge_max_tokens,
-        timeout=config.judge_timeout_seconds,
-        instruction=config.instruction,
-    )
 
 
 def _predictions(config: SxSConfig, value: str, target: Path) -> Path:

@@ -1,0 +1,187 @@
+"""`rlhfkit data synth`: a preference dataset from AI feedback.
+
+For every prompt a model samples two candidate answers (at `temperature_0` and
+`temperature_1`, so that they differ), and a grader or a pairwise judge picks the better
+one. Pairs it cannot separate (equal grades, a grade gap of at most `min_gap`, a judge tie
+or an unreadable judge answer) are left out and counted. The output is an rlhf_pipeline
+preference file (`input_text` or `messages`, `candidate_0`, `candidate_1`, `choice`) that
+keeps every field of the prompt row and records how each pair was labelled
+(`label_source`, and `grades` or `judge_confidence`).
+
+The candidates are written by `rlhfkit infer` into `OUT.candidates/`, so a killed run
+continues where it stopped; the folder is removed once OUT is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import build_config, check, param, to_dict
+from rlhfkit.data.formats import load_prompts
+from rlhfkit.data.records import PreferenceRecord
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.eval.sxs import JudgeConfig
+from rlhfkit.fileio import atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+CANDIDATE_SETTINGS = (
+    "large_model_reference",
+    "instruction",
+    "prompt_sequence_length",
+    "target_sequence_length",
+    "use_chat_template",
+    "top_p",
+    "batch_size",
+    "dtype",
+    "device",
+)
+"""SynthConfig fields that the candidates are sampled with (as rlhfkit infer's)."""
+
+
+@dataclass
+class SynthConfig(JudgeConfig):
+    """AI-feedback preference data (`rlhfkit data synth`)."""
+
+    prompt_dataset: str | None = param(None, "Prompts to sample candidate answers for.")
+    out: str | None = param(None, "Output preference file (.jsonl).")
+    model: str | None = param(
+        None,
+        "Model that samples the candidates (as rlhfkit infer's model); default: "
+        "large_model_reference.",
+    )
+    grader: str | None = param(None, "Grader file that labels each pair (higher grade wins).")
+    judge: str | None = param(None, "Pairwise judge that labels each pair: a model or URL.")
+    temperature_0: float = param(0.7, "Sampling temperature of candidate_0.")
+    temperature_1: float = param(1.0, "Sampling temperature of candidate_1.")
+    top_p: float = param(1.0, "Nucleus sampling mass of both candidates.")
+    min_gap: float = param(0.0, "Pairs whose grades differ by at most this are left out.")
+    min_confidence: float = param(
+        0.5, "Judge labels with a lower confidence (see rlhfkit sxs) are left out."
+    )
+    batch_size: int = param(16, "Prompts generated (and pairs labelled) together.")
+    seed: int = param(0, "Seed of the sampling.")
+    dtype: str = param("auto", "bf16, fp32 or auto.", choices=("auto", "bf16", "fp32"))
+    device: str = param("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
+
+    def validate(self) -> None:
+        super().validate()
+        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
+        check(bool(self.out), "out", self.out, "is required: the output preference .jsonl")
+        if bool(self.grader) == bool(self.judge):
+            raise ConfigError("give exactly one labeller: grader=FILE.yaml or judge=MODEL_OR_URL")
+        for name in ("temperature_0", "temperature_1"):
+            check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0 (sampling)")
+        check(self.min_gap >= 0, "min_gap", self.min_gap, "must be >= 0")
+        check(0 <= self.min_confidence <= 1, "min_confidence", self.min_confidence, "in [0, 1]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
+
+    @property
+    def label_source(self) -> str:
+        return f"grader:{self.grader}" if self.grader else f"judge:{self.judge}"
+
+
+@dataclass
+class SynthResult:
+    out: Path
+    pairs: int
+    prompts: int
+    dropped: dict[str, int]
+    candidate_0_chosen: float
+
+
+def synthesize(config: SynthConfig) -> SynthResult:
+    """Sample two candidates per prompt, label the pairs, write the preference file."""
+    from rlhfkit.eval.autoraters import Pair, judge_all, load_autorater
+    from rlhfkit.eval.infer import InferConfig, infer
+    from rlhfkit.train.common import progress_bar
+
+    # step 1. the labeller first: a bad grader file fails before any sampling
+    rater = load_autorater(config.label_source, config.judge_settings())
+    # step 2. two candidates per prompt (resumable: rlhfkit infer)
+    work = Path(f"{config.out}.candidates")
+    shared = {k: v for k, v in to_dict(config).items() if k in CANDIDATE_SETTINGS}
+    files = []
+    for index, temperature in enumerate((config.temperature_0, config.temperature_1)):
+        values = {
+            **shared,
+            "model": config.model,
+            "prompt_dataset": config.prompt_dataset,
+            "out": str(work / f"candidate_{index}.jsonl"),
+            "temperature": temperature,
+            "seed": config.seed + index,
+        }
+        files.append(infer(build_config(InferConfig, values)).out)
+    records_0, records_1 = load_prompts(files[0]).records, load_prompts(files[1]).records
+    # step 3. label
+    pairs = [
+        Pair(i, r0, r0.extra["prediction"], r1.extra["prediction"], _item(r0), _item(r1))
+        for i, (r0, r1) in enumerate(zip(records_0, records_1, strict=True))
+    ]
+    bar = progress_bar(len(pairs), 0, "label", unit="pair")
+    try:
+        judgments = judge_all(rater, pairs, config.batch_size, bar)
+    finally:
+        bar.close()
+        if hasattr(rater, "close"):
+            rater.close()
+    # step 4. keep the pairs the labeller separates
+    from rlhfkit.data.convert import rlhf_preference_row
+
+    rows, dropped = [], {"identical": 0, "tie": 0, "unreadable": 0, "low_confidence": 0}
+    for pair, judgment in zip(pairs, judgments, strict=True):
+        reason = _drop_reason(config, pair, judgment)
+        if reason:
+            dropped[reason] += 1
+            continue
+        choice = 0 if judgment.choice == "A" else 1
+        extra = {k: v for k, v in pair.record.extra.items() if k != "prediction"}
+        extra["label_source"] = config.label_source
+        if judgment.score_a is not None:
+            extra["grades"] = [judgment.score_a, judgment.score_b]
+        else:
+            extra["judge_confidence"] = judgment.confidence
+        record = PreferenceRecord(
+            messages=pair.record.messages,
+            chosen=(pair.response_a, pair.response_b)[choice],
+            rejected=(pair.response_a, pair.response_b)[1 - choice],
+            source=pair.record.source,
+            choice=choice,
+            extra=extra,
+            chat=pair.record.chat,
+        )
+        rows.append(rlhf_preference_row(record))
+    if not rows:
+        raise RlhfkitError(
+            f"no pair could be labelled ({dropped}); lower min_gap or min_confidence, raise "
+            "temperature_1, or check the grader"
+        )
+    atomic_write_jsonl(config.out, rows)
+    shutil.rmtree(work, ignore_errors=True)
+    share = sum(r["choice"] == 0 for r in rows) / len(rows)
+    return SynthResult(Path(config.out), len(rows), len(pairs), dropped, share)
+
+
+def _item(record) -> dict[str, Any]:
+    from rlhfkit.train.rl import grader_item
+
+    return grader_item(record)
+
+
+def _drop_reason(config: SynthConfig, pair, judgment) -> str | None:
+    if pair.response_a.strip() == pair.response_b.strip():
+        return "identical"
+    if judgment.choice is None:
+        return "unreadable"
+    if judgment.choice == "TIE":
+        return "tie"
+    if judgment.score_a is not None and abs(judgment.score_a - judgment.score_b) <= config.min_gap:
+        return "tie"
+    if judgment.score_a is None and judgment.confidence < config.min_confidence:
+        return "low_confidence"
+    return None

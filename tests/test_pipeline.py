@@ -1,0 +1,250 @@
+"""`rlhfkit run` / `rlhf_pipeline` on the tiny model: the stages, their skipping, resuming
+and redoing by hash, validation before training, and `rlhfkit data synth`."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlhfkit.cli import main
+
+TOPICS = ("rain", "tea", "owls", "maps", "salt", "glass", "bees", "snow", "moss", "iron")
+SHORT_GRADER = (
+    "type: python\nname: short\nsource: |\n"
+    "  def grade(sample, item):\n"
+    "      return 1.0 / (1 + len(sample['output_text']))\n"
+)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict[str, str]:
+    prefs = [
+        {
+            "input_text": f"What is {t}?",
+            "candidate_0": f"{t} is nice.",
+            "candidate_1": f"I do not know {t}.",
+            "choice": 0,
+        }
+        for t in TOPICS
+    ]
+    prompts = [{"input_text": f"Tell me about {t}.", "topic": t} for t in TOPICS * 2]
+    evals = [{"id": f"e{i}", "input_text": f"Describe {t}."} for i, t in enumerate(TOPICS[:3])]
+    grader = tmp_path / "short.yaml"
+    grader.write_text(SHORT_GRADER)
+    return {
+        "preference_dataset": str(write_jsonl(tmp_path / "prefs.jsonl", prefs)),
+        "prompt_dataset": str(write_jsonl(tmp_path / "prompts.jsonl", prompts)),
+        "eval_dataset": str(write_jsonl(tmp_path / "eval.jsonl", evals)),
+        "grader": str(grader),
+    }
+
+
+def tiny_args(inputs: dict[str, str], run: Path, **more) -> list[str]:
+    values = {
+        **inputs,
+        "large_model_reference": "tiny-random-llama",
+        "reward_model_train_steps": 2,
+        "reinforcement_learning_train_steps": 2,
+        "target_sequence_length": 6,
+        "output_dir": str(run),
+        "reward_model_options.batch_size": 4,
+        "reward_model_options.dtype": "fp32",
+        "rl_options.batch_size": 4,
+        "rl_options.micro_batch_size": 4,
+        "rl_options.ppo_mini_batch_size": 4,
+        "rl_options.dtype": "fp32",
+        **more,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def stage_starts(run: Path) -> dict[str, float]:
+    return {p.parent.name: json.loads(p.read_text())["started"] for p in run.glob("*/stage.json")}
+
+
+def test_pipeline_runs_every_stage_then_skips_redoes_and_forces(tmp_path, inputs, capsys):
+    run = tmp_path / "run"
+    assert main(["run", *tiny_args(inputs, run)]) == 0
+    out = capsys.readouterr().out
+    for stage in ("import", "reward_model", "rl", "infer", "sxs"):
+        assert f"== stage {stage}" in out
+    assert "side by side (reward_model:" in out and "side by side (grader:" in out
+    for path in (
+        "config.yaml",
+        "data/preferences.jsonl",
+        "data/prompts.jsonl",
+        "data/eval.jsonl",
+        "reward_model/reward_model",
+        "rl/policy",
+        "rl/model",
+        "infer/base.jsonl",
+        "infer/tuned.jsonl",
+        "sxs/reward_model/judgments.jsonl",
+        "sxs/grader/metrics.json",
+        "report.html",
+        "summary.json",
+    ):
+        assert (run / path).exists(), path
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"] == {
+        "preference_pairs": 10,
+        "eval_kind": "prompt",
+        "train_prompts": 20,
+        "eval_rows": 3,
+    }
+    assert summary["rl"]["steps"] == 2 and summary["report"].endswith("report.html")
+    assert summary["side_by_side"]["grader"]["n"] == 3
+    tuned = [json.loads(x) for x in (run / "infer" / "tuned.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in tuned] == ["e0", "e1", "e2"]
+    first = stage_starts(run)
+
+    # nothing changed: every stage is skipped
+    assert main(["run", *tiny_args(inputs, run)]) == 0
+    assert "== stage" not in capsys.readouterr().out
+    assert stage_starts(run) == first
+
+    # an RL parameter changed: RL and everything after it run again, the rest is kept
+    assert main(["run", *tiny_args(inputs, run, reinforcement_learning_train_steps=3)]) == 0
+    again = stage_starts(run)
+    assert {s for s in first if again[s] != first[s]} == {"rl", "infer", "sxs"}
+    assert json.loads((run / "summary.json").read_text())["rl"]["steps"] == 3
+
+    # --from-stage forces that stage and the ones after it
+    args = tiny_args(inputs, run, reinforcement_learning_train_steps=3)
+    assert main(["run", "--from-stage", "sxs", *args]) == 0
+    forced = stage_starts(run)
+    assert {s for s in again if forced[s] != again[s]} == {"sxs"}
+
+    # an input file changed: everything runs again
+    Path(inputs["prompt_dataset"]).write_text(
+        Path(inputs["prompt_dataset"]).read_text() + '{"input_text": "One more?"}\n'
+    )
+    assert main(["run", *args]) == 0
+    assert all(stage_starts(run)[s] != forced[s] for s in forced)
+
+
+def test_invalid_inputs_are_all_listed_before_anything_runs(tmp_path, inputs, capsys):
+    Path(inputs["preference_dataset"]).write_text('{"input_text": "x", "candidate_0": "a"}\n')
+    bad_grader = tmp_path / "bad.yaml"
+    bad_grader.write_text("type: formula_of_doom\nname: x\n")
+    run = tmp_path / "run"
+    args = tiny_args(
+        {**inputs, "prompt_dataset": str(tmp_path / "missing.jsonl"), "grader": str(bad_grader)},
+        run,
+        **{"rl_options.ppo_epochz": 2, "reward_model_options.lora_rank": "many"},
+    )
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start: 5 problem(s)" in err, err
+    for text in ("prefs.jsonl:1", "missing.jsonl", "formula_of_doom", "ppo_epochz", "lora_rank"):
+        assert text in err, (text, err)
+    assert "Traceback" not in err
+    assert not run.exists()
+
+
+def test_rlhf_pipeline_function_grpo_with_a_grader_and_preference_eval(tmp_path, inputs):
+    from rlhfkit import rlhf_pipeline
+
+    # a preference eval_dataset evaluates the reward model; its prompts are the eval prompts
+    eval_prefs = write_jsonl(
+        tmp_path / "eval_prefs.jsonl",
+        [
+            {"input_text": f"Is {t} good?", "candidate_0": "Yes.", "candidate_1": "No", "choice": 0}
+            for t in TOPICS[:4]
+        ],
+    )
+    result = rlhf_pipeline(
+        preference_dataset=inputs["preference_dataset"],
+        prompt_dataset=inputs["prompt_dataset"],
+        eval_dataset=str(eval_prefs),
+        large_model_reference="tiny-random-llama",
+        method="grpo",
+        grader=inputs["grader"],
+        reward_model_train_steps=2,
+        reinforcement_learning_train_steps=2,
+        target_sequence_length=6,
+        output_dir=str(tmp_path / "run"),
+        reward_model_options={"batch_size": 4, "dtype": "fp32"},
+        rl_options={
+            "batch_size": 2,
+            "compute_multiplier": 2,
+            "micro_batch_size": 4,
+            "dtype": "fp32",
+        },
+    )
+    summary = result.summary
+    assert summary["data"]["eval_kind"] == "preference"
+    assert summary["reward_model"]["eval_pairs"] == 4
+    assert summary["rl"]["steps"] == 2
+    assert set(summary["side_by_side"]) == {"reward_model", "grader"}
+    assert summary["side_by_side"]["grader"]["n"] == 4
+    assert result.report.is_file()
+
+
+def test_a_killed_pipeline_continues_its_interrupted_stage(tmp_path, inputs):
+    run = tmp_path / "run"
+    args = tiny_args(
+        inputs,
+        run,
+        reinforcement_learning_train_steps=40,
+        **{"rl_options.save_every": 1, "rl_options.eval_every": 100},
+    )
+    command = [sys.executable, "-m", "rlhfkit.cli", "run", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    checkpoints = run / "rl" / "checkpoints"
+    while time.time() < deadline and not (
+        checkpoints.exists() and len(list(checkpoints.glob("step-*"))) >= 1
+    ):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert json.loads((run / "rl" / "stage.json").read_text())["status"] == "running"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "== stage rl (continuing)" in done.stdout
+    assert "resuming from" in done.stderr
+    assert "== stage reward_model" not in done.stdout  # finished before the kill: kept
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rl"]["steps"] == 40
+
+
+def test_data_synth_labels_pairs_with_a_grader(tmp_path, inputs, capsys):
+    out = tmp_path / "synth.jsonl"
+    args = [
+        "data",
+        "synth",
+        f"prompt_dataset={inputs['prompt_dataset']}",
+        f"out={out}",
+        "large_model_reference=tiny-random-llama",
+        f"grader={inputs['grader']}",
+        "target_sequence_length=8",
+        "dtype=fp32",
+    ]
+    assert main(args) == 0
+    assert "preference pairs from 20 prompts" in capsys.readouterr().out
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows and not Path(f"{out}.candidates").exists()
+    for row in rows:
+        chosen = row[f"candidate_{row['choice']}"]
+        other = row[f"candidate_{1 - row['choice']}"]
+        assert len(chosen) < len(other)  # the grader prefers the shorter answer
+        assert row["label_source"] == f"grader:{inputs['grader']}"
+        assert row["grades"][row["choice"]] > row["grades"][1 - row["choice"]]
+        assert row["topic"] in row["input_text"]
+    # the file is a preference dataset train-reward reads
+    from rlhfkit.data.formats import load_preferences
+
+    assert len(load_preferences(out)) == len(rows)
+    assert main(["data", "synth", f"prompt_dataset={out}", "out=x.jsonl"]) == 2
+    assert "exactly one labeller" in capsys.readouterr().err
