@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.config import read_yaml
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.eval.plot import SKIPPED_FOLDERS, check_smoothing, read_curves, render_curve
 from rlhfkit.eval.sxs import JUDGMENTS_FILE, METRICS_FILE
@@ -73,6 +74,8 @@ def write_report(
         _section_curves(run_dir, smoothing),
         _section_config(run_dir),
     ]
+    if title is None and (run_dir / "config.yaml").is_file():
+        title = read_yaml(run_dir / "config.yaml").get("model_display_name")
     page = _page(f"rlhfkit report: {title or run_dir.resolve().name}", sections)
     path = Path(out) if out else run_dir / REPORT_FILE
     atomic_write_text(path, page)
@@ -117,24 +120,43 @@ def _label(path: Path, run_dir: Path) -> str:
 
 
 def _section_summary(run_dir: Path) -> str:
+    """The run's summary.json, flattened (a pipeline's nests each stage's figures); the
+    stages' own summaries only when the run has none."""
+    root = run_dir / "summary.json"
+    paths = [root] if root.is_file() else _stage_files(run_dir, "summary.json")
     blocks = []
-    for path in _stage_files(run_dir, "summary.json"):
+    for path in paths:
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             continue
         if isinstance(summary, dict):
             rows = "".join(
-                f"<tr><th>{escape(str(k))}</th><td>{_value(v)}</td></tr>"
-                for k, v in summary.items()
+                f"<tr><th>{escape(k)}</th><td>{_value(v)}</td></tr>"
+                for k, v in flatten(summary).items()
             )
-            blocks.append(f"<h3>{escape(_label(path.parent, run_dir))}</h3><table>{rows}</table>")
+            title = "" if path == root else f"<h3>{escape(_label(path.parent, run_dir))}</h3>"
+            blocks.append(f"{title}<table>{rows}</table>")
     return "<h2>Summary</h2>" + "".join(blocks) if blocks else ""
+
+
+def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"rl": {"steps": 3}}` -> `{"rl.steps": 3}`; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict) and item:
+            out.update(flatten(item, f"{name}."))
+        else:
+            out[name] = item
+    return out
 
 
 def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list) and all(isinstance(v, float) for v in value):
+        return escape(", ".join(f"{v:.4g}" for v in value))
     if isinstance(value, (dict, list)):
         return f"<pre>{escape(json.dumps(value, indent=1, ensure_ascii=False))}</pre>"
     return escape(str(value))
