@@ -551,3 +551,20 @@ def test_cli_refuses_a_hostile_formula_without_a_traceback(tmp_path):
         assert "pwned" not in proc.stdout + proc.stderr
         assert "calculate_output: unknown function '__import__'" in proc.stderr
         assert "at column 1" in proc.stderr
+
+
+def test_key_facts_example_grades_a_demo_row():
+    row = json.loads((EXAMPLES.parent / "demo" / "documents.jsonl").open().readline())
+    answer = f"In {row['facts'][0]}, something happened. " + "word " * 50
+    with load_grader(EXAMPLES / "key_facts.yaml") as grader:
+        result = grader.grade(answer, row)
+        perfect = grader.grade(row["reference"], row)
+    # one of the facts kept; 55 words, over the limit: minus 0.5
+    share = 1 / len(row["facts"])
+    assert result.errors == []
+    assert result.sub_rewards["facts"] == pytest.approx(share)
+    assert result.sub_rewards["within_limit"] == 0.0
+    expected_rouge = rouge_l(answer, row["reference"])
+    assert result.reward == pytest.approx(share + 0.5 * expected_rouge - 0.5)
+    # the reference keeps every fact, matches itself and is short: 1 + 0.5
+    assert perfect.reward == pytest.approx(1.5)
