@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
-from rlhfkit.data.config import DataConfig
+from rlhfkit.data.config import DataConfig, data_settings
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
 
@@ -106,12 +106,6 @@ class PipelineConfig(DataConfig):
             "is required (a reward model is trained on it); only method=grpo or rloo with "
             "a grader can do without",
         )
-        check(
-            self.method == "ppo" or bool(self.grader) or bool(self.preference_dataset),
-            "grader",
-            self.grader,
-            f"method={self.method} needs a grader or a reward model",
-        )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
         for name in ("reward_model_train_steps", "reinforcement_learning_train_steps"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
@@ -173,23 +167,18 @@ def _data(run_dir: Path, name: str) -> str:
     return str(run_dir / "data" / name)
 
 
+def _shared(config: PipelineConfig) -> dict[str, Any]:
+    """What every stage takes from the pipeline: the text encoding and the seed."""
+    return {**data_settings(config), "seed": config.seed}
+
+
 def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) -> Plan:
     """Every stage's config, validated; what is wrong is appended to `problems`."""
     from rlhfkit.train.reward import RewardConfig
     from rlhfkit.train.rl import load_rl_config
 
     run_dir = Path(config.output_dir)
-    shared = {
-        k: getattr(config, k)
-        for k in (
-            "large_model_reference",
-            "instruction",
-            "prompt_sequence_length",
-            "target_sequence_length",
-            "use_chat_template",
-            "seed",
-        )
-    }
+    shared = _shared(config)
     reward = None
     rm_dir = run_dir / "reward_model"
     if config.trains_reward_model:
@@ -332,7 +321,6 @@ class StageRunner:
         self.run_dir = run_dir
         self.forced = False
         self.from_stage = from_stage
-        self.ran: list[str] = []
 
     def run(
         self, name: str, key: str, work: Callable[[Path, bool], Any], folder_name: str = ""
@@ -367,7 +355,6 @@ class StageRunner:
                 "outputs": outputs,
             },
         )
-        self.ran.append(name)
         return outputs
 
 
@@ -410,36 +397,34 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
     rl_key = stage_key("rl", to_dict(stages.rl), [import_key, rm_key, grader_digest])
     rl = runner.run("rl", rl_key, lambda f, resume: _train_rl(stages.rl, resume))
     # step 4. base and tuned answers to the eval prompts
-    infer_key = stage_key("infer", {"shared": _inference_settings(config)}, [rl_key, import_key])
-    predictions = runner.run("infer", infer_key, lambda f, _: _infer_both(config, data, rl, f))
+    infer_key = stage_key("infer", {"shared": _shared(config)}, [rl_key, import_key])
+    predictions = runner.run("infer", infer_key, lambda f, _: _infer_both(config, rl, f))
     # step 5. side by side, one folder per autorater
     sxs_key = stage_key("sxs", stages.autoraters, [infer_key, rm_key, grader_digest])
     sxs = runner.run("sxs", sxs_key, lambda f, _: _side_by_side(config, stages, predictions, f))
     # step 6. summary and report
-    summary = _summary(config, data, reward, rl, sxs, run_dir)
-    atomic_write_json(run_dir / "summary.json", summary)
-    from rlhfkit.eval.report import write_report
+    from rlhfkit.eval.report import REPORT_FILE, write_report
 
+    summary = _summary(config, data, reward, rl, sxs, run_dir)
+    summary["report"] = str(run_dir / REPORT_FILE)
+    atomic_write_json(run_dir / "summary.json", summary)  # the report shows it
     report = write_report(run_dir, title=config.model_display_name)
-    summary["report"] = str(report)
-    atomic_write_json(run_dir / "summary.json", summary)
     return PipelineResult(run_dir, summary, report)
 
 
 def import_data(config: PipelineConfig, datasets: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Write the datasets into the run: every input row kept as it was, the prompts split
     into training and eval prompts when no eval_dataset is given."""
-    from rlhfkit.data.formats import raw_rows
     from rlhfkit.train.common import split_held_out
 
     outputs: dict[str, Any] = {}
     if "preference_dataset" in datasets:
         outputs["preference_pairs"] = atomic_write_jsonl(
-            folder / "preferences.jsonl", raw_rows(datasets["preference_dataset"])
+            folder / "preferences.jsonl", datasets["preference_dataset"].rows
         )
-    prompts = raw_rows(datasets["prompt_dataset"])
+    prompts = datasets["prompt_dataset"].rows
     if "eval_dataset" in datasets:
-        eval_rows = raw_rows(datasets["eval_dataset"])
+        eval_rows = datasets["eval_dataset"].rows
         outputs["eval_kind"] = datasets["eval_dataset"].kind
     else:
         train_idx, eval_idx = split_held_out(len(prompts), config.eval_fraction, config.seed)
@@ -486,30 +471,16 @@ def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
     }
 
 
-def _inference_settings(config: PipelineConfig) -> dict[str, Any]:
-    keys = (
-        "large_model_reference",
-        "instruction",
-        "prompt_sequence_length",
-        "target_sequence_length",
-        "use_chat_template",
-        "seed",
-    )
-    return {k: getattr(config, k) for k in keys}
-
-
-def _infer_both(
-    config: PipelineConfig, data: dict[str, Any], rl: dict[str, Any], folder: Path
-) -> dict[str, str]:
+def _infer_both(config: PipelineConfig, rl: dict[str, Any], folder: Path) -> dict[str, str]:
     from rlhfkit.eval.infer import InferConfig, infer
 
-    eval_file = str(Path(config.output_dir) / "data" / "eval.jsonl")
+    eval_file = _data(Path(config.output_dir), "eval.jsonl")
     outputs = {}
     for name, model in (("base", config.large_model_reference), ("tuned", rl["run_dir"])):
         infer_config = build_config(
             InferConfig,
             {
-                **_inference_settings(config),
+                **_shared(config),
                 "model": model,
                 "prompt_dataset": eval_file,
                 "out": str(folder / f"{name}.jsonl"),
@@ -529,7 +500,7 @@ def _side_by_side(
         sxs_config = build_config(
             SxSConfig,
             {
-                **{k: v for k, v in _inference_settings(config).items() if k != "seed"},
+                **data_settings(config),
                 "a": predictions["base"],
                 "b": predictions["tuned"],
                 "autorater": spec,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from rlhfkit.config import check, param
 from rlhfkit.models import DEFAULT_MODEL
@@ -43,3 +45,12 @@ class DataConfig:
             self.target_sequence_length,
             "must be at least 1 token",
         )
+
+
+DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
+"""The parameters that decide how text becomes tokens, shared by every stage."""
+
+
+def data_settings(config: DataConfig) -> dict[str, Any]:
+    """`config`'s DataConfig parameters, to run another stage with the same encoding."""
+    return {name: getattr(config, name) for name in DATA_FIELDS}

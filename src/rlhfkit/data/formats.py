@@ -91,6 +91,8 @@ class Dataset:
             dataset, in file then line order.
         files: the files read (for in-memory rows, the name given).
         warnings: rows that are valid but suspicious, each starting with `file:line`.
+        rows: the input rows, every field as in the file, in record order (for writing
+            them out again with something added, as inference and the pipeline do).
     """
 
     kind: str
@@ -98,6 +100,7 @@ class Dataset:
     records: list[PreferenceRecord] | list[PromptRecord]
     files: list[str]
     warnings: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -122,14 +125,6 @@ def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
     """
     _check_kind(kind)
     return _build_dataset(str(path), scan_rows(path), kind)
-
-
-def raw_rows(dataset: Dataset) -> list[dict[str, Any]]:
-    """The input rows of a loaded dataset, every field as in the file, in record order."""
-    from rlhfkit.data.reader import read_rows
-
-    rows = {source: row for file in dataset.files for source, row in read_rows(file)}
-    return [rows[record.source] for record in dataset.records]
 
 
 def load_preferences(path: str | Path) -> Dataset:
@@ -258,6 +253,7 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None) -> Dataset:
     issues = list(scan.issues)
     first: _First | None = None
     records: list[Any] = []
+    rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     for source, row in scan.rows:
         check = _Check(source)
@@ -275,6 +271,7 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None) -> Dataset:
                 "preference; remove it or fix one of them"
             )
         records.append(record)
+        rows.append(row)
     if issues:
         bad_rows = len({source for source, _ in issues})
         raise DatasetError(
@@ -287,7 +284,7 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None) -> Dataset:
             f"dataset {name} has no rows; add at least one JSON object (one per line in "
             ".jsonl files)"
         )
-    return Dataset(first.kind, first.format, records, list(scan.files), warnings)
+    return Dataset(first.kind, first.format, records, list(scan.files), warnings, rows)
 
 
 def _row_kind_format(

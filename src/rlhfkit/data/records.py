@@ -109,3 +109,12 @@ def messages_to_text(messages: tuple[Message, ...]) -> str:
     names = {"system": "System", "user": "User", "assistant": "Assistant"}
     turns = [f"{names[m.role]}: {m.content}" for m in messages]
     return "\n\n".join([*turns, "Assistant:"])
+
+
+def grader_item(record) -> dict[str, Any]:
+    """The dataset row a grader reads as `{{item.FIELD}}`: every field of the input row,
+    with the prompt as `input_text` (its last user turn) and `messages`."""
+    item = dict(record.extra)
+    item.setdefault("input_text", record.messages[-1].content)
+    item.setdefault("messages", [{"role": m.role, "content": m.content} for m in record.messages])
+    return item

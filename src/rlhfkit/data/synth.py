@@ -18,30 +18,16 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from rlhfkit.config import build_config, check, param, to_dict
+from rlhfkit.config import build_config, check, param
+from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import load_prompts
-from rlhfkit.data.records import PreferenceRecord
+from rlhfkit.data.records import PreferenceRecord, grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.eval.sxs import JudgeConfig
 from rlhfkit.fileio import atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
-
-
-CANDIDATE_SETTINGS = (
-    "large_model_reference",
-    "instruction",
-    "prompt_sequence_length",
-    "target_sequence_length",
-    "use_chat_template",
-    "top_p",
-    "batch_size",
-    "dtype",
-    "device",
-)
-"""SynthConfig fields that the candidates are sampled with (as rlhfkit infer's)."""
 
 
 @dataclass
@@ -105,7 +91,10 @@ def synthesize(config: SynthConfig) -> SynthResult:
     rater = load_autorater(config.label_source, config.judge_settings())
     # step 2. two candidates per prompt (resumable: rlhfkit infer)
     work = Path(f"{config.out}.candidates")
-    shared = {k: v for k, v in to_dict(config).items() if k in CANDIDATE_SETTINGS}
+    shared = {
+        **data_settings(config),
+        **{k: getattr(config, k) for k in ("top_p", "batch_size", "dtype", "device")},
+    }
     files = []
     for index, temperature in enumerate((config.temperature_0, config.temperature_1)):
         values = {
@@ -120,7 +109,9 @@ def synthesize(config: SynthConfig) -> SynthResult:
     records_0, records_1 = load_prompts(files[0]).records, load_prompts(files[1]).records
     # step 3. label
     pairs = [
-        Pair(i, r0, r0.extra["prediction"], r1.extra["prediction"], _item(r0), _item(r1))
+        Pair(
+            i, r0, r0.extra["prediction"], r1.extra["prediction"], grader_item(r0), grader_item(r1)
+        )
         for i, (r0, r1) in enumerate(zip(records_0, records_1, strict=True))
     ]
     bar = progress_bar(len(pairs), 0, "label", unit="pair")
@@ -165,12 +156,6 @@ def synthesize(config: SynthConfig) -> SynthResult:
     shutil.rmtree(work, ignore_errors=True)
     share = sum(r["choice"] == 0 for r in rows) / len(rows)
     return SynthResult(Path(config.out), len(rows), len(pairs), dropped, share)
-
-
-def _item(record) -> dict[str, Any]:
-    from rlhfkit.train.rl import grader_item
-
-    return grader_item(record)
 
 
 def _drop_reason(config: SynthConfig, pair, judgment) -> str | None:

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
-from rlhfkit.data.config import DataConfig
-from rlhfkit.data.formats import load_dataset, raw_rows
+from rlhfkit.data.config import DATA_FIELDS, DataConfig
+from rlhfkit.data.formats import load_dataset
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import ModelLoadError
@@ -35,14 +35,6 @@ from rlhfkit.fileio import atomic_write_jsonl, atomic_write_text
 logger = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
-RUN_SETTINGS = (
-    "large_model_reference",
-    "instruction",
-    "prompt_sequence_length",
-    "target_sequence_length",
-    "use_chat_template",
-)
-"""What an RL run directory given as `model` supplies unless the user sets it."""
 
 
 @dataclass
@@ -139,7 +131,7 @@ def load_infer_config(
     values.update(overrides or {})
     if values.get("model"):
         resolved = resolve_model(str(values["model"]), str(values.get("large_model_reference")))
-        for key in RUN_SETTINGS:
+        for key in DATA_FIELDS:  # a run's encoding applies unless given
             if resolved.run_config and key in resolved.run_config and key not in values:
                 values[key] = resolved.run_config[key]
     return build_config(InferConfig, values, source=str(path) if path else "overrides")
@@ -151,11 +143,10 @@ def load_for_inference(resolved: ResolvedModel, dtype: str = "auto", device: str
 
     if resolved.adapter is None:
         return load_model(resolved.weights, dtype=dtype, device=device)
-    from peft import PeftModel
+    from rlhfkit.models.policy import merge_adapter
 
     target = resolve_device(device)
-    base = load_model(resolved.weights, dtype="fp32", device="cpu")
-    merged = PeftModel.from_pretrained(base, resolved.adapter).merge_and_unload()
+    merged = merge_adapter(resolved.weights, resolved.adapter)
     return merged.to(device=target, dtype=resolve_dtype(dtype, target)).eval()
 
 
@@ -168,7 +159,7 @@ def infer(config: InferConfig) -> InferResult:
     # step 1. prompts, in file order, and the raw rows they came from
     dataset = load_dataset(config.prompt_dataset)
     records = [r.prompt_record() if isinstance(r, PreferenceRecord) else r for r in dataset.records]
-    raw = raw_rows(dataset)
+    raw = dataset.rows
     # step 2. the model and the prompt encoding
     resolved = resolve_model(
         config.model or config.large_model_reference, config.large_model_reference

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.config import check, param, to_dict
-from rlhfkit.data.config import DataConfig
+from rlhfkit.data.config import DataConfig, data_settings
 from rlhfkit.data.formats import load_prompts
-from rlhfkit.data.records import PromptRecord
+from rlhfkit.data.records import PromptRecord, grader_item
 from rlhfkit.errors import ConfigError, DatasetError
 from rlhfkit.eval.autoraters import JudgeSettings, Judgment, Pair, judge_all, load_autorater
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
@@ -27,18 +27,6 @@ logger = logging.getLogger(__name__)
 JUDGMENTS_FILE = "judgments.jsonl"
 METRICS_FILE = "metrics.json"
 PREDICTION_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
-INFER_SETTINGS = (
-    "large_model_reference",
-    "instruction",
-    "prompt_sequence_length",
-    "target_sequence_length",
-    "use_chat_template",
-    "batch_size",
-    "dtype",
-    "device",
-)
-"""Settings a model given as a or b is run with: both models answer with this config's
-instruction and lengths, so that the comparison is fair."""
 
 
 @dataclass
@@ -157,9 +145,17 @@ def _predictions(config: SxSConfig, value: str, target: Path) -> Path:
         return Path(value)
     from rlhfkit.eval.infer import infer, load_infer_config
 
-    shared = {k: v for k, v in to_dict(config).items() if k in INFER_SETTINGS}
-    values = {**shared, "model": value, "prompt_dataset": config.prompt_dataset}
-    return infer(load_infer_config(None, {**values, "out": str(target)})).out
+    # both models answer with this config's instruction and lengths: a fair comparison
+    values = {
+        **data_settings(config),
+        "batch_size": config.batch_size,
+        "dtype": config.dtype,
+        "device": config.device,
+        "model": value,
+        "prompt_dataset": config.prompt_dataset,
+        "out": str(target),
+    }
+    return infer(load_infer_config(None, values)).out
 
 
 def pair_predictions(file_a: Path, file_b: Path, column_a: str, column_b: str) -> list[Pair]:
@@ -180,17 +176,11 @@ def pair_predictions(file_a: Path, file_b: Path, column_a: str, column_b: str) -
             ra,
             ra.extra[column_a],
             rb.extra[column_b],
-            _row(ra),
-            _row(rb),
+            grader_item(ra),
+            grader_item(rb),
         )
         for i, (ra, rb) in enumerate(matched)
     ]
-
-
-def _row(record: PromptRecord) -> dict[str, Any]:
-    from rlhfkit.train.rl import grader_item
-
-    return grader_item(record)
 
 
 def _missing_column(records: list[PromptRecord], column: str, option: str) -> list[str]:

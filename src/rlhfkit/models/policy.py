@@ -290,21 +290,26 @@ def build_policy(
     return PolicyModel(backbone, head)
 
 
+def merge_adapter(base_model: str, adapter_dir: str | Path) -> nn.Module:
+    """The base model with a LoRA adapter merged into its weights, in fp32 on the CPU (a
+    small LoRA update would be lost to rounding in bf16); cast it afterwards."""
+    from peft import PeftModel
+
+    from rlhfkit.models.loading import load_model
+
+    base = load_model(base_model, dtype="fp32", device="cpu")
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
 def export_merged(base_model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge a LoRA adapter into its base and write a plain Hugging Face model folder.
 
-    The merge is done in fp32 (a small LoRA update would be lost to rounding in bf16), then
-    the weights are saved in the dtype of the base checkpoint. The folder loads with plain
+    The weights are saved in the dtype of the base checkpoint. The folder loads with plain
     `transformers.AutoModelForCausalLM.from_pretrained`; the tokenizer is written beside it.
     """
-    from peft import PeftModel
+    from rlhfkit.models.loading import checkpoint_dtype, load_tokenizer
 
-    from rlhfkit.models.loading import checkpoint_dtype, load_model, load_tokenizer
-
-    stored = checkpoint_dtype(base_model)
-    base = load_model(base_model, dtype="fp32", device="cpu")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged = merged.to(stored)
+    merged = merge_adapter(base_model, adapter_dir).to(checkpoint_dtype(base_model))
     tokenizer = load_tokenizer(base_model)
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)

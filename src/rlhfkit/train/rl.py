@@ -34,6 +34,7 @@ from rlhfkit.algorithms.ppo import (
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
 from rlhfkit.data.prompts import PromptEncoder
+from rlhfkit.data.records import grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json
 from rlhfkit.models.policy import PolicyModel, Rollout, build_policy, export_merged
@@ -434,15 +435,6 @@ class FunctionScorer:
 
     def __call__(self, records: list, answers: list[str], ended: list[bool]) -> Scores:
         return Scores(torch.as_tensor(self.reward_fn(records, answers, ended)).float())
-
-
-def grader_item(record) -> dict[str, Any]:
-    """The dataset row a grader reads as `{{item.FIELD}}`: every field of the input row,
-    with the prompt as `input_text` (its last user turn) and `messages`."""
-    item = dict(record.extra)
-    item.setdefault("input_text", record.messages[-1].content)
-    item.setdefault("messages", [{"role": m.role, "content": m.content} for m in record.messages])
-    return item
 
 
 class RLTrainer(ABC):
