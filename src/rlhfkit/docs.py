@@ -20,8 +20,9 @@ END = "<!-- config-reference:end -->"
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
     from rlhfkit.data.synth import SynthConfig
+    from rlhfkit.eval.autoraters import JudgeConfig
     from rlhfkit.eval.infer import InferConfig
-    from rlhfkit.eval.sxs import JudgeConfig, SxSConfig
+    from rlhfkit.eval.sxs import SxSConfig
     from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.reward import RewardConfig

@@ -24,7 +24,7 @@ from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import load_prompts
 from rlhfkit.data.records import PreferenceRecord, grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.eval.sxs import JudgeConfig
+from rlhfkit.eval.autoraters import JudgeConfig
 from rlhfkit.fileio import atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def synthesize(config: SynthConfig) -> SynthResult:
     from rlhfkit.train.common import progress_bar
 
     # step 1. the labeller first: a bad grader file fails before any sampling
-    rater = load_autorater(config.label_source, config.judge_settings())
+    rater = load_autorater(config.label_source, config)
     # step 2. two candidates per prompt (resumable: rlhfkit infer)
     work = Path(f"{config.out}.candidates")
     shared = {

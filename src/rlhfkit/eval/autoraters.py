@@ -18,10 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rlhfkit.config import check, param
+from rlhfkit.data.config import DataConfig
 from rlhfkit.data.records import PromptRecord
 from rlhfkit.errors import ConfigError
 
 KINDS = ("reward_model", "grader", "judge")
+
+
+@dataclass
+class JudgeConfig(DataConfig):
+    """How a `judge:` autorater is asked (rlhfkit sxs, rlhfkit data synth)."""
+
+    judge_model: str = param("default", "Model name sent to an HTTP judge endpoint.")
+    judge_api_key_env: str | None = param(
+        None, "Environment variable holding an HTTP judge's API key (sent as a Bearer token)."
+    )
+    judge_max_tokens: int = param(256, "Longest judge answer, in tokens.")
+    judge_timeout_seconds: float = param(120.0, "Timeout of one HTTP judge request.")
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.judge_max_tokens >= 1, "judge_max_tokens", self.judge_max_tokens, ">= 1")
 
 
 @dataclass
@@ -167,15 +185,20 @@ class GraderRater:
 class PairwiseJudgeRater:
     """An LLM judge asked "A or B?" in both orders (see `rlhfkit.eval.judge`)."""
 
-    def __init__(self, target: str, settings: JudgeSettings):
+    def __init__(self, target: str, config: JudgeConfig):
         from rlhfkit.graders.model_backends import HttpJudge, LocalJudge, SamplingParams
 
         self.name = f"judge:{target}"
-        self.instruction = settings.instruction
-        sampling = SamplingParams(max_completions_tokens=settings.max_tokens)
+        self.instruction = config.instruction
+        sampling = SamplingParams(max_completions_tokens=config.judge_max_tokens)
         if target.startswith(("http://", "https://")):
             self.backend = HttpJudge(
-                target, settings.model, settings.api_key_env, sampling, (0, 1), settings.timeout
+                target,
+                config.judge_model,
+                config.judge_api_key_env,
+                sampling,
+                (0, 1),
+                config.judge_timeout_seconds,
             )
         else:
             self.backend = LocalJudge(target, sampling, (0, 1))
@@ -205,19 +228,9 @@ class PairwiseJudgeRater:
         return out
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    """How a `judge:` autorater is asked (SxSConfig's judge_* fields)."""
-
-    model: str = "default"
-    api_key_env: str | None = None
-    max_tokens: int = 256
-    timeout: float = 120.0
-    instruction: str | None = None
-
-
-def load_autorater(spec: str, judge: JudgeSettings | None = None) -> Autorater:
-    """The autorater named by `spec` (`KIND:TARGET`); a ConfigError for anything else."""
+def load_autorater(spec: str, judge: JudgeConfig | None = None) -> Autorater:
+    """The autorater named by `spec` (`KIND:TARGET`); a ConfigError for anything else.
+    A `judge:` autorater is asked as `judge` says (its judge_* fields and instruction)."""
     kind, sep, target = spec.partition(":")
     if not sep or kind not in KINDS or not target:
         raise ConfigError(
@@ -233,7 +246,7 @@ def load_autorater(spec: str, judge: JudgeSettings | None = None) -> Autorater:
         return RewardModelRater(target)
     if kind == "grader":
         return GraderRater(target)
-    return PairwiseJudgeRater(target, judge or JudgeSettings())
+    return PairwiseJudgeRater(target, judge or JudgeConfig())
 
 
 def judge_all(

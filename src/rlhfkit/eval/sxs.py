@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.config import check, param, to_dict
-from rlhfkit.data.config import DataConfig, data_settings
+from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import load_prompts
 from rlhfkit.data.records import PromptRecord, grader_item
 from rlhfkit.errors import ConfigError, DatasetError
-from rlhfkit.eval.autoraters import JudgeSettings, Judgment, Pair, judge_all, load_autorater
+from rlhfkit.eval.autoraters import JudgeConfig, Judgment, Pair, judge_all, load_autorater
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
 
@@ -27,31 +27,6 @@ logger = logging.getLogger(__name__)
 JUDGMENTS_FILE = "judgments.jsonl"
 METRICS_FILE = "metrics.json"
 PREDICTION_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
-
-
-@dataclass
-class JudgeConfig(DataConfig):
-    """How a `judge:` autorater is asked (rlhfkit sxs, rlhfkit data synth)."""
-
-    judge_model: str = param("default", "Model name sent to an HTTP judge endpoint.")
-    judge_api_key_env: str | None = param(
-        None, "Environment variable holding an HTTP judge's API key (sent as a Bearer token)."
-    )
-    judge_max_tokens: int = param(256, "Longest judge answer, in tokens.")
-    judge_timeout_seconds: float = param(120.0, "Timeout of one HTTP judge request.")
-
-    def validate(self) -> None:
-        super().validate()
-        check(self.judge_max_tokens >= 1, "judge_max_tokens", self.judge_max_tokens, ">= 1")
-
-    def judge_settings(self) -> JudgeSettings:
-        return JudgeSettings(
-            model=self.judge_model,
-            api_key_env=self.judge_api_key_env,
-            max_tokens=self.judge_max_tokens,
-            timeout=self.judge_timeout_seconds,
-            instruction=self.instruction,
-        )
 
 
 @dataclass
@@ -116,7 +91,7 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     pairs = pair_predictions(file_a, file_b, config.response_column_a, config.response_column_b)
     humans = human_labels(pairs, config.human_preference_column, file_a)
     # step 3. judge
-    rater = load_autorater(config.autorater, config.judge_settings())
+    rater = load_autorater(config.autorater, config)
     logger.info("sxs: %d pairs judged by %s", len(pairs), rater.name)
     bar = progress_bar(len(pairs), 0, "sxs", unit="pair")
     try:
