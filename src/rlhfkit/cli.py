@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reward_commands(commands)
     _add_grader_commands(commands)
     _add_eval_commands(commands)
+    _add_label_commands(commands)
     _add_pipeline_command(commands)
     return parser
 
@@ -514,6 +515,84 @@ def _report(args: argparse.Namespace) -> int:
 
     path = write_report(args.run_dir, args.out, args.sxs, args.smoothing)
     print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- human labels
+
+
+def _add_label_commands(commands: argparse._SubParsersAction) -> None:
+    label = commands.add_parser("label", help="human feedback: judge pairs in the browser")
+    sub = label.add_subparsers(title="label commands", metavar="COMMAND")
+    label.set_defaults(handler=lambda _args: label.print_help() or 2)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a local page where people choose the better of two answers",
+        description="Serve the labelling page for pairs=FILE, run=RUN_DIR or a=FILE b=FILE; "
+        "judgments go to db=labels.db (SQLite). Prints the page's URL and access token. "
+        "Parameters: see the README's config reference (LabelServeConfig).",
+    )
+    add_config_arguments(serve)
+    serve.set_defaults(handler=_label_serve)
+
+    export = sub.add_parser(
+        "export",
+        help="write the judgments as a preference dataset and a human column for sxs",
+        description="Majority verdict per item: A/B become rlhf_pipeline preference rows "
+        "(out=), every verdict a row of the human file (human_preference column) for "
+        "`rlhfkit sxs`. Parameters: LabelExportConfig in the README's config reference.",
+    )
+    export.add_argument("db", metavar="DB", help="the label store (labels.db)")
+    add_config_arguments(export)
+    export.set_defaults(handler=_label_export)
+
+    stats = sub.add_parser(
+        "stats",
+        help="judgments per labeller and agreement (Cohen's kappa) between labellers",
+    )
+    stats.add_argument("db", metavar="DB", help="the label store (labels.db)")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(handler=_label_stats)
+
+
+def _label_serve(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.label.server import LabelServeConfig, serve
+
+    return serve(load_config(LabelServeConfig, args.config, args.overrides))
+
+
+def _label_export(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.label.export import LabelExportConfig, export_labels
+
+    config = load_config(LabelExportConfig, args.config, args.overrides)
+    result = export_labels(args.db, config)
+    left = {k: v for k, v in result.counts.items() if k not in ("exported", "ties")}
+    print(
+        f"wrote {result.preferences} preference pairs to {result.out} "
+        f"({result.counts.get('ties', 0)} ties are only in the human file)"
+    )
+    print(f"wrote {result.human} human verdicts to {result.human_out}")
+    if left:
+        print(
+            "left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(left.items()))
+        )
+    print(
+        f"train on it: rlhfkit train-reward preference_dataset={result.out}\n"
+        f"measure an autorater: rlhfkit sxs a={result.human_out} b={result.human_out} "
+        "response_column_a=answer_a response_column_b=answer_b "
+        "human_preference_column=human_preference autorater=..."
+    )
+    return 0
+
+
+def _label_stats(args: argparse.Namespace) -> int:
+    from rlhfkit.label.export import label_stats, stats_lines
+
+    stats = label_stats(args.db)
+    print(json.dumps(stats) if args.json else "\n".join(stats_lines(stats)))
     return 0
 
 

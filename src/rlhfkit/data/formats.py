@@ -137,6 +137,25 @@ def load_prompts(path: str | Path) -> Dataset:
     return load_dataset(path, "prompt")
 
 
+def load_pairs(path: str | Path) -> Dataset:
+    """A preference dataset whose rlhf_pipeline rows may lack `choice`: pairs to be judged.
+
+    A row with `candidate_0` and `candidate_1` but no `choice` is read as if `choice` were 0,
+    so `record.candidates` is the pair in file order. Every other row is validated as by
+    `load_preferences`.
+    """
+    scan = scan_rows(path)
+    scan.rows = [
+        (source, {**row, "choice": 0} if _unjudged_pair(row) else row)
+        for source, row in scan.rows
+    ]
+    return _build_dataset(str(path), scan, "preference")
+
+
+def _unjudged_pair(row: dict[str, Any]) -> bool:
+    return "candidate_0" in row and "candidate_1" in row and "choice" not in row
+
+
 def dataset_from_rows(rows: list[Any], kind: str | None, name: str = "<rows>") -> Dataset:
     """Validate and normalise in-memory rows exactly as `load_dataset` does for a file.
 

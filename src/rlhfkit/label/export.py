@@ -1,0 +1,241 @@
+"""Judgments out of the label store: a preference dataset, a human column, agreement.
+
+`export_labels` turns each item's votes (A, B or TIE; skips are not votes) into one verdict
+by strict majority. A and B verdicts become rlhf_pipeline preference rows (`train-reward`
+reads them); every verdict, TIE included, becomes a row of the human file, which
+`rlhfkit sxs` reads with `human_preference_column=human_preference`. Items without a
+majority, or judged by fewer than `min_labellers`, are left out and counted.
+
+`label_stats` counts each labeller's judgments and gives Cohen's kappa for every pair of
+labellers over the items both judged (A, B or TIE).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import check, param
+from rlhfkit.data.formats import Dataset
+from rlhfkit.data.records import PreferenceRecord, PromptRecord, Source
+from rlhfkit.eval.stats import cohens_kappa
+from rlhfkit.fileio import atomic_write_jsonl
+from rlhfkit.label.items import LabelItem
+from rlhfkit.label.store import Judgment, LabelStore
+
+VOTES = ("A", "B", "TIE")
+HUMAN_COLUMN = "human_preference"
+
+
+@dataclass
+class LabelExportConfig:
+    """Parameters of `rlhfkit label export DB`."""
+
+    out: str = param("", "Preference dataset to write (rlhf_pipeline rows, for train-reward).")
+    human_out: str = param(
+        "",
+        "File of A/B/TIE verdicts in a `human_preference` column with the answers as "
+        "`answer_a`/`answer_b`, for `rlhfkit sxs`; empty = OUT with `.human.jsonl`.",
+    )
+    min_labellers: int = param(1, "Export an item once at least this many labellers voted.")
+
+    def validate(self) -> None:
+        check(bool(self.out), "out", self.out, "is required (out=prefs.jsonl)")
+        check(self.min_labellers >= 1, "min_labellers", self.min_labellers, "must be at least 1")
+
+    @property
+    def human_path(self) -> Path:
+        if self.human_out:
+            return Path(self.human_out)
+        out = Path(self.out)
+        stem = out.name.removesuffix(".gz").removesuffix(".jsonl")
+        return out.with_name(f"{stem}.human.jsonl")
+
+
+@dataclass
+class ExportResult:
+    preferences: int
+    human: int
+    counts: dict[str, int]
+    out: Path
+    human_out: Path
+
+
+def export_labels(db: str | Path, config: LabelExportConfig) -> ExportResult:
+    """Write the preference dataset and the human file; returns what was written and left."""
+    from rlhfkit.data.convert import to_rows
+
+    store = LabelStore(db)
+    by_item = _by_item(store.judgments())
+    counts: Counter[str] = Counter()
+    preferences: list[PreferenceRecord] = []
+    prompts: list[PromptRecord] = []
+    verdicts: list[tuple[LabelItem, str]] = []
+    for item in store.items():
+        judgments = by_item.get(item.id, [])
+        votes = Counter(j.choice for j in judgments if j.choice in VOTES)
+        verdict = _verdict(votes, config.min_labellers)
+        counts[verdict if verdict in ("unjudged", "too_few", "split") else "exported"] += 1
+        if verdict not in VOTES:
+            continue
+        extra = {**item.extra, **_provenance(judgments, votes)}
+        record = PromptRecord(item.messages, Source(*_split_source(item.source)), extra, item.chat)
+        prompts.append(record)
+        verdicts.append((item, verdict))
+        if verdict == "TIE":
+            counts["ties"] += 1
+            continue
+        chosen, rejected = (item.answer_a, item.answer_b)
+        if verdict == "B":
+            chosen, rejected = rejected, chosen
+        choice = 0 if verdict == "A" else 1
+        preferences.append(
+            PreferenceRecord(
+                item.messages, chosen, rejected, record.source, choice, None, extra, item.chat
+            )
+        )
+    files = [str(db)]
+    preference_rows = to_rows(Dataset("preference", "rlhf_text", preferences, files), "rlhf")
+    human_rows = [
+        {**row, "answer_a": item.answer_a, "answer_b": item.answer_b, HUMAN_COLUMN: verdict}
+        for row, (item, verdict) in zip(
+            to_rows(Dataset("prompt", "rlhf_text", prompts, files), "rlhf"), verdicts, strict=True
+        )
+    ]
+    atomic_write_jsonl(config.out, preference_rows)
+    atomic_write_jsonl(config.human_path, human_rows)
+    return ExportResult(
+        len(preference_rows), len(human_rows), dict(counts), Path(config.out), config.human_path
+    )
+
+
+def _by_item(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
+    by_item: dict[str, list[Judgment]] = defaultdict(list)
+    for judgment in judgments:
+        by_item[judgment.item_id].append(judgment)
+    return by_item
+
+
+def _verdict(votes: Counter[str], min_labellers: int) -> str:
+    """A, B or TIE by strict majority; else why not: unjudged, too_few or split."""
+    total = sum(votes.values())
+    if total == 0:
+        return "unjudged"
+    if total < min_labellers:
+        return "too_few"
+    label, count = votes.most_common(1)[0]
+    return label if 2 * count > total else "split"
+
+
+def _provenance(judgments: list[Judgment], votes: Counter[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "human_votes": {v: votes[v] for v in VOTES},
+        "human_labellers": sorted(j.labeller for j in judgments if j.choice in VOTES),
+    }
+    comments = [{"labeller": j.labeller, "comment": j.comment} for j in judgments if j.comment]
+    if comments:
+        fields["human_comments"] = comments
+    return fields
+
+
+def _split_source(source: str) -> tuple[str, int]:
+    file, _, line = source.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (source, 0)
+
+
+# ------------------------------------------------------------------ stats
+
+
+def label_stats(db: str | Path) -> dict[str, Any]:
+    """Counts per labeller, and Cohen's kappa for each pair of labellers who shared items.
+
+    Per labeller: judgments by choice, comments, the median seconds an item took, and
+    `left_share`, the share of their A/B votes that went to the answer on the left (far
+    from 0.5 over many items means they favour a side, since sides are drawn at random).
+    """
+    store = LabelStore(db)
+    judgments = store.judgments()
+    by_labeller: dict[str, list[Judgment]] = defaultdict(list)
+    for judgment in judgments:
+        by_labeller[judgment.labeller].append(judgment)
+    labellers = []
+    for name in sorted(by_labeller):
+        own = by_labeller[name]
+        choices = Counter(j.choice for j in own)
+        decided = [j for j in own if j.choice in ("A", "B")]
+        seconds = [j.seconds for j in own if j.seconds is not None]
+        labellers.append(
+            {
+                "labeller": name,
+                "judged": len(own),
+                **{choice.lower(): choices[choice] for choice in ("A", "B", "TIE", "SKIP")},
+                "comments": sum(bool(j.comment) for j in own),
+                "left_share": (
+                    sum(j.choice == j.left_side for j in decided) / len(decided)
+                    if decided
+                    else None
+                ),
+                "median_seconds": statistics.median(seconds) if seconds else None,
+            }
+        )
+    voted = {
+        name: {j.item_id: j.choice for j in own if j.choice in VOTES}
+        for name, own in by_labeller.items()
+    }
+    agreement = []
+    for first, second in combinations(sorted(voted), 2):
+        shared = sorted(set(voted[first]) & set(voted[second]))
+        if not shared:
+            continue
+        labels_1 = [voted[first][i] for i in shared]
+        labels_2 = [voted[second][i] for i in shared]
+        agreement.append(
+            {
+                "labellers": [first, second],
+                "shared_items": len(shared),
+                "observed_agreement": sum(x == y for x, y in zip(labels_1, labels_2, strict=True))
+                / len(shared),
+                "cohens_kappa": cohens_kappa(labels_1, labels_2),
+            }
+        )
+    items_votes = Counter(j.item_id for j in judgments if j.choice in VOTES)
+    return {
+        "items": store.count_items(),
+        "items_judged": len(items_votes),
+        "items_judged_twice_or_more": sum(n >= 2 for n in items_votes.values()),
+        "judgments": len(judgments),
+        "labellers": labellers,
+        "agreement": agreement,
+    }
+
+
+def stats_lines(stats: dict[str, Any]) -> list[str]:
+    """`label_stats` as a readable table."""
+    lines = [
+        f"{stats['items']} items; {stats['items_judged']} with a vote, "
+        f"{stats['items_judged_twice_or_more']} with two or more; {stats['judgments']} judgments",
+        "",
+        f"{'labeller':<20} {'judged':>6} {'A':>5} {'B':>5} {'tie':>5} {'skip':>5} "
+        f"{'notes':>5} {'left':>5} {'median s':>8}",
+    ]
+    for row in stats["labellers"]:
+        left = "-" if row["left_share"] is None else f"{row['left_share']:.2f}"
+        median = "-" if row["median_seconds"] is None else f"{row['median_seconds']:.1f}"
+        lines.append(
+            f"{row['labeller'][:20]:<20} {row['judged']:>6} {row['a']:>5} {row['b']:>5} "
+            f"{row['tie']:>5} {row['skip']:>5} {row['comments']:>5} {left:>5} {median:>8}"
+        )
+    lines += ["", "agreement (A/B/TIE votes on items both judged):"]
+    if not stats["agreement"]:
+        lines.append("  no two labellers judged the same item")
+    for pair in stats["agreement"]:
+        first, second = pair["labellers"]
+        lines.append(
+            f"  {first} / {second}: {pair['shared_items']} items, agreement "
+            f"{pair['observed_agreement']:.3f}, Cohen's kappa {pair['cohens_kappa']:.3f}"
+        )
+    return lines
