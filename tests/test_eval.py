@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cdp import chromium_or_skip
 from rlhfkit.cli import main
 from rlhfkit.eval.infer import load_infer_config, resolve_model
 from rlhfkit.eval.plot import smooth
@@ -467,15 +468,9 @@ def test_report_escapes_model_text_and_orders_examples(tmp_path):
 
 
 def test_report_renders_hostile_text_in_chromium_without_running_it(tmp_path):
-    import os
-    import shutil
     import subprocess
 
-    browser = shutil.which("chromium")
-    if browser is None:
-        if os.environ.get("RLHFKIT_REQUIRE_BROWSER"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
+    browser = chromium_or_skip()
     run = hostile_run(tmp_path)
     assert cli("report", str(run)) == 0
     flags = [

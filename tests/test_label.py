@@ -612,6 +612,12 @@ def test_serve_command_prints_url_and_token_survives_a_kill_and_stops_on_ctrl_c(
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "holds 2 judgment(s)" in out
+    # `kill` (SIGTERM) stops it as cleanly as Ctrl-C
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    read_until(proc, "token=")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "holds 2 judgment(s)" in out
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.eval.autoraters import JudgeConfig
     from rlhfkit.eval.infer import InferConfig
     from rlhfkit.eval.sxs import SxSConfig
+    from rlhfkit.label.export import LabelExportConfig
+    from rlhfkit.label.server import LabelServeConfig
     from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.reward import RewardConfig
@@ -39,6 +41,8 @@ def config_classes() -> list[tuple[str, type]]:
         ("LLM judge options (`rlhfkit sxs`, `rlhfkit data synth`)", JudgeConfig),
         ("Side by side (`rlhfkit sxs`)", SxSConfig),
         ("AI-feedback preference data (`rlhfkit data synth`)", SynthConfig),
+        ("Labelling page (`rlhfkit label serve`)", LabelServeConfig),
+        ("Label export (`rlhfkit label export DB`)", LabelExportConfig),
     ]
 
 

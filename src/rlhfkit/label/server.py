@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+import signal
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -426,6 +427,10 @@ def _labeller(value: Any) -> str:
 # ------------------------------------------------------------------ the command
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(config: LabelServeConfig) -> int:
     """Open the store, print the URL and token, serve until Ctrl-C (or `server.shutdown()`)."""
     opened = open_store(config)
@@ -444,6 +449,8 @@ def serve(config: LabelServeConfig) -> int:
     print(f"open {server.url}#token={token}", flush=True)
     print(f"token={token}", flush=True)
     print("Ctrl-C stops; every judgment is saved when the page says so.", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, `timeout`, a container stop
     try:
         server.serve_forever()
     except KeyboardInterrupt:

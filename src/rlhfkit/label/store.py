@@ -162,10 +162,14 @@ class LabelStore:
         return "B" if digest[0] & 1 else "A"
 
     def view(self, item_id: str, labeller: str) -> dict[str, Any] | None:
-        """An item as the page shows it to a labeller (sides drawn, their judgment if any)."""
+        """An item as the page shows it to a labeller (sides drawn, their judgment if any).
+
+        Nothing says which answer is which: not the names, not the source file (a run's
+        file is `base.jsonl`).
+        """
         with closing(self.connect()) as conn:
             row = conn.execute(
-                "SELECT position, messages, answer_a, answer_b, source FROM items WHERE id = ?",
+                "SELECT position, messages, answer_a, answer_b FROM items WHERE id = ?",
                 (item_id,),
             ).fetchone()
             if row is None:
@@ -176,13 +180,12 @@ class LabelStore:
                 (item_id, labeller),
             ).fetchone()
             (total,) = conn.execute("SELECT COUNT(*) FROM items").fetchone()
-        position, messages, answer_a, answer_b, source = row
+        position, messages, answer_a, answer_b = row
         left = self.left_side(item_id, labeller)
         view = {
             "id": item_id,
             "position": position,
             "total": total,
-            "source": source,
             "prompt": [
                 {"role": role, "content": content} for role, content in json.loads(messages)
             ],

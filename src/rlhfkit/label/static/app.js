@@ -59,7 +59,7 @@
     }
     $("left").textContent = item.left;
     $("right").textContent = item.right;
-    $("where").textContent = `item ${item.position} of ${item.total} · ${item.source}`;
+    $("where").textContent = `item ${item.position} of ${item.total}`;
     $("comment").value = item.judged ? item.judged.comment : "";
     for (const button of document.querySelectorAll("#choices button[data-choice]")) {
       button.classList.toggle("chosen", !!item.judged && item.judged.choice === button.dataset.choice);
