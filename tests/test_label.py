@@ -678,3 +678,24 @@ def test_repeated_pairs_are_judged_once_and_said(tmp_path, capsys):
     opened = open_store(LabelServeConfig(pairs=str(pairs), db=str(db)))
     assert opened.added == 1 and store_items.count_items() == 1
     assert opened.notes == [f"{pairs}:2: the same pair as {pairs}:1; it is judged once"]
+
+
+def test_a_file_that_is_not_a_label_store_is_refused_and_left_as_it_was(tmp_path, capsys):
+    pairs = pairs_file(tmp_path, 2)
+    other = tmp_path / "app.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    before = {p: p.read_bytes() for p in (pairs, other)}
+    for db in (pairs, other):  # db= pointed at the data, or at another program's database
+        assert main(["label", "serve", f"pairs={pairs}", f"db={db}"]) == 2
+        assert main(["label", "stats", str(db)]) == 2
+        assert main(["label", "export", str(db), f"out={tmp_path / 'o.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as a label database" in err and "of something else" in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert main(["label", "stats", str(tmp_path / "missing.db")]) == 2
+    assert "no such label database" in capsys.readouterr().err
+    db, _ = label_db(tmp_path)
+    assert main(["label", "export", str(db)]) == 2
+    assert "out=" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

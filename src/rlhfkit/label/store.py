@@ -93,14 +93,15 @@ class LabelStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with closing(self.connect()) as conn:
-                if create:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if create and not tables:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.executescript(_SCHEMA)
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if not {"meta", "items", "judgments"} <= tables:
                     raise RlhfkitError(
-                        f"{self.path} is an SQLite file but not a label database "
-                        "(it has no items and judgments tables)"
+                        f"{self.path} is an SQLite database of something else (it has no "
+                        "items and judgments tables); give another db= file"
                     )
                 with transaction(conn):
                     conn.execute(
