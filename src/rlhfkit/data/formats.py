@@ -146,8 +146,7 @@ def load_pairs(path: str | Path) -> Dataset:
     """
     scan = scan_rows(path)
     scan.rows = [
-        (source, {**row, "choice": 0} if _unjudged_pair(row) else row)
-        for source, row in scan.rows
+        (source, {**row, "choice": 0} if _unjudged_pair(row) else row) for source, row in scan.rows
     ]
     return _build_dataset(str(path), scan, "preference")
 
