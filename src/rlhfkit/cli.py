@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:  # a distributed run's other ranks: rank 0 reports; errors still show
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s"
+        if rank == 0
+        else f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
     _quiet_libraries(args.verbose)
     if not hasattr(args, "handler"):
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except RlhfkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{f'[rank {rank}] ' if rank else ''}error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grader_commands(commands)
     _add_eval_commands(commands)
     _add_label_commands(commands)
+    _add_launch_command(commands)
     _add_pipeline_command(commands)
     return parser
 
@@ -516,6 +523,39 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(args.run_dir, args.out, args.sxs, args.smoothing)
     print(f"wrote {path}")
     return 0
+
+
+# ---------------------------------------------------------------- several processes
+
+
+def _add_launch_command(commands: argparse._SubParsersAction) -> None:
+    launch = commands.add_parser(
+        "launch",
+        help="run train-reward or train-rl data-parallel on N processes (torchrun)",
+        description="rlhfkit launch nproc=N [threads=T] COMMAND ARGS...: starts N processes "
+        "with PyTorch's elastic launcher (torchrun) and trains data-parallel (DDP); gloo "
+        "on CPU, NCCL on GPUs. For several machines use torchrun or accelerate launch "
+        "directly (see the README).",
+    )
+    launch.add_argument("rest", nargs=argparse.REMAINDER, metavar="nproc=N COMMAND ...")
+    launch.set_defaults(handler=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.train.launch import launch
+
+    settings = {"nproc": "", "threads": "0"}
+    rest = list(args.rest)
+    while rest and rest[0].split("=", 1)[0] in settings and "=" in rest[0]:
+        key, value = rest.pop(0).split("=", 1)
+        settings[key] = value
+    if not settings["nproc"].isdigit() or not settings["threads"].isdigit():
+        raise ConfigError(
+            "usage: rlhfkit launch nproc=N [threads=T] train-reward|train-rl key=value ... "
+            f"(nproc={settings['nproc']!r}, threads={settings['threads']!r})"
+        )
+    return launch(int(settings["nproc"]), rest, int(settings["threads"]))
 
 
 # ---------------------------------------------------------------- human labels

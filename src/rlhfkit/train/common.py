@@ -111,11 +111,13 @@ def restore_trainable(
     ckpt.restore_rng(state)
 
 
-def progress_bar(total: int, initial: int, desc: str, unit: str = "step"):
-    """A tqdm bar that redraws often on a terminal and rarely in a log file."""
+def progress_bar(total: int, initial: int, desc: str, unit: str = "step", enabled: bool = True):
+    """A tqdm bar that redraws often on a terminal and rarely in a log file (none at all
+    when not `enabled`: the other ranks of a distributed run)."""
     from tqdm import tqdm
 
     return tqdm(
+        disable=not enabled,
         mininterval=0.5 if sys.stderr.isatty() else 15.0,
         total=total,
         initial=initial,

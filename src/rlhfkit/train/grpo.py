@@ -143,6 +143,13 @@ class GRPOTrainer(RLTrainer):
     eval_prefix = "valid_"
     reward_metric = "train_reward_mean"
 
+    def global_batch_sizes(self) -> dict[str, int]:
+        config = self.config
+        sizes = {"batch_size": config.batch_size}
+        if config.mini_batch_size:
+            sizes["mini_batch_size"] = config.mini_batch_size
+        return sizes
+
     def _step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
         config = self.config
         group = config.compute_multiplier

@@ -38,6 +38,7 @@ from rlhfkit.train.common import (
     window_mean,
     write_config,
 )
+from rlhfkit.train.parallel import Parallel
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +320,8 @@ class RewardTrainer:
 
         self.config = config
         self.run_dir = Path(config.output_dir)
+        self.parallel = Parallel(config.device)
+        self.parallel.check_divides(batch_size=config.batch_size)
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
         # step 1. data: load, hold out, encode
@@ -330,6 +333,7 @@ class RewardTrainer:
             _spec(config), config.dtype, config.device, config.head_init_std, config.seed
         )
         self.model.train()
+        self.train_model = self.parallel.wrap(self.model)  # DDP when launched on N ranks
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -345,8 +349,9 @@ class RewardTrainer:
     def run(self) -> RewardResult:
         from rlhfkit.tracking import MetricsLogger
 
-        config, data = self.config, self.data
-        write_config(self.run_dir, to_dict(config))
+        config, data, main = self.config, self.data, self.parallel.is_main
+        if main:
+            write_config(self.run_dir, to_dict(config))
         logger.info(
             "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
             "prefer-longer baseline on held-out pairs %.3f",
@@ -355,14 +360,15 @@ class RewardTrainer:
             sum(p.numel() for p in self.params.values()),
             self.baseline,
         )
-        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step)
+        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step, enabled=main)
         try:
             last_eval = self._loop(metrics)
         finally:
             metrics.close()
         # step 5. the reward model for scoring and RL
         out = self.run_dir / "reward_model"
-        self.model.save(out)
+        if main:
+            self.model.save(out)
         result = RewardResult(
             self.run_dir,
             out,
@@ -373,18 +379,20 @@ class RewardTrainer:
             len(data.eval),
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-        atomic_write_json(self.run_dir / "summary.json", summary)
+        if main:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        self.parallel.barrier()
         return result
 
     def _loop(self, metrics) -> dict[str, float]:
         config, total = self.config, self.config.reward_model_train_steps
         last_eval: dict[str, float] = {}
         window: list[dict[str, float]] = []
-        bar = progress_bar(total, self.start_step, "train-reward")
+        bar = progress_bar(total, self.start_step, "train-reward", enabled=self.parallel.is_main)
         for step in range(self.start_step, total):
             indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
             lr = self.scheduler.get_last_lr()[0]
-            stats = self._step([self.data.train[i] for i in indices])
+            stats = self._step([self.data.train[i] for i in self.parallel.shard(indices)])
             self.scheduler.step()
             window.append(stats)
             done = step + 1
@@ -403,7 +411,7 @@ class RewardTrainer:
                 )
             if row:
                 metrics.log(done, row)
-            if is_due(done, config.save_every, total):
+            if is_due(done, config.save_every, total) and self.parallel.is_main:
                 ckpt.save_checkpoint(
                     config.output_dir,
                     done,
@@ -416,14 +424,21 @@ class RewardTrainer:
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
 
     def evaluate(self) -> dict[str, float]:
-        stats = evaluate_pairs(
-            self.model,
-            self.data.eval,
-            self.data.pad_id,
-            self.config.micro_batch_tokens * 2,
-            self.autocast,
-            self.config.pad_to_multiple,
-        )
+        """Held-out statistics over every held-out pair (each rank scores a share)."""
+        share = self.parallel.spread(self.data.eval)
+        stats = {"eval/rank_loss": 0.0, "eval/accuracy": 0.0, "eval/margin": 0.0}
+        if share:
+            stats = evaluate_pairs(
+                self.model,
+                share,
+                self.data.pad_id,
+                self.config.micro_batch_tokens * 2,
+                self.autocast,
+                self.config.pad_to_multiple,
+            )
+        keys = sorted(stats)
+        sums = self.parallel.sum(torch.tensor([stats[k] * len(share) for k in keys]))
+        stats = {k: v / len(self.data.eval) for k, v in zip(keys, sums.tolist(), strict=True)}
         return {**stats, "eval/longer_baseline_accuracy": self.baseline}
 
     def _step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
@@ -434,29 +449,39 @@ class RewardTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         tokens = 0
-        for chunk in micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple):
+        chunks = micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple)
+        for index, chunk in enumerate(chunks):
             batch, margin = pair_batch(chunk, self.data.pad_id, config.pad_to_multiple)
             tokens += batch.tokens
-            with autocast(model.device, self.autocast):
-                rewards = model(batch.to(model.device))
-            stats = bradley_terry_loss(
-                rewards[0::2], rewards[1::2], margin.to(model.device), config.center_rewards_coeff
-            )
-            weight = len(chunk) / len(batch_pairs)
-            (stats.loss * weight).backward()
+            # gradients are averaged over the ranks once, at the last micro-batch
+            with self.parallel.no_sync(self.train_model, skip=index < len(chunks) - 1):
+                with autocast(model.device, self.autocast):
+                    rewards = self.train_model(batch.to(model.device))
+                stats = bradley_terry_loss(
+                    rewards[0::2],
+                    rewards[1::2],
+                    margin.to(model.device),
+                    config.center_rewards_coeff,
+                )
+                weight = len(chunk) / len(batch_pairs)
+                (stats.loss * weight).backward()
             for key in sums:
                 sums[key] += getattr(stats, key).item() * weight
         # step 4. optimizer step
         grad_norm = clip_gradients(self.params, config.max_grad_norm)
         self.optimizer.step()
         elapsed = time.perf_counter() - started
-        return {
-            **sums,
-            "grad_norm": grad_norm,
-            "timing/step": elapsed,
-            "pairs_per_second": len(batch_pairs) / elapsed,
-            "tokens_per_second": tokens / elapsed,
-        }
+        world = self.parallel.world_size
+        return self.parallel.mean(
+            {
+                **sums,
+                "grad_norm": grad_norm,
+                "timing/step": elapsed,
+                # every rank did its share in about the same time: throughput adds up
+                "pairs_per_second": len(batch_pairs) * world / elapsed,
+                "tokens_per_second": tokens * world / elapsed,
+            }
+        )
 
 
 def _spec(config: RewardConfig) -> RewardModelSpec:

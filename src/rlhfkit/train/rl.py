@@ -26,7 +26,6 @@ from rlhfkit.algorithms.ppo import (
     gae,
     kl_estimate,
     masked_mean,
-    masked_whiten,
     policy_loss,
     token_rewards,
     value_loss,
@@ -53,6 +52,7 @@ from rlhfkit.train.common import (
     window_mean,
     write_config,
 )
+from rlhfkit.train.parallel import Parallel, whiten
 
 logger = logging.getLogger(__name__)
 
@@ -468,6 +468,8 @@ class RLTrainer(ABC):
                 "`rlhfkit train-reward` (e.g. reward_model=runs/reward/reward_model), "
                 "or grader to a grader file (e.g. grader=examples/graders/summary.yaml)"
             )
+        self.parallel = Parallel(config.device)
+        self.parallel.check_divides(**self.global_batch_sizes())
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
         # step 1. prompts: load, hold out, encode
@@ -492,6 +494,7 @@ class RLTrainer(ABC):
         self.scorer = scorer or RewardScorer(config, self.policy)
         self.shared_reward = getattr(self.scorer, "shared", False)
         self.policy.train()
+        self.train_policy = self.parallel.wrap(self.policy)  # DDP when launched on N ranks
         self.params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -504,13 +507,18 @@ class RLTrainer(ABC):
             restore_trainable(state, self.params, self.optimizer, self.scheduler)
             self.eval_before = state["extra"].get("eval_reward_before")
 
+    def global_batch_sizes(self) -> dict[str, int]:
+        """The batch sizes that every rank takes an equal share of."""
+        return {"batch_size": self.config.batch_size}
+
     # ------------------------------------------------------------------ the run
     def run(self) -> RLResult:
         from rlhfkit.tracking import MetricsLogger, truncate_metrics
 
-        config = self.config
-        write_config(self.run_dir, to_dict(config))
-        if self.start_step:
+        config, main = self.config, self.parallel.is_main
+        if main:
+            write_config(self.run_dir, to_dict(config))
+        if self.start_step and main:
             truncate_metrics(self.run_dir / "samples.jsonl", self.start_step)
         logger.info(
             "RL (%s): %d training prompts, %d held-out prompts, %d steps, %d trainable "
@@ -523,7 +531,7 @@ class RLTrainer(ABC):
             config.reward_model or config.grader or "a Python function",
             " (sharing the policy's base weights)" if self.shared_reward else "",
         )
-        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step)
+        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step, enabled=main)
         try:
             if self.eval_before is None:
                 before = self.evaluate()
@@ -536,12 +544,11 @@ class RLTrainer(ABC):
                 self.scorer.close()
         # step 6. outputs: the adapter (+ value head) and the merged model
         policy_dir = self.run_dir / "policy"
-        self.policy.save(policy_dir)
-        model_dir = None
-        if config.save_merged:
-            model_dir = export_merged(
-                config.large_model_reference, policy_dir, self.run_dir / "model"
-            )
+        model_dir = self.run_dir / "model" if config.save_merged else None
+        if main:
+            self.policy.save(policy_dir)
+            if model_dir is not None:
+                export_merged(config.large_model_reference, policy_dir, model_dir)
         result = RLResult(
             self.run_dir,
             policy_dir,
@@ -553,18 +560,26 @@ class RLTrainer(ABC):
             self._best_checkpoints(),
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-        atomic_write_json(self.run_dir / "summary.json", summary)
+        if main:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        self.parallel.barrier()
         return result
 
     def _loop(self, metrics) -> dict[str, float]:
         config, total = self.config, self.total_steps
         last_eval: dict[str, float] = {}
         window: list[dict[str, float]] = []
-        bar = progress_bar(total, self.start_step, f"train-rl {config.method}")
+        parallel = self.parallel
+        bar = progress_bar(
+            total, self.start_step, f"train-rl {config.method}", enabled=parallel.is_main
+        )
         for step in range(self.start_step, total):
             indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
             lr = self.scheduler.get_last_lr()[0]
-            stats, samples = self._step(step, indices)
+            parallel.seed_sampling(config.seed, step)
+            stats, samples = self._step(step, parallel.shard(indices))
+            stats = parallel.mean(stats)
+            stats["tokens_per_second"] *= parallel.world_size  # each rank did its share
             self.scheduler.step()
             window.append(stats)
             done = step + 1
@@ -589,7 +604,8 @@ class RLTrainer(ABC):
                 )
             if row:
                 metrics.log(done, row)
-            if is_due(done, config.save_every, total) or (evaluated and self.keep_best):
+            due = is_due(done, config.save_every, total) or (evaluated and self.keep_best)
+            if due and parallel.is_main:
                 self._save_checkpoint(done, last_eval.get(self.eval_metric) if evaluated else None)
         bar.close()
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
@@ -693,8 +709,9 @@ class RLTrainer(ABC):
                 micro-batch), so its forward passes give the old log-probabilities: they
                 are written into batch["old_logprobs"] as it goes.
         """
-        config, policy = self.config, self.policy
+        config, policy = self.config, self.train_policy
         size = rollout.query_ids.shape[0]
+        mini_batch_size = max(1, mini_batch_size // self.parallel.world_size)  # this rank's
         sums: dict[str, float] = {}
         updates = 0
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -709,29 +726,34 @@ class RLTrainer(ABC):
                 mini = order[start : start + mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 totals: dict[str, float] = {}
-                for micro_start in range(0, len(mini), config.micro_batch_size):
+                starts = range(0, len(mini), config.micro_batch_size)
+                for micro_start in starts:
                     rows = mini[micro_start : micro_start + config.micro_batch_size]
                     reuse = epoch == 0 and first is not None
                     part = rollout.rows(rows, trim=not reuse)
                     width = part.response_ids.shape[1]
-                    if reuse:
-                        outputs = first
-                    else:
-                        with autocast(policy.device, self.autocast):
-                            outputs = policy(
-                                part, config.temperature, with_entropy=epoch == 0 and record_old
-                            )
-                    if epoch == 0 and record_old:
-                        batch["old_logprobs"][rows, :width] = outputs[0].detach().float().cpu()
-                        if outputs[2] is not None:
-                            batch["entropy"][rows, :width] = outputs[2].float().cpu()
+                    # gradients are averaged over the ranks once, at the last micro-batch
+                    last = micro_start == starts[-1]
+                    with self.parallel.no_sync(policy, skip=not last):
+                        if reuse:
+                            outputs = first
+                        else:
+                            with autocast(self.policy.device, self.autocast):
+                                outputs = policy(
+                                    part, config.temperature, with_entropy=epoch == 0 and record_old
+                                )
+                        if epoch == 0 and record_old:
+                            old = outputs[0].detach().float().cpu()
+                            batch["old_logprobs"][rows, :width] = old
+                            if outputs[2] is not None:
+                                batch["entropy"][rows, :width] = outputs[2].float().cpu()
 
-                    def take(name: str, rows=rows, width=width) -> torch.Tensor:
-                        return batch[name][rows][:, :width].to(policy.device)
+                        def take(name: str, rows=rows, width=width) -> torch.Tensor:
+                            return batch[name][rows][:, :width].to(self.policy.device)
 
-                    loss, parts = self._loss(outputs, take)
-                    weight = len(rows) / len(mini)
-                    (loss * weight).backward()
+                        loss, parts = self._loss(outputs, take)
+                        weight = len(rows) / len(mini)
+                        (loss * weight).backward()
                     for key, value in {"loss": loss, **parts}.items():
                         totals[key] = totals.get(key, 0.0) + float(value.detach()) * weight
                 totals["grad_norm"] = clip_gradients(self.params, config.max_grad_norm)
@@ -750,11 +772,14 @@ class RLTrainer(ABC):
         config = self.config
         per_prompt = getattr(config, "eval_samples", 1)
         scores, lengths = [], []
+        # each rank answers a share of the prompts
+        eval_records = self.parallel.spread(self.data.eval)
+        eval_ids = self.parallel.spread(self.data.eval_ids)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + 7)
-            for start in range(0, len(self.data.eval), config.micro_batch_size):
-                records = self.data.eval[start : start + config.micro_batch_size]
-                prompt_ids = self.data.eval_ids[start : start + config.micro_batch_size]
+            for start in range(0, len(eval_records), config.micro_batch_size):
+                records = eval_records[start : start + config.micro_batch_size]
+                prompt_ids = eval_ids[start : start + config.micro_batch_size]
                 records = [r for r in records for _ in range(per_prompt)]
                 if per_prompt == 1:
                     rollout = self._sample(prompt_ids, do_sample=False)
@@ -763,12 +788,17 @@ class RLTrainer(ABC):
                 answers = self._decode(rollout)
                 scores.append(self.scorer(records, answers, rollout.ended.tolist()).rewards)
                 lengths.append(rollout.response_mask.sum(1).float())
-        all_scores = torch.cat(scores)
+        all_scores = torch.tensor(
+            self.parallel.gather(torch.cat(scores).tolist() if scores else [])
+        )
+        all_lengths = torch.tensor(
+            self.parallel.gather(torch.cat(lengths).tolist() if lengths else [])
+        )
         prefix = self.eval_prefix
         return {
             self.eval_metric: all_scores.mean().item(),
             f"{prefix}reward_std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
-            f"{prefix}response_length": torch.cat(lengths).mean().item(),
+            f"{prefix}response_length": all_lengths.mean().item(),
         }
 
     def _decode(self, rollout: Rollout) -> list[str]:
@@ -815,7 +845,7 @@ class PPOTrainer(RLTrainer):
             # the first update's forward, before any optimizer step, is the rollout policy:
             # its detached outputs are the old log-probabilities and values
             with autocast(policy.device, self.autocast):
-                first = policy(rollout, config.temperature, with_entropy=True)
+                first = self.train_policy(rollout, config.temperature, with_entropy=True)
             old_logprobs, old_values, entropy = (t.detach().float().cpu() for t in first)
         else:
             old_logprobs, old_values, entropy = self._no_grad_pass(rollout)
@@ -826,7 +856,7 @@ class PPOTrainer(RLTrainer):
         rewards = token_rewards(scores, kl, mask, config.kl_coeff)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = whiten(self.parallel, advantages, mask)  # over every rank's answers
         forward_seconds = time.perf_counter() - mark
         # step 5. PPO epochs over mini-batches
         mark = time.perf_counter()
@@ -881,7 +911,14 @@ class PPOTrainer(RLTrainer):
         """Whether the first PPO epoch is one forward over the whole batch (one mini-batch,
         one micro-batch), so that forward also gives the old log-probabilities and values."""
         config = self.config
-        return config.micro_batch_size >= config.batch_size <= config.ppo_mini_batch_size
+        local_batch = config.batch_size // self.parallel.world_size
+        return config.micro_batch_size >= local_batch and config.batch_size <= (
+            config.ppo_mini_batch_size
+        )
+
+    def global_batch_sizes(self) -> dict[str, int]:
+        config = self.config
+        return {"batch_size": config.batch_size, "ppo_mini_batch_size": config.ppo_mini_batch_size}
 
     def _loss(self, outputs, take):
         config = self.config
