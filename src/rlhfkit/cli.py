@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise
+        from rlhfkit.train.parallel import peer_failure
+
+        lost = peer_failure(exc)
+        if lost is None:
+            raise
+        print(f"[rank {rank}] error: {lost}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

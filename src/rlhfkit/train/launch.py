@@ -65,10 +65,14 @@ def failure_message(failures: dict, command: list[str]) -> str:
     """Which ranks failed and how, and how to continue."""
     lines = []
     user_error = False
+    stopped = [rank for rank, f in failures.items() if f.exitcode == -signal.SIGTERM]
     for rank, failure in sorted(failures.items()):
-        how = _how(failure.exitcode)
-        user_error = user_error or failure.exitcode == 2
-        lines.append(f"rlhfkit launch: rank {rank} {how}; the other ranks were stopped")
+        if rank not in stopped:
+            user_error = user_error or failure.exitcode == 2
+            lines.append(f"rlhfkit launch: rank {rank} {_how(failure.exitcode)}")
+    if stopped:
+        ranks = ", ".join(str(r) for r in sorted(stopped))
+        lines.append(f"rlhfkit launch: the launcher then stopped the other ranks ({ranks})")
     if user_error:
         lines.append("fix the problem the rank printed above and run the command again")
         return "\n".join(lines)

@@ -154,6 +154,21 @@ class Parallel:
         return values.cpu()
 
 
+def peer_failure(exc: BaseException) -> str | None:
+    """A one-line account of an error that means another rank is gone (its connection
+    closed, a collective timed out), else None."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    markers = ("gloo", "NCCL", "Connection closed by peer", "Connection reset", "timed out")
+    if isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(m in text for m in markers)
+    ):
+        detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return f"lost contact with another process of the run ({detail[:200]})"
+    return None
+
+
 def whiten(parallel: Parallel, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`masked_whiten` with the mean and variance of the whole batch over every rank.
     Shape: (B, A) -> (B, A)"""

@@ -1,0 +1,178 @@
+"""Data-parallel training on two CPU processes (gloo), started by `rlhfkit launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_rl_train import tiny_args
+
+TOPICS = ["rain", "tea", "owls", "maps", "salt", "glass", "bees", "snow", "sand", "wind"]
+TOPICS += ["fire", "moss", "iron", "milk", "silk", "clay", "reed", "wool", "jade", "tide"]
+
+
+def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "rlhfkit.cli", "launch", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def preference_file(tmp_path: Path) -> Path:
+    rows = [
+        {
+            "input_text": f"What is {topic}? " + "Say it plainly. " * (i % 4),
+            "candidate_0": f"{topic} is a thing we know well, number {i}.",
+            "candidate_1": f"No idea about {topic}.",
+            "choice": i % 2,
+        }
+        for i, topic in enumerate(TOPICS)
+    ]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def reward_args(tmp_path: Path, run: str, **overrides) -> list[str]:
+    values = {
+        "preference_dataset": preference_file(tmp_path),
+        "large_model_reference": "tiny-random-llama",
+        "reward_model_train_steps": 4,
+        "batch_size": 8,
+        # small micro-batches: each rank accumulates several before DDP averages
+        "micro_batch_tokens": 96,
+        "dtype": "fp32",
+        "head_init_std": 0.5,
+        "log_every": 1,
+        "eval_every": 2,
+        "eval_fraction": 0.15,
+        "output_dir": tmp_path / run,
+    }
+    values.update(overrides)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_ranks_of_four_pairs_train_like_one_process_of_eight(tmp_path):
+    one = subprocess.run(
+        [sys.executable, "-m", "rlhfkit.cli", "train-reward", *reward_args(tmp_path, "one")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr
+    two = launch("nproc=2", "train-reward", *reward_args(tmp_path, "two"))
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "2 processes" in two.stdout and "[rank 1]" not in two.stderr
+    rows_one, rows_two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in rows_two] == [1, 2, 3, 4]  # rank 0 alone wrote them
+    # tolerance: the same sums in another order (fp32), and other padding widths per rank
+    for a, b in zip(rows_one, rows_two, strict=True):
+        for key in ("rank_loss", "accuracy", "margin", "grad_norm", "eval/rank_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=2e-5), (a["step"], key)
+    assert rows_one[-1]["rank_loss"] != rows_one[0]["rank_loss"]  # it did train
+    weights_one = load_file(next((tmp_path / "one" / "reward_model").rglob("*.safetensors")))
+    weights_two = load_file(next((tmp_path / "two" / "reward_model").rglob("*.safetensors")))
+    assert weights_one.keys() == weights_two.keys() and weights_one
+    for name, value in weights_one.items():
+        assert torch.allclose(value, weights_two[name], atol=2e-5), name
+    summary_one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    summary_two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary_two["eval_accuracy"] == pytest.approx(summary_one["eval_accuracy"])
+
+
+def descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+                frontier.append(int(entry.name))
+    return found
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    for pid in descendants(launcher):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
+            return pid
+    return None
+
+
+def test_a_dying_rank_stops_the_run_cleanly_and_it_resumes_on_one_process(
+    tmp_path, tiny_reward_model
+):
+    args = tiny_args(
+        tmp_path,
+        tiny_reward_model,
+        reinforcement_learning_train_steps=400,
+        save_every=1,
+        eval_every=1000,
+        sample_every=1000,
+    )
+    command = [sys.executable, "-m", "rlhfkit.cli", "launch", "nproc=2", "train-rl", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "run"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoints" / "step-000003").exists():
+        time.sleep(0.1)
+    victim = rank_pid(proc.pid, 1)
+    assert victim is not None, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - killed_at < 60  # no hang on the collective rank 0 was waiting in
+    assert proc.returncode == 1
+    assert "rlhfkit launch: rank 1 was killed by SIGKILL\n" in err
+    assert "the launcher then stopped the other ranks (0)" in err
+    assert "run the same command with resume=true" in err
+    assert "Traceback" not in err, err
+    saved = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    last = int(saved[-1].split("-")[1])
+    assert 3 <= last < 400
+    # continue on one process (another world size) from the last checkpoint
+    done = subprocess.run(
+        [
+            *[sys.executable, "-m", "rlhfkit.cli", "train-rl", *args],
+            *["resume=true", f"reinforcement_learning_train_steps={last + 2}"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming from {run / 'checkpoints' / saved[-1]} (step {last})" in done.stderr
+    steps = [r["step"] for r in metrics(run)]
+    assert steps == sorted(set(steps)) and steps[-1] == last + 2
+
+
+def test_launch_mistakes_get_a_message_not_a_hang(tmp_path):
+    uneven = launch("nproc=2", "train-reward", *reward_args(tmp_path, "uneven", batch_size=3))
+    assert uneven.returncode == 2
+    assert "batch_size=3 does not split over 2 processes" in uneven.stderr
+    assert "fix the problem the rank printed above" in uneven.stderr
+    assert not (tmp_path / "uneven" / "checkpoints").exists()
+    assert launch("train-reward").returncode == 2
+    wrong = launch("nproc=2", "run")
+    assert wrong.returncode == 2 and "runs train-reward or train-rl, not run" in wrong.stderr
