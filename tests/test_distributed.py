@@ -74,7 +74,23 @@ def test_two_ranks_of_four_pairs_train_like_one_process_of_eight(tmp_path):
     two = launch("nproc=2", "train-reward", *reward_args(tmp_path, "two"))
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes" in two.stdout and "[rank 1]" not in two.stderr
+    # the same through accelerate's launcher and the shipped DDP config
+    config = Path(__file__).resolve().parent.parent / "examples" / "accelerate" / "ddp.yaml"
+    accelerate = subprocess.run(
+        [
+            *[sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)],
+            *["--num_processes", "2", "-m", "rlhfkit.cli", "train-reward"],
+            *reward_args(tmp_path, "accelerate"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert accelerate.returncode == 0, accelerate.stdout + accelerate.stderr
     rows_one, rows_two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["rank_loss"] for r in metrics(tmp_path / "accelerate")] == [
+        r["rank_loss"] for r in rows_two
+    ]
     assert [r["step"] for r in rows_two] == [1, 2, 3, 4]  # rank 0 alone wrote them
     # tolerance: the same sums in another order (fp32), and other padding widths per rank
     for a, b in zip(rows_one, rows_two, strict=True):

@@ -57,6 +57,13 @@ class Parallel:
                 ],
             )
             self.rank = self.accelerator.process_index
+            kind = self.accelerator.distributed_type.value
+            if not kind.startswith("MULTI_"):
+                raise ConfigError(
+                    f"the accelerate configuration asks for {kind}; rlhfkit trains with "
+                    "DDP (distributed_type MULTI_GPU or MULTI_CPU, e.g. "
+                    "examples/accelerate/ddp.yaml); FSDP and DeepSpeed are not supported yet"
+                )
 
     @property
     def distributed(self) -> bool:
