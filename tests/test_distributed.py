@@ -192,3 +192,47 @@ def test_launch_mistakes_get_a_message_not_a_hang(tmp_path):
     assert launch("train-reward").returncode == 2
     wrong = launch("nproc=2", "run")
     assert wrong.returncode == 2 and "runs train-reward or train-rl, not run" in wrong.stderr
+
+
+WHITEN_SCRIPT = """
+import torch
+from rlhfkit.algorithms.ppo import masked_whiten
+from rlhfkit.train.parallel import Parallel, leave_process_group, whiten
+
+parallel = Parallel("cpu")
+generator = torch.Generator().manual_seed(0)
+values = torch.randn(8, 5, generator=generator) * 3 + 1
+mask = (torch.rand(8, 5, generator=generator) > 0.3).float()
+mine = whiten(
+    parallel, torch.stack(parallel.shard(list(values))), torch.stack(parallel.shard(list(mask)))
+)
+together = torch.cat(parallel.gather([mine]))
+expected = masked_whiten(values, mask)
+assert torch.allclose(together, expected, atol=1e-5), (together - expected).abs().max()
+stats = parallel.mean({"x": float(parallel.rank)})
+assert stats == {"x": 0.5}, stats
+if parallel.is_main:
+    print("WHITEN OK")
+leave_process_group()
+"""
+
+
+def test_ppo_advantages_are_whitened_over_every_ranks_answers(tmp_path):
+    script = tmp_path / "whiten.py"
+    script.write_text(WHITEN_SCRIPT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WHITEN OK" in done.stdout

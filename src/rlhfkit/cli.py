@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        if code == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from rlhfkit.train.parallel import leave_process_group
+
+            leave_process_group()
+        return code
     except RlhfkitError as exc:
         print(f"{f'[rank {rank}] ' if rank else ''}error: {exc}", file=sys.stderr)
         return exc.exit_code

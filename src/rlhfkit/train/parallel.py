@@ -143,9 +143,6 @@ class Parallel:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
 
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model if self.accelerator is None else self.accelerator.unwrap_model(model)
-
     def seed_sampling(self, seed: int, step: int) -> None:
         """Give ranks other than 0 their own random stream for sampling (rank 0 keeps the
         single-process one), also after a resume restored rank 0's saved state."""
@@ -159,6 +156,16 @@ class Parallel:
         values = values.to(device)
         dist.all_reduce(values)
         return values.cpu()
+
+
+def leave_process_group() -> None:
+    """After a distributed run: wait for every rank, then leave the process group (a
+    process that exits while still in it can abort)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def peer_failure(exc: BaseException) -> str | None:
