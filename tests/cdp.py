@@ -19,6 +19,15 @@ from typing import Any
 
 import pytest
 
+HEADLESS = (  # a quiet, throw-away headless Chromium
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 _KEYS = {  # key -> (code, windows virtual key code, text)
     "Backspace": ("Backspace", 8, ""),
     "Enter": ("Enter", 13, "\r"),
@@ -56,13 +65,7 @@ class Chromium:
         self.process = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *HEADLESS,
                 "--remote-debugging-pipe",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp import chromium_or_skip
+from cdp import HEADLESS, chromium_or_skip
 from rlhfkit.cli import main
 from rlhfkit.eval.infer import load_infer_config, resolve_model
 from rlhfkit.eval.plot import smooth
@@ -475,13 +475,7 @@ def test_report_renders_hostile_text_in_chromium_without_running_it(tmp_path):
     assert cli("report", str(run)) == 0
     flags = [
         browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS,
         f"--user-data-dir={tmp_path / 'profile'}",
         "--window-size=1280,2000",
     ]
