@@ -236,3 +236,21 @@ def test_ppo_advantages_are_whitened_over_every_ranks_answers(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WHITEN OK" in done.stdout
+
+
+def test_grpo_on_two_ranks_samples_its_groups_per_rank_and_writes_once(tmp_path):
+    from test_grpo_train import tiny_grpo_args
+
+    args = tiny_grpo_args(tmp_path, batch_size=4, mini_batch_size=8, eval_interval=2)
+    done = launch("nproc=2", "train-rl", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "run"
+    rows = metrics(run)
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[0] == 0  # one writer, no repeated lines
+    trained = [r for r in rows if "train_reward_mean" in r]
+    assert trained and all(r["tokens_per_second"] > 0 for r in trained)
+    assert "valid_reward_mean" in rows[-1]
+    assert (run / "policy").is_dir() and (run / "summary.json").is_file()
+    odd = launch("nproc=2", "train-rl", *tiny_grpo_args(tmp_path, batch_size=3))
+    assert odd.returncode == 2 and "batch_size=3 does not split over 2" in odd.stderr
