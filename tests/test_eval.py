@@ -5,6 +5,7 @@ import json
 import math
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -507,3 +508,63 @@ def test_sxs_local_judge_model_that_writes_nonsense_is_counted(tmp_path):
     assert metrics["malformed_judge_outputs"] == sum(r.get("malformed", 0) for r in rows) > 0
     assert metrics["invalid_judgments"] == sum(r["choice"] == "INVALID" for r in rows)
     assert metrics["n"] + metrics["invalid_judgments"] == 6
+
+
+class SlowCountingJudge(PairJudge):
+    """PairJudge that takes its time and counts the requests it answers."""
+
+    requests = 0
+
+    def do_POST(self):
+        type(self).requests += 1
+        time.sleep(0.15)
+        super().do_POST()
+
+
+def test_a_killed_sxs_continues_without_asking_the_judge_again(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    topics = [f"{t}{i}" for i in range(4) for t in ("rain", "tea", "owls", "maps")]
+    a, b = (
+        write_jsonl(
+            tmp_path / name,
+            [{"input_text": f"Tell me about {t}.", "prediction": f"{word} {t}"} for t in topics],
+        )
+        for name, word in (("a.jsonl", "meh"), ("b.jsonl", "GOOD"))
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowCountingJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    out = tmp_path / "sxs"
+    args = [f"a={a}", f"b={b}", f"autorater=judge:{url}", f"out={out}", "batch_size=2"]
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlhfkit.cli", "sxs", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        journal = out / "judgments.partial"
+        deadline = time.time() + 120
+        while time.time() < deadline and (
+            not journal.exists() or len(journal.read_text().splitlines()) < 1 + 6
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kept = len(journal.read_text().splitlines()) - 1
+        assert 6 <= kept < 16 and not (out / "judgments.jsonl").exists()
+        asked_before = SlowCountingJudge.requests
+        assert cli("sxs", *args) == 0
+        asked_again = SlowCountingJudge.requests - asked_before
+    finally:
+        server.shutdown()
+    # each pair is asked in both orders; the kept judgments are not asked again
+    assert asked_again == 2 * (16 - kept)
+    rows = read_jsonl(out / "judgments.jsonl")
+    assert [r["choice"] for r in rows] == ["B"] * 16
+    assert [r["prompt"] for r in rows] == [f"Tell me about {t}." for t in topics]
+    assert not journal.exists()
+    assert json.loads((out / "metrics.json").read_text())["model_b_wins"] == 16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -70,3 +71,57 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class Journal:
+    """The finished pieces of a long job, appended (and synced) as they finish, so that a
+    job killed at any moment continues where it stopped.
+
+    The file's first line holds the job's fingerprint (a hash of everything its results
+    depend on); then one JSON object per finished piece, `{"index": i, ...}`. A journal
+    with another fingerprint is from other settings and is started again; a line torn by
+    a kill is dropped (its piece is done again).
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def open(self) -> dict[int, dict[str, Any]]:
+        """The pieces already finished with this fingerprint, by index; starts the file
+        afresh when there are none."""
+        done = self._read()
+        if not done:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        return done
+
+    def append(self, pieces: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            for index, payload in pieces:
+                fh.write(json.dumps({"index": index, **payload}, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _read(self) -> dict[int, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if not text.endswith("\n"):
+            lines = lines[:-1]
+        try:
+            if json.loads(lines[0]).get("fingerprint") != self.fingerprint:
+                logging.getLogger(__name__).info(
+                    "%s was written with other settings; starting again", self.path
+                )
+                return {}
+            rows = [json.loads(line) for line in lines[1:]]
+        except (IndexError, ValueError, AttributeError):
+            return {}
+        if not text.endswith("\n"):
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in lines))
+        return {row.pop("index"): row for row in rows}

@@ -14,6 +14,7 @@ Identical answers always tie with confidence 1.0, without asking the autorater.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,6 +96,24 @@ class Judgment:
         if self.malformed:
             row["malformed"] = self.malformed
         return {**row, **self.extra}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Judgment:
+        """The judgment `to_row` wrote."""
+        row = dict(row)
+        fields = {
+            name: row.pop(name)
+            for name in ("id", "prompt", "response_a", "response_b", "confidence", "explanation")
+        }
+        choice = row.pop("choice")
+        optional = {name: row.pop(name) for name in ("score_a", "score_b", "votes") if name in row}
+        return cls(
+            **fields,
+            choice=None if choice == "INVALID" else choice,
+            malformed=row.pop("malformed", 0),
+            extra=row,
+            **optional,
+        )
 
 
 class Autorater(Protocol):
@@ -250,13 +269,25 @@ def load_autorater(spec: str, judge: JudgeConfig | None = None) -> Autorater:
 
 
 def judge_all(
-    rater: Autorater, pairs: list[Pair], batch_size: int, progress=None
+    rater: Autorater,
+    pairs: list[Pair],
+    batch_size: int,
+    progress=None,
+    done: dict[int, Judgment] | None = None,
+    record: Callable[[list[tuple[int, Judgment]]], None] | None = None,
 ) -> list[Judgment]:
-    """Judge pairs in batches; identical answers tie without asking the rater."""
+    """Judge pairs in batches; identical answers tie without asking the rater.
+
+    Args:
+        done: judgments already made (by index), e.g. by a run that was killed.
+        record: called with each batch's (index, judgment) once it is judged.
+    """
     out: list[Judgment | None] = [None] * len(pairs)
     todo = []
     for i, pair in enumerate(pairs):
-        if pair.response_a == pair.response_b:
+        if done and i in done:
+            out[i] = done[i]
+        elif pair.response_a == pair.response_b:
             out[i] = _judgment(pair, "TIE", 1.0, "the two answers are identical")
         else:
             todo.append(i)
@@ -264,8 +295,11 @@ def judge_all(
         progress.update(len(pairs) - len(todo))
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        for i, judgment in zip(batch, rater.judge([pairs[i] for i in batch]), strict=True):
+        judged = list(zip(batch, rater.judge([pairs[i] for i in batch]), strict=True))
+        for i, judgment in judged:
             out[i] = judgment
+        if record is not None:
+            record(judged)
         if progress is not None:
             progress.update(len(batch))
     return out  # type: ignore[return-value]

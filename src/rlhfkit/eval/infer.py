@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from rlhfkit.data.formats import load_dataset
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import ModelLoadError
-from rlhfkit.fileio import atomic_write_jsonl, atomic_write_text
+from rlhfkit.fileio import Journal, atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -169,14 +168,11 @@ def infer(config: InferConfig) -> InferResult:
     prompt_ids = [encoder.encode_prompt(r.messages).ids for r in records]
     # step 3. continue a killed run with the same settings
     out = Path(config.out)
-    partial = Path(f"{out}.partial")
-    fingerprint = _fingerprint(config, resolved, prompt_ids)
-    done = _read_partial(partial, fingerprint)
+    journal = Journal(f"{out}.partial", _fingerprint(config, resolved, prompt_ids))
+    done = {i: row[PREDICTION] for i, row in journal.open().items()}
     resumed = len(done)
     if resumed:
         logger.info("continuing %s: %d of %d prompts already answered", out, resumed, len(records))
-    else:
-        _start_partial(partial, fingerprint)
     # step 4. generate in batches of similar prompt lengths (little padding)
     todo = sorted(
         (i for i in range(len(records)) if i not in done), key=lambda i: -len(prompt_ids[i])
@@ -185,33 +181,29 @@ def infer(config: InferConfig) -> InferResult:
         model = load_for_inference(resolved, config.dtype, config.device)
         logger.info("infer: %s on %d prompts", resolved.describe(), len(todo))
         bar = progress_bar(len(records), resumed, "infer", unit="prompt")
-        with open(partial, "a", encoding="utf-8") as fh:
-            for start in range(0, len(todo), config.batch_size):
-                batch = todo[start : start + config.batch_size]
-                torch.manual_seed(config.seed + batch[0])  # the same draws after a resume
-                answers = generate_text(
-                    model,
-                    tokenizer,
-                    [prompt_ids[i] for i in batch],
-                    max_new_tokens=config.target_sequence_length,
-                    do_sample=config.temperature > 0,
-                    temperature=config.temperature or 1.0,
-                    top_p=config.top_p,
-                    top_k=config.top_k,
-                )
-                for i, answer in zip(batch, answers, strict=True):
-                    done[i] = answer
-                    fh.write(
-                        json.dumps({"index": i, PREDICTION: answer}, ensure_ascii=False) + "\n"
-                    )
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.update(len(batch))
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start : start + config.batch_size]
+            torch.manual_seed(config.seed + batch[0])  # the same draws after a resume
+            answers = generate_text(
+                model,
+                tokenizer,
+                [prompt_ids[i] for i in batch],
+                max_new_tokens=config.target_sequence_length,
+                do_sample=config.temperature > 0,
+                temperature=config.temperature or 1.0,
+                top_p=config.top_p,
+                top_k=config.top_k,
+            )
+            done.update(zip(batch, answers, strict=True))
+            journal.append(
+                (i, {PREDICTION: answer}) for i, answer in zip(batch, answers, strict=True)
+            )
+            bar.update(len(batch))
         bar.close()
     # step 5. the whole file, atomically, in input order
     rows = [{**raw[i], PREDICTION: done[i]} for i in range(len(records))]
     atomic_write_jsonl(out, rows)
-    partial.unlink(missing_ok=True)
+    journal.remove()
     return InferResult(out, len(rows), resolved.describe(), resumed)
 
 
@@ -220,31 +212,3 @@ def _fingerprint(config: InferConfig, resolved: ResolvedModel, prompt_ids: list[
     digest = hashlib.sha256(json.dumps([settings, resolved.describe()], sort_keys=True).encode())
     digest.update(json.dumps(prompt_ids).encode())
     return digest.hexdigest()
-
-
-def _start_partial(partial: Path, fingerprint: str) -> None:
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"fingerprint": fingerprint}) + "\n")
-
-
-def _read_partial(partial: Path, fingerprint: str) -> dict[int, str]:
-    """Answers already written by an earlier run with the same settings (else none)."""
-    if not partial.is_file():
-        return {}
-    text = partial.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    if not text.endswith("\n"):  # a line torn by a kill: its batch is answered again
-        lines = lines[:-1]
-        atomic_write_text(partial, "".join(f"{line}\n" for line in lines))
-    try:
-        if json.loads(lines[0]).get("fingerprint") != fingerprint:
-            logger.info("%s was written with other settings; starting again", partial)
-            return {}
-    except (IndexError, ValueError, AttributeError):
-        return {}
-    done: dict[int, str] = {}
-    for line in lines[1:]:
-        row = json.loads(line)
-        done[row["index"]] = row[PREDICTION]
-    return done

@@ -8,6 +8,8 @@ be read, and, with `human_preference_column`, the autorater's agreement with the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from rlhfkit.data.records import PromptRecord, grader_item
 from rlhfkit.errors import ConfigError, DatasetError
 from rlhfkit.eval.autoraters import JudgeConfig, Judgment, Pair, judge_all, load_autorater
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
-from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
+from rlhfkit.fileio import Journal, atomic_write_json, atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +92,20 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     # step 2. pair the answers by prompt, read the human labels
     pairs = pair_predictions(file_a, file_b, config.response_column_a, config.response_column_b)
     humans = human_labels(pairs, config.human_preference_column, file_a)
-    # step 3. judge
+    # step 3. judge; judgments are kept as they are made, so a killed run continues
+    journal = Journal(out / "judgments.partial", _fingerprint(config, pairs))
+    done = {i: Judgment.from_row(row) for i, row in journal.open().items()}
+    if done:
+        logger.info("sxs: continuing, %d of %d pairs already judged", len(done), len(pairs))
     rater = load_autorater(config.autorater, config)
     logger.info("sxs: %d pairs judged by %s", len(pairs), rater.name)
     bar = progress_bar(len(pairs), 0, "sxs", unit="pair")
+
+    def record(judged: list[tuple[int, Judgment]]) -> None:
+        journal.append((i, judgment.to_row()) for i, judgment in judged)
+
     try:
-        judgments = judge_all(rater, pairs, config.batch_size, bar)
+        judgments = judge_all(rater, pairs, config.batch_size, bar, done, record)
     finally:
         bar.close()
         if hasattr(rater, "close"):
@@ -110,7 +120,16 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     atomic_write_jsonl(out / JUDGMENTS_FILE, [j.to_row() for j in judgments])
     atomic_write_json(out / METRICS_FILE, metrics)
     atomic_write_json(out / "config.json", to_dict(config))
+    journal.remove()
     return SxSResult(out, metrics, judgments)
+
+
+def _fingerprint(config: SxSConfig, pairs: list[Pair]) -> str:
+    """What the judgments depend on: the autorater and its settings, and the pairs."""
+    ignored = ("a", "b", "out", "batch_size", "human_preference_column", "prompt_dataset")
+    settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
+    content = [[str(p.id), p.record.text, p.response_a, p.response_b] for p in pairs]
+    return hashlib.sha256(json.dumps([settings, content], sort_keys=True).encode()).hexdigest()
 
 
 def _predictions(config: SxSConfig, value: str, target: Path) -> Path:
