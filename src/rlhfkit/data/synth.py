@@ -19,13 +19,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhfkit.config import build_config, check, param
+from rlhfkit.config import build_config, check, param, to_dict
 from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import load_prompts
 from rlhfkit.data.records import PreferenceRecord, grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.eval.autoraters import JudgeConfig
-from rlhfkit.fileio import atomic_write_jsonl
+from rlhfkit.fileio import Journal, atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,8 @@ class SynthResult:
 
 def synthesize(config: SynthConfig) -> SynthResult:
     """Sample two candidates per prompt, label the pairs, write the preference file."""
-    from rlhfkit.eval.autoraters import Pair, judge_all, load_autorater
+    from rlhfkit.eval.autoraters import Pair, judge_pairs, load_autorater, pairs_fingerprint
     from rlhfkit.eval.infer import InferConfig, infer
-    from rlhfkit.train.common import progress_bar
 
     # step 1. the labeller first: a bad grader file fails before any sampling
     rater = load_autorater(config.label_source, config)
@@ -114,13 +113,9 @@ def synthesize(config: SynthConfig) -> SynthResult:
         )
         for i, (r0, r1) in enumerate(zip(records_0, records_1, strict=True))
     ]
-    bar = progress_bar(len(pairs), 0, "label", unit="pair")
-    try:
-        judgments = judge_all(rater, pairs, config.batch_size, bar)
-    finally:
-        bar.close()
-        if hasattr(rater, "close"):
-            rater.close()
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("out", "batch_size")}
+    journal = Journal(work / "labels.partial", pairs_fingerprint(settings, pairs))
+    judgments = judge_pairs(rater, pairs, config.batch_size, journal, desc="label")
     # step 4. keep the pairs the labeller separates
     from rlhfkit.data.convert import rlhf_preference_row
 

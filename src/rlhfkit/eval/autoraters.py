@@ -13,6 +13,9 @@ Identical answers always tie with confidence 1.0, without asking the autorater.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,9 @@ from rlhfkit.config import check, param
 from rlhfkit.data.config import DataConfig
 from rlhfkit.data.records import PromptRecord
 from rlhfkit.errors import ConfigError
+from rlhfkit.fileio import Journal
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("reward_model", "grader", "judge")
 
@@ -266,6 +272,45 @@ def load_autorater(spec: str, judge: JudgeConfig | None = None) -> Autorater:
     if kind == "grader":
         return GraderRater(target)
     return PairwiseJudgeRater(target, judge or JudgeConfig())
+
+
+def judge_pairs(
+    rater: Autorater,
+    pairs: list[Pair],
+    batch_size: int,
+    journal: Journal | None = None,
+    desc: str = "sxs",
+) -> list[Judgment]:
+    """Judge every pair with a progress bar, then close the rater.
+
+    With a `journal`, judgments are kept as they are made, and those a killed run already
+    made (with the same fingerprint) are taken from it instead of asking again.
+    """
+    from rlhfkit.train.common import progress_bar
+
+    done = {i: Judgment.from_row(row) for i, row in journal.open().items()} if journal else {}
+    if done:
+        logger.info("%s: continuing, %d of %d pairs already judged", desc, len(done), len(pairs))
+    logger.info("%s: %d pairs judged by %s", desc, len(pairs), rater.name)
+
+    def record(judged: list[tuple[int, Judgment]]) -> None:
+        if journal is not None:
+            journal.append((i, judgment.to_row()) for i, judgment in judged)
+
+    bar = progress_bar(len(pairs), 0, desc, unit="pair")
+    try:
+        return judge_all(rater, pairs, batch_size, bar, done, record)
+    finally:
+        bar.close()
+        if hasattr(rater, "close"):
+            rater.close()
+
+
+def pairs_fingerprint(settings: dict[str, Any], pairs: list[Pair]) -> str:
+    """A hash of what judgments depend on: the autorater's settings and the pairs."""
+    content = [[str(p.id), p.record.text, p.response_a, p.response_b] for p in pairs]
+    text = json.dumps([settings, content], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def judge_all(

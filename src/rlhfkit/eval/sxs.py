@@ -8,8 +8,6 @@ be read, and, with `human_preference_column`, the autorater's agreement with the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,14 @@ from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import load_prompts
 from rlhfkit.data.records import PromptRecord, grader_item
 from rlhfkit.errors import ConfigError, DatasetError
-from rlhfkit.eval.autoraters import JudgeConfig, Judgment, Pair, judge_all, load_autorater
+from rlhfkit.eval.autoraters import (
+    JudgeConfig,
+    Judgment,
+    Pair,
+    judge_pairs,
+    load_autorater,
+    pairs_fingerprint,
+)
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
 from rlhfkit.fileio import Journal, atomic_write_json, atomic_write_jsonl
 
@@ -83,8 +88,6 @@ def is_prediction_file(value: str) -> bool:
 
 def run_sxs(config: SxSConfig) -> SxSResult:
     """Answer with a and b if needed, pair the answers, judge them, write the results."""
-    from rlhfkit.train.common import progress_bar
-
     out = Path(config.out)
     # step 1. prediction files (a model is run on the prompts first)
     file_a = _predictions(config, config.a, out / "predictions_a.jsonl")
@@ -93,23 +96,11 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     pairs = pair_predictions(file_a, file_b, config.response_column_a, config.response_column_b)
     humans = human_labels(pairs, config.human_preference_column, file_a)
     # step 3. judge; judgments are kept as they are made, so a killed run continues
-    journal = Journal(out / "judgments.partial", _fingerprint(config, pairs))
-    done = {i: Judgment.from_row(row) for i, row in journal.open().items()}
-    if done:
-        logger.info("sxs: continuing, %d of %d pairs already judged", len(done), len(pairs))
+    ignored = ("a", "b", "out", "batch_size", "human_preference_column", "prompt_dataset")
+    settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
+    journal = Journal(out / "judgments.partial", pairs_fingerprint(settings, pairs))
     rater = load_autorater(config.autorater, config)
-    logger.info("sxs: %d pairs judged by %s", len(pairs), rater.name)
-    bar = progress_bar(len(pairs), 0, "sxs", unit="pair")
-
-    def record(judged: list[tuple[int, Judgment]]) -> None:
-        journal.append((i, judgment.to_row()) for i, judgment in judged)
-
-    try:
-        judgments = judge_all(rater, pairs, config.batch_size, bar, done, record)
-    finally:
-        bar.close()
-        if hasattr(rater, "close"):
-            rater.close()
+    judgments = judge_pairs(rater, pairs, config.batch_size, journal)
     # step 4. metrics and files
     metrics = sxs_metrics(judgments, humans)
     metrics["autorater"] = config.autorater
@@ -122,14 +113,6 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     atomic_write_json(out / "config.json", to_dict(config))
     journal.remove()
     return SxSResult(out, metrics, judgments)
-
-
-def _fingerprint(config: SxSConfig, pairs: list[Pair]) -> str:
-    """What the judgments depend on: the autorater and its settings, and the pairs."""
-    ignored = ("a", "b", "out", "batch_size", "human_preference_column", "prompt_dataset")
-    settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
-    content = [[str(p.id), p.record.text, p.response_a, p.response_b] for p in pairs]
-    return hashlib.sha256(json.dumps([settings, content], sort_keys=True).encode()).hexdigest()
 
 
 def _predictions(config: SxSConfig, value: str, target: Path) -> Path:
