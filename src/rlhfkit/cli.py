@@ -97,13 +97,30 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def stage_command(
+    commands: argparse._SubParsersAction, name: str, handler: Handler, **texts: str
+) -> argparse.ArgumentParser:
+    """A command whose parameters are `--config FILE.yaml` and `key=value` overrides."""
+    parser = commands.add_parser(name, **texts)
+    add_config_arguments(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def command_group(
+    commands: argparse._SubParsersAction, name: str, help: str
+) -> argparse._SubParsersAction:
+    """A command with commands under it (`rlhfkit data ...`); alone it prints its help."""
+    group = commands.add_parser(name, help=help)
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+    return group.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+
+
 # ---------------------------------------------------------------- data
 
 
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="inspect and convert datasets")
-    sub = data.add_subparsers(title="data commands", metavar="COMMAND")
-    data.set_defaults(handler=lambda _args: data.print_help() or 2)
+    sub = command_group(commands, "data", "inspect and convert datasets")
 
     inspect = sub.add_parser(
         "inspect",
@@ -129,16 +146,16 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
     convert.set_defaults(handler=_data_convert)
 
-    synth = sub.add_parser(
+    stage_command(
+        sub,
         "synth",
         help="make a preference dataset from AI feedback (a grader or a judge labels pairs)",
         description="Sample two candidate answers per prompt from a model and let a grader "
         "(grader=FILE) or a pairwise judge (judge=MODEL_OR_URL) pick the better one; writes "
         "an rlhf_pipeline preference file. Parameters: see the README's config reference "
         "(SynthConfig).",
+        handler=_data_synth,
     )
-    add_config_arguments(synth)
-    synth.set_defaults(handler=_data_synth)
 
 
 def _data_inspect(args: argparse.Namespace) -> int:
@@ -191,9 +208,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
-    model = commands.add_parser("model", help="load and try a model")
-    sub = model.add_subparsers(title="model commands", metavar="COMMAND")
-    model.set_defaults(handler=lambda _args: model.print_help() or 2)
+    sub = command_group(commands, "model", "load and try a model")
     check = sub.add_parser(
         "check",
         help="load a model and answer one chat prompt",
@@ -238,25 +253,25 @@ def _model_check(args: argparse.Namespace) -> int:
 
 
 def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser(
+    stage_command(
+        commands,
         "train-reward",
         help="train a Bradley-Terry reward model on a preference dataset",
         description="Train a reward model (LoRA adapter and scalar head, or full "
         "fine-tuning) on preference pairs. Parameters: see the README's config reference.",
+        handler=_train_reward,
     )
-    add_config_arguments(train)
-    train.set_defaults(handler=_train_reward)
 
-    rl = commands.add_parser(
+    stage_command(
+        commands,
         "train-rl",
         help="tune the policy with RL: PPO, GRPO or RLOO against a reward model or grader",
         description="Tune a LoRA adapter on the base model so that the reward model (or a "
         "grader) scores its answers higher: method=ppo (default; a critic and a KL penalty "
         "to the base model) or method=grpo / rloo (several answers per prompt, "
         "group-relative advantages). Parameters: see the README's config reference.",
+        handler=_train_rl,
     )
-    add_config_arguments(rl)
-    rl.set_defaults(handler=_train_rl)
 
     score = commands.add_parser(
         "score",
@@ -334,9 +349,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _add_grader_commands(commands: argparse._SubParsersAction) -> None:
-    grader = commands.add_parser("grader", help="check and try a grader file")
-    sub = grader.add_subparsers(title="grader commands", metavar="COMMAND")
-    grader.set_defaults(handler=lambda _args: grader.print_help() or 2)
+    sub = command_group(commands, "grader", "check and try a grader file")
 
     validate = sub.add_parser(
         "validate",
@@ -440,25 +453,25 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
 
 def _add_eval_commands(commands: argparse._SubParsersAction) -> None:
-    infer = commands.add_parser(
+    stage_command(
+        commands,
         "infer",
         help="answer every prompt of a dataset with a model (bulk inference)",
         description="Run a model (reference, folder, adapter or RL run directory) on every "
         "prompt; writes the input rows with `prediction` added. Parameters: see the "
         "README's config reference (InferConfig).",
+        handler=_infer,
     )
-    add_config_arguments(infer)
-    infer.set_defaults(handler=_infer)
 
-    sxs = commands.add_parser(
+    stage_command(
+        commands,
         "sxs",
         help="compare two models' answers side by side with an autorater",
         description="Judge a's answers against b's (prediction files, or models run first) "
         "with reward_model:DIR, grader:FILE or judge:MODEL_OR_URL; writes judgments.jsonl "
         "and metrics.json. Parameters: see the README's config reference (SxSConfig).",
+        handler=_sxs,
     )
-    add_config_arguments(sxs)
-    sxs.set_defaults(handler=_sxs)
 
     plot = commands.add_parser(
         "plot",
@@ -577,19 +590,17 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _add_label_commands(commands: argparse._SubParsersAction) -> None:
-    label = commands.add_parser("label", help="human feedback: judge pairs in the browser")
-    sub = label.add_subparsers(title="label commands", metavar="COMMAND")
-    label.set_defaults(handler=lambda _args: label.print_help() or 2)
+    sub = command_group(commands, "label", "human feedback: judge pairs in the browser")
 
-    serve = sub.add_parser(
+    stage_command(
+        sub,
         "serve",
         help="serve a local page where people choose the better of two answers",
         description="Serve the labelling page for pairs=FILE, run=RUN_DIR or a=FILE b=FILE; "
         "judgments go to db=labels.db (SQLite). Prints the page's URL and access token. "
         "Parameters: see the README's config reference (LabelServeConfig).",
+        handler=_label_serve,
     )
-    add_config_arguments(serve)
-    serve.set_defaults(handler=_label_serve)
 
     export = sub.add_parser(
         "export",
