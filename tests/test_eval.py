@@ -354,9 +354,14 @@ def test_sxs_user_mistakes_are_clear_errors(tmp_path, capsys):
         ([*base, f"b={b}", "response_column_b=answer"], ["b.jsonl:1", "'answer'"]),
         ([*base, "b=some-model"], ["prompt_dataset"]),
         ([*base, f"b={tmp_path / 'missing.jsonl'}"], ["does not exist"]),
-        ([f"a={a}", f"b={b}", "autorater=vibes", "out=o"], ["reward_model:DIR"]),
+        ([f"a={a}", f"b={b}", "autorater=vibes", f"out={tmp_path / 'o'}"], ["reward_model:DIR"]),
         (
-            [f"a={a}", f"b={b}", f"autorater=reward_model:{tmp_path}/nope", "out=o"],
+            [
+                f"a={a}",
+                f"b={b}",
+                f"autorater=reward_model:{tmp_path}/nope",
+                f"out={tmp_path / 'o'}",
+            ],
             ["not a folder"],
         ),
     ]

@@ -80,23 +80,26 @@ class Journal:
     The file's first line holds the job's fingerprint (a hash of everything its results
     depend on); then one JSON object per finished piece, `{"index": i, ...}`. A journal
     with another fingerprint is from other settings and is started again; a line torn by
-    a kill is dropped (its piece is done again).
+    a kill is dropped (its piece is done again). The file appears with the first finished
+    piece, so a job that fails before any leaves nothing behind.
     """
 
     def __init__(self, path: str | Path, fingerprint: str):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self._started = False
 
     def open(self) -> dict[int, dict[str, Any]]:
-        """The pieces already finished with this fingerprint, by index; starts the file
-        afresh when there are none."""
+        """The pieces already finished with this fingerprint, by index."""
         done = self._read()
-        if not done:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        self._started = bool(done)
         return done
 
     def append(self, pieces: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        if not self._started:  # a new journal, or one of other settings: replace it
+            header = json.dumps({"fingerprint": self.fingerprint}) + "\n"
+            atomic_write_text(self.path, header)
+            self._started = True
         with open(self.path, "a", encoding="utf-8") as fh:
             for index, payload in pieces:
                 fh.write(json.dumps({"index": index, **payload}, ensure_ascii=False) + "\n")
