@@ -209,8 +209,8 @@ mine = whiten(
 together = torch.cat(parallel.gather([mine]))
 expected = masked_whiten(values, mask)
 assert torch.allclose(together, expected, atol=1e-5), (together - expected).abs().max()
-stats = parallel.mean({"x": float(parallel.rank)})
-assert stats == {"x": 0.5}, stats
+stats = parallel.reduce({"x": float(parallel.rank), "pairs_per_second": 1.5})
+assert stats == {"x": 0.5, "pairs_per_second": 3.0}, stats
 if parallel.is_main:
     print("WHITEN OK")
 leave_process_group()

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if rank > 0:  # a distributed run's other ranks: rank 0 reports; errors still show
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     logging.basicConfig(
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code = args.handler(args)
-        if code == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if code == 0 and world > 1:
             from rlhfkit.train.parallel import leave_process_group
 
             leave_process_group()
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        if world < 2:
             raise
         from rlhfkit.train.parallel import peer_failure
 

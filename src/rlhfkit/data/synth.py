@@ -25,7 +25,7 @@ from rlhfkit.data.formats import load_prompts
 from rlhfkit.data.records import PreferenceRecord, grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.eval.autoraters import JudgeConfig
-from rlhfkit.fileio import Journal, atomic_write_jsonl
+from rlhfkit.fileio import atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SynthResult:
 
 def synthesize(config: SynthConfig) -> SynthResult:
     """Sample two candidates per prompt, label the pairs, write the preference file."""
-    from rlhfkit.eval.autoraters import Pair, judge_pairs, load_autorater, pairs_fingerprint
+    from rlhfkit.eval.autoraters import Pair, judge_pairs, load_autorater
     from rlhfkit.eval.infer import InferConfig, infer
 
     # step 1. the labeller first: a bad grader file fails before any sampling
@@ -114,8 +114,9 @@ def synthesize(config: SynthConfig) -> SynthResult:
         for i, (r0, r1) in enumerate(zip(records_0, records_1, strict=True))
     ]
     settings = {k: v for k, v in to_dict(config).items() if k not in ("out", "batch_size")}
-    journal = Journal(work / "labels.partial", pairs_fingerprint(settings, pairs))
-    judgments = judge_pairs(rater, pairs, config.batch_size, journal, desc="label")
+    judgments = judge_pairs(
+        rater, pairs, config.batch_size, work / "labels.partial", settings, desc="label"
+    )
     # step 4. keep the pairs the labeller separates
     from rlhfkit.data.convert import rlhf_preference_row
 

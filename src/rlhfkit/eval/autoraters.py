@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -278,73 +277,57 @@ def judge_pairs(
     rater: Autorater,
     pairs: list[Pair],
     batch_size: int,
-    journal: Journal | None = None,
+    journal_path: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
     desc: str = "sxs",
 ) -> list[Judgment]:
-    """Judge every pair with a progress bar, then close the rater.
+    """Judge pairs in batches with a progress bar, then close the rater. Identical answers
+    tie without asking the rater.
 
-    With a `journal`, judgments are kept as they are made, and those a killed run already
-    made (with the same fingerprint) are taken from it instead of asking again.
+    Args:
+        journal_path: where judgments are kept as they are made; a killed run started again
+            with the same `settings` (the autorater's) and pairs takes them from there
+            instead of asking again.
+        settings: what the judgments depend on besides the pairs.
     """
     from rlhfkit.train.common import progress_bar
 
-    done = {i: Judgment.from_row(row) for i, row in journal.open().items()} if journal else {}
+    journal = None
+    done: dict[int, Judgment] = {}
+    if journal_path is not None:
+        journal = Journal(journal_path, _fingerprint(settings or {}, pairs))
+        done = {i: Judgment.from_row(row) for i, row in journal.open().items()}
     if done:
         logger.info("%s: continuing, %d of %d pairs already judged", desc, len(done), len(pairs))
     logger.info("%s: %d pairs judged by %s", desc, len(pairs), rater.name)
-
-    def record(judged: list[tuple[int, Judgment]]) -> None:
-        if journal is not None:
-            journal.append((i, judgment.to_row()) for i, judgment in judged)
-
-    bar = progress_bar(len(pairs), 0, desc, unit="pair")
-    try:
-        return judge_all(rater, pairs, batch_size, bar, done, record)
-    finally:
-        bar.close()
-        if hasattr(rater, "close"):
-            rater.close()
-
-
-def pairs_fingerprint(settings: dict[str, Any], pairs: list[Pair]) -> str:
-    """A hash of what judgments depend on: the autorater's settings and the pairs."""
-    content = [[str(p.id), p.record.text, p.response_a, p.response_b] for p in pairs]
-    text = json.dumps([settings, content], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def judge_all(
-    rater: Autorater,
-    pairs: list[Pair],
-    batch_size: int,
-    progress=None,
-    done: dict[int, Judgment] | None = None,
-    record: Callable[[list[tuple[int, Judgment]]], None] | None = None,
-) -> list[Judgment]:
-    """Judge pairs in batches; identical answers tie without asking the rater.
-
-    Args:
-        done: judgments already made (by index), e.g. by a run that was killed.
-        record: called with each batch's (index, judgment) once it is judged.
-    """
     out: list[Judgment | None] = [None] * len(pairs)
     todo = []
     for i, pair in enumerate(pairs):
-        if done and i in done:
+        if i in done:
             out[i] = done[i]
         elif pair.response_a == pair.response_b:
             out[i] = _judgment(pair, "TIE", 1.0, "the two answers are identical")
         else:
             todo.append(i)
-    if progress is not None:
-        progress.update(len(pairs) - len(todo))
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        judged = list(zip(batch, rater.judge([pairs[i] for i in batch]), strict=True))
-        for i, judgment in judged:
-            out[i] = judgment
-        if record is not None:
-            record(judged)
-        if progress is not None:
-            progress.update(len(batch))
+    bar = progress_bar(len(pairs), len(pairs) - len(todo), desc, unit="pair")
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            judged = list(zip(batch, rater.judge([pairs[i] for i in batch]), strict=True))
+            for i, judgment in judged:
+                out[i] = judgment
+            if journal is not None:
+                journal.append((i, judgment.to_row()) for i, judgment in judged)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if hasattr(rater, "close"):
+            rater.close()
     return out  # type: ignore[return-value]
+
+
+def _fingerprint(settings: dict[str, Any], pairs: list[Pair]) -> str:
+    """A hash of what judgments depend on: the autorater's settings and the pairs."""
+    content = [[str(p.id), p.record.text, p.response_a, p.response_b] for p in pairs]
+    text = json.dumps([settings, content], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -195,9 +195,7 @@ def infer(config: InferConfig) -> InferResult:
                 top_k=config.top_k,
             )
             done.update(zip(batch, answers, strict=True))
-            journal.append(
-                (i, {PREDICTION: answer}) for i, answer in zip(batch, answers, strict=True)
-            )
+            journal.append((i, {PREDICTION: done[i]}) for i in batch)
             bar.update(len(batch))
         bar.close()
     # step 5. the whole file, atomically, in input order

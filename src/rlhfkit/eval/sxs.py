@@ -24,14 +24,15 @@ from rlhfkit.eval.autoraters import (
     Pair,
     judge_pairs,
     load_autorater,
-    pairs_fingerprint,
 )
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
-from rlhfkit.fileio import Journal, atomic_write_json, atomic_write_jsonl
+from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
 
 JUDGMENTS_FILE = "judgments.jsonl"
+JOURNAL_FILE = "judgments.partial"
+"""Judgments made so far, kept while sxs runs so that a killed run continues."""
 METRICS_FILE = "metrics.json"
 PREDICTION_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
 
@@ -98,9 +99,8 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     # step 3. judge; judgments are kept as they are made, so a killed run continues
     ignored = ("a", "b", "out", "batch_size", "human_preference_column", "prompt_dataset")
     settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
-    journal = Journal(out / "judgments.partial", pairs_fingerprint(settings, pairs))
     rater = load_autorater(config.autorater, config)
-    judgments = judge_pairs(rater, pairs, config.batch_size, journal)
+    judgments = judge_pairs(rater, pairs, config.batch_size, out / JOURNAL_FILE, settings)
     # step 4. metrics and files
     metrics = sxs_metrics(judgments, humans)
     metrics["autorater"] = config.autorater
@@ -111,7 +111,7 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     atomic_write_jsonl(out / JUDGMENTS_FILE, [j.to_row() for j in judgments])
     atomic_write_json(out / METRICS_FILE, metrics)
     atomic_write_json(out / "config.json", to_dict(config))
-    journal.remove()
+    (out / JOURNAL_FILE).unlink(missing_ok=True)
     return SxSResult(out, metrics, judgments)
 
 

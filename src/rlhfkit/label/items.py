@@ -83,9 +83,6 @@ def items_from_predictions(
     """Pairs from two prediction files over the same prompts (as `rlhfkit sxs` pairs them)."""
     from rlhfkit.eval.sxs import pair_predictions
 
-    for name, value in (("a", file_a), ("b", file_b)):
-        if not Path(value).is_file():
-            raise ConfigError(f"{name}={value}: no such prediction file")
     items = []
     for pair in pair_predictions(Path(file_a), Path(file_b), column_a, column_b):
         record = pair.record

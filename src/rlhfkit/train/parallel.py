@@ -114,14 +114,19 @@ class Parallel:
         with model.no_sync():
             yield
 
-    def mean(self, stats: dict[str, float]) -> dict[str, float]:
-        """Each statistic averaged over the ranks (equal shares: the mean over the batch)."""
+    def reduce(self, stats: dict[str, float]) -> dict[str, float]:
+        """One step's statistics over the ranks: throughputs (`*_per_second`) add up, every
+        other statistic is averaged (equal shares: the mean over the whole batch)."""
         if self.accelerator is None:
             return stats
         keys = sorted(stats)
-        values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
-        values = self._all_reduce(values) / self.world_size
-        return {**stats, **dict(zip(keys, values.tolist(), strict=True))}
+        values = self._all_reduce(
+            torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+        )
+        return {
+            k: v if k.endswith("_per_second") else v / self.world_size
+            for k, v in zip(keys, values.tolist(), strict=True)
+        }
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over the ranks (float64 on the CPU, a copy)."""

@@ -471,15 +471,13 @@ class RewardTrainer:
         grad_norm = clip_gradients(self.params, config.max_grad_norm)
         self.optimizer.step()
         elapsed = time.perf_counter() - started
-        world = self.parallel.world_size
-        return self.parallel.mean(
+        return self.parallel.reduce(
             {
                 **sums,
                 "grad_norm": grad_norm,
                 "timing/step": elapsed,
-                # every rank did its share in about the same time: throughput adds up
-                "pairs_per_second": len(batch_pairs) * world / elapsed,
-                "tokens_per_second": tokens * world / elapsed,
+                "pairs_per_second": len(batch_pairs) / elapsed,
+                "tokens_per_second": tokens / elapsed,
             }
         )
 

@@ -578,8 +578,7 @@ class RLTrainer(ABC):
             lr = self.scheduler.get_last_lr()[0]
             parallel.seed_sampling(config.seed, step)
             stats, samples = self._step(step, parallel.shard(indices))
-            stats = parallel.mean(stats)
-            stats["tokens_per_second"] *= parallel.world_size  # each rank did its share
+            stats = parallel.reduce(stats)
             self.scheduler.step()
             window.append(stats)
             done = step + 1
