@@ -27,6 +27,7 @@ from rlhfkit.models.reward import (
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
+    release_free_memory,
     clip_gradients,
     is_due,
     lr_factor,
@@ -467,6 +468,8 @@ class RewardTrainer:
                 (stats.loss * weight).backward()
             for key in sums:
                 sums[key] += getattr(stats, key).item() * weight
+            if model.device.type == "cpu":
+                release_free_memory()  # before the next micro-batch, of another shape
         # step 4. optimizer step
         grad_norm = clip_gradients(self.params, config.max_grad_norm)
         self.optimizer.step()
