@@ -32,6 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+LAUNCH_ENVIRONMENT = dict(os.environ)
+"""The environment this benchmark was started with. Each side's process starts from it, not
+from this process's environment, which rlhfkit changes when imported here (it keeps PyTorch's
+oneDNN shape cache small for itself: LRU_CACHE_CAPACITY); the peer must not inherit that."""
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "reward_throughput.json"
 SCRATCH_DIR = BENCH_DIR / "results" / "tmp" / "reward_throughput"
@@ -667,7 +672,7 @@ def run_child(
         dtype,
     ]
     env = {
-        **os.environ,
+        **LAUNCH_ENVIRONMENT,
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -30,9 +30,11 @@ def _run(model, dtype: torch.dtype, autocast: bool):
 
     ids, mask = _inputs()
     params = {id(p) for p in model.parameters()}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+    ):
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
     hidden.float().square().mean().backward()
     activations = sum(
         n for ptr, n in kept.items() if ptr not in {p.data_ptr() for p in model.parameters()}
@@ -81,3 +83,29 @@ def test_other_attention_and_activations_are_left_alone():
     assert "forward" not in vars(model.model.layers[0].mlp)
     assert "forward" in vars(model.model.layers[1].mlp)
     assert "forward" in vars(model.model.norm)
+
+
+def test_heap_is_trimmed_after_every_tenth_layer_and_the_last(monkeypatch):
+    from rlhfkit.train import common
+
+    calls: list[int] = []
+    layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(23))
+    for index, layer in enumerate(layers, start=1):
+        layer.register_forward_hook(lambda *_, index=index: calls.append(-index))
+    monkeypatch.setattr(common, "release_free_memory", lambda: calls.append(len(calls)))
+    handles = common.trim_heap_during_forward(layers, every=10)
+    if common._malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim on this system")
+    assert len(handles) == 3  # after layers 10, 20 and 23 (the last)
+    x = torch.randn(2, 4)
+    expected = x
+    for layer in layers:
+        expected = layer(expected)
+    calls.clear()
+    for layer in layers:
+        x = layer(x)
+    assert torch.equal(x, expected)
+    trims = [i for i, c in enumerate(calls) if c >= 0]
+    assert [calls[i - 1] for i in trims] == [-10, -20, -23]
+    for handle in handles:
+        handle.remove()

@@ -16,6 +16,12 @@ from rlhfkit.models.reward import (
     build_reward_model,
     load_reward_model,
 )
+from rlhfkit.models.shared_prompt import (
+    packed_forward,
+    packed_mask,
+    shared_prompt_forward,
+    supports_packing,
+)
 from rlhfkit.tracking import read_metrics
 from rlhfkit.train.common import sample_indices
 from rlhfkit.train.reward import (
@@ -230,3 +236,45 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
     a, b = strip(read_metrics(tmp_path / "a")), strip(read_metrics(tmp_path / "b"))
     assert [r["step"] for r in b] == list(range(1, 41))
     assert a == b
+
+
+def test_packed_mask_keeps_the_answers_apart():
+    prompt_mask = torch.tensor([[0, 1, 1]])  # one left pad
+    response_mask = torch.tensor([[1, 1], [1, 0]])  # two answers; the second has one token
+    mask = packed_mask(prompt_mask, response_mask)[0, 0].int()
+    # rows: pad, p1, p2, a1, a2, b1, b(pad); columns likewise
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0, 0],  # a padding query sees only itself
+            [0, 1, 0, 0, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0, 0],  # answer A: the prompt and A so far
+            [0, 1, 1, 1, 1, 0, 0],
+            [0, 1, 1, 0, 0, 1, 0],  # answer B: the prompt and B, never A
+            [0, 1, 1, 0, 0, 1, 1],  # B's padding: itself and what B sees
+        ]
+    )
+    assert torch.equal(mask, expected)
+
+
+def test_packed_pass_equals_the_key_value_cache_pass_with_gradients():
+    spec = RewardModelSpec(base_model="tiny-random-llama")
+    model = build_reward_model(spec, dtype="fp32", device="cpu", head_std=0.1)
+    assert supports_packing(model.trunk)
+    batch = ResponseBatch.build(
+        [[5, 6, 7, 8, 9], [11, 12]], [[20, 21, 2], [22, 2], [30, 2], [31, 32, 33, 2]], pad_id=2
+    )
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    results = []
+    for forward in (packed_forward, shared_prompt_forward):
+        model.zero_grad(set_to_none=True)
+        prompt_hidden, response_hidden = forward(model.trunk, *args)
+        real = response_hidden[batch.response_mask.bool()]
+        (real.square().mean() + prompt_hidden[batch.prompt_mask.bool()].mean()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((real.detach(), grads))
+    (packed, packed_grads), (cached, cached_grads) = results
+    torch.testing.assert_close(packed, cached, atol=1e-5, rtol=1e-5)
+    assert packed_grads.keys() == cached_grads.keys() and packed_grads
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, cached_grads[name], atol=1e-5, rtol=1e-4, msg=name)

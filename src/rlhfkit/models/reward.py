@@ -1,10 +1,11 @@
 """Reward model: a language-model trunk (LoRA or fully trainable) and a scalar head.
 
 The head reads the final hidden state of the last non-padding token of each response.
-Responses that share a prompt are scored with the prompt computed once: the prompt goes
-through the trunk, its key/value cache is repeated for each response, and the responses
-are run on top of it (gradients flow through the cache). For long prompts and short
-answers this halves the work of scoring a preference pair.
+Responses that share a prompt are scored with the prompt computed once: the prompt and its
+responses are packed into one row with a block mask (or, for attention implementations
+that take no such mask, the responses run on the prompt's key/value cache; see
+`models.shared_prompt`). For long prompts and short answers this halves the work of
+scoring a preference pair.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
-from rlhfkit.models.shared_prompt import shared_prompt_forward
+from rlhfkit.models.shared_prompt import (
+    packed_forward,
+    shared_prompt_forward,
+    supports_packing,
+)
 
 REWARD_CONFIG_FILE = "rlhfkit_reward.json"
 HEAD_FILE = "head.safetensors"
@@ -151,9 +156,12 @@ class RewardModel(nn.Module):
             return self._forward(batch)
 
     def _forward(self, batch: ResponseBatch) -> torch.Tensor:
+        trunk = self.trunk
+        # one packed pass where the attention takes a block mask, else the key/value cache
+        forward = packed_forward if supports_packing(trunk) else shared_prompt_forward
         with uncast_lora_inputs(self._lora_layers, self.device):
-            hidden = shared_prompt_forward(
-                self.trunk,
+            hidden = forward(
+                trunk,
                 batch.prompt_ids,
                 batch.prompt_mask,
                 batch.response_ids,

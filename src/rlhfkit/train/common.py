@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,31 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def trim_heap_during_forward(layers: Sequence[torch.nn.Module], every: int = 10) -> list:
+    """Hand freed heap memory back to the system after every `every`-th decoder layer runs.
+
+    A forward pass that keeps activations for the backward pass frees its temporaries
+    (fp32 norm buffers, rotary and attention scratch) between the kept tensors, and glibc
+    keeps those holes resident: on a 1k-token micro-batch of a 135M model about 150 MiB
+    at the end of the forward, exactly when memory peaks. Trimming at a few points of the
+    forward releases them (a few milliseconds per call). CPU only; no-op without glibc.
+
+    Returns:
+        the hook handles (`handle.remove()` undoes it).
+    """
+    if _malloc_trim() is None:
+        return []
+
+    def trim(*_: Any) -> None:
+        release_free_memory()
+
+    return [
+        layer.register_forward_hook(trim)
+        for index, layer in enumerate(layers, start=1)
+        if index % every == 0 or index == len(layers)
+    ]
 
 
 @functools.cache

@@ -27,15 +27,16 @@ from rlhfkit.models.reward import (
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
-    release_free_memory,
     clip_gradients,
     is_due,
     lr_factor,
     progress_bar,
+    release_free_memory,
     restore_trainable,
     resume_point,
     sample_indices,
     split_held_out,
+    trim_heap_during_forward,
     window_mean,
     write_config,
 )
@@ -334,6 +335,10 @@ class RewardTrainer:
             _spec(config), config.dtype, config.device, config.head_init_std, config.seed
         )
         self.model.train()
+        if device.type == "cpu":
+            # lowers the memory peak at no cost in speed (decoders that name their blocks
+            # `layers`: Llama, Mistral, Qwen)
+            trim_heap_during_forward(getattr(self.model.trunk, "layers", []))
         self.train_model = self.parallel.wrap(self.model)  # DDP when launched on N ranks
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
