@@ -378,6 +378,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     `train_reward_model(config)` is `RewardTrainer(config).run()`; the two calls are made
     separately here so the resident memory after loading can be read between them.
     """
+    from rlhfkit.models.shared_prompt import pack_rows
     from rlhfkit.tracking import read_metrics
     from rlhfkit.train.common import sample_indices
     from rlhfkit.train.reward import RewardTrainer, micro_batches, pair_batch
@@ -398,7 +399,8 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for chunk in micro_batches(pairs, config.micro_batch_tokens, config.pad_to_multiple):
             batch, _ = pair_batch(chunk, data.pad_id, config.pad_to_multiple)
             real.append(batch.tokens)
-            padded.append(batch.prompt_ids.numel() + batch.response_ids.numel())
+            tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids)
+            padded.append(pack_rows(*tensors, batch.response_mask, batch.multiple).ids.numel())
     at_limit = sum(
         len(p.prompt) >= args.prompt_length
         or max(len(p.chosen), len(p.rejected)) >= args.answer_length

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from rlhfkit.models.reward import (
     load_reward_model,
 )
 from rlhfkit.models.shared_prompt import (
+    pack_rows,
     packed_forward,
     packed_mask,
     shared_prompt_forward,
@@ -238,20 +240,27 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
     assert a == b
 
 
-def test_packed_mask_keeps_the_answers_apart():
-    prompt_mask = torch.tensor([[0, 1, 1]])  # one left pad
-    response_mask = torch.tensor([[1, 1], [1, 0]])  # two answers; the second has one token
-    mask = packed_mask(prompt_mask, response_mask)[0, 0].int()
-    # rows: pad, p1, p2, a1, a2, b1, b(pad); columns likewise
+def test_packed_rows_have_no_inner_padding_and_a_mask_that_keeps_answers_apart():
+    prompt_ids = torch.tensor([[0, 7, 8]])  # one left pad
+    prompt_mask = torch.tensor([[0, 1, 1]])
+    response_ids = torch.tensor([[21, 22], [31, 0]])  # two answers; the second has one token
+    response_mask = torch.tensor([[1, 1], [1, 0]])
+    rows = pack_rows(prompt_ids, prompt_mask, response_ids, response_mask, multiple=3)
+    # p1 p2 a1 a2 b1, then one padding token to reach a multiple of 3
+    assert rows.ids.tolist() == [[7, 8, 21, 22, 31, 0]]
+    assert rows.positions.tolist() == [[0, 1, 2, 3, 2, 0]]  # both answers start at 2
+    assert rows.segments.tolist() == [[0, 0, 1, 1, 2, -1]]
+    assert rows.prompt_index.tolist() == [[0, 0, 1]]
+    assert rows.response_index.tolist() == [[2, 3], [4, 0]]
+    mask = packed_mask(rows.segments)[0, 0].int()
     expected = torch.tensor(
         [
-            [1, 0, 0, 0, 0, 0, 0],  # a padding query sees only itself
-            [0, 1, 0, 0, 0, 0, 0],
-            [0, 1, 1, 0, 0, 0, 0],
-            [0, 1, 1, 1, 0, 0, 0],  # answer A: the prompt and A so far
-            [0, 1, 1, 1, 1, 0, 0],
-            [0, 1, 1, 0, 0, 1, 0],  # answer B: the prompt and B, never A
-            [0, 1, 1, 0, 0, 1, 1],  # B's padding: itself and what B sees
+            [1, 0, 0, 0, 0, 0],  # p1
+            [1, 1, 0, 0, 0, 0],  # p2
+            [1, 1, 1, 0, 0, 0],  # answer A: the prompt and A so far
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 0],  # answer B: the prompt and B, never A
+            [0, 0, 0, 0, 0, 1],  # padding sees only itself
         ]
     )
     assert torch.equal(mask, expected)
@@ -266,7 +275,7 @@ def test_packed_pass_equals_the_key_value_cache_pass_with_gradients():
     )
     args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     results = []
-    for forward in (packed_forward, shared_prompt_forward):
+    for forward in (partial(packed_forward, multiple=4), shared_prompt_forward):
         model.zero_grad(set_to_none=True)
         prompt_hidden, response_hidden = forward(model.trunk, *args)
         real = response_hidden[batch.response_mask.bool()]

@@ -1,10 +1,11 @@
 """Reward model: a language-model trunk (LoRA or fully trainable) and a scalar head.
 
 The head reads the final hidden state of the last non-padding token of each response.
-Responses that share a prompt are scored with the prompt computed once: the prompt and its
-responses are packed into one row with a block mask (or, for attention implementations
-that take no such mask, the responses run on the prompt's key/value cache; see
-`models.shared_prompt`). For long prompts and short answers this halves the work of
+Responses that share a prompt are scored with the prompt computed once. In training the
+prompt and its responses are packed into one row with a block mask; when scoring without
+gradients (and for attention implementations that take no such mask) the responses run on
+the prompt's key/value cache, so a response's reward does not depend on its batch; see
+`models.shared_prompt`. For long prompts and short answers this halves the work of
 scoring a preference pair.
 """
 
@@ -60,6 +61,7 @@ class ResponseBatch:
             b*k .. b*k+k-1. Shape: (B*k, A)
         response_mask: 1 on response tokens. Shape: (B*k, A)
         per_prompt: k, the number of responses per prompt.
+        multiple: widths are rounded up to a multiple of this (also a packed row's).
     """
 
     prompt_ids: torch.Tensor
@@ -67,6 +69,7 @@ class ResponseBatch:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     per_prompt: int
+    multiple: int = 1
 
     @classmethod
     def build(
@@ -90,7 +93,7 @@ class ResponseBatch:
         for row, ids in enumerate(responses):
             response_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             response_mask[row, : len(ids)] = 1
-        return cls(prompt_ids, prompt_mask, response_ids, response_mask, per_prompt)
+        return cls(prompt_ids, prompt_mask, response_ids, response_mask, per_prompt, multiple)
 
     def to(self, device: torch.device) -> ResponseBatch:
         return ResponseBatch(
@@ -99,6 +102,7 @@ class ResponseBatch:
             self.response_ids.to(device),
             self.response_mask.to(device),
             self.per_prompt,
+            self.multiple,
         )
 
     @property
@@ -157,16 +161,15 @@ class RewardModel(nn.Module):
 
     def _forward(self, batch: ResponseBatch) -> torch.Tensor:
         trunk = self.trunk
-        # one packed pass where the attention takes a block mask, else the key/value cache
-        forward = packed_forward if supports_packing(trunk) else shared_prompt_forward
+        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
         with uncast_lora_inputs(self._lora_layers, self.device):
-            hidden = forward(
-                trunk,
-                batch.prompt_ids,
-                batch.prompt_mask,
-                batch.response_ids,
-                batch.response_mask,
-            )[1]  # (B*k, A, H)
+            # training: one packed pass where the attention takes a block mask (faster);
+            # scoring: the key/value-cache pass, whose reward for a response does not
+            # depend on the other responses in the batch, not even by bf16 rounding
+            if torch.is_grad_enabled() and supports_packing(trunk):
+                hidden = packed_forward(trunk, *tensors, multiple=batch.multiple)[1]
+            else:
+                hidden = shared_prompt_forward(trunk, *tensors)[1]  # (B*k, A, H)
         last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
         final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
         return self.head(final.float()).squeeze(-1)

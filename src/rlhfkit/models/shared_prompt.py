@@ -11,8 +11,12 @@ removes most of the work.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from rlhfkit.models.generate import padded_width
 
 
 def shared_prompt_forward(
@@ -65,34 +69,83 @@ def supports_packing(trunk: nn.Module) -> bool:
     return getattr(config, "_attn_implementation", None) in PACKING_ATTENTION
 
 
-def packed_mask(prompt_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Attention mask of packed rows `[prompt | response 1 | ... | response k]`.
+@dataclass
+class PackedRows:
+    """Each prompt followed by its k responses in one row, with no padding between them.
 
-    A prompt token sees the real prompt tokens up to itself; a response token sees the real
-    prompt tokens and the real tokens of its own response up to itself. Every token also
-    sees itself, so a padding row is never empty.
+    Attributes:
+        ids: token ids; the row's tail past its last token is padding. Shape: (B, T)
+        positions: position of each token (a response continues from the prompt's end;
+            every response of a row starts at the same position). Shape: (B, T)
+        segments: 0 on the prompt, s on response s (1..k), -1 on padding. Shape: (B, T)
+        prompt_index: where each prompt token sits in its row (padding: 0). Shape: (B, P)
+        response_index: where each response token sits in its row, row b*k+s-1 of the
+            padded responses reading row b of the packed ones (padding: 0). Shape: (B*k, A)
+    """
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    segments: torch.Tensor
+    prompt_index: torch.Tensor
+    response_index: torch.Tensor
+
+
+def pack_rows(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    multiple: int = 1,
+) -> PackedRows:
+    """Pack left-padded prompts (B, P) and right-padded responses (B*k, A) into rows of
+    `[prompt | response 1 | ... | response k]`, padded at the end to the longest row rounded
+    up to `multiple`."""
+    batch, per_prompt = prompt_ids.shape[0], response_ids.shape[0] // prompt_ids.shape[0]
+    lengths = (prompt_mask.sum(1) + response_mask.sum(1).view(batch, per_prompt).sum(1)).tolist()
+    width = padded_width(lengths, multiple)
+    ids = torch.zeros((batch, width), dtype=prompt_ids.dtype, device=prompt_ids.device)
+    positions = torch.zeros_like(ids)
+    segments = torch.full_like(ids, -1)
+    prompt_index = torch.zeros_like(prompt_ids)
+    response_index = torch.zeros_like(response_ids)
+    for b in range(batch):
+        real = prompt_mask[b].nonzero().squeeze(1)  # (L,)
+        end = real.numel()
+        ids[b, :end] = prompt_ids[b, real]
+        positions[b, :end] = torch.arange(end, device=ids.device)
+        segments[b, :end] = 0
+        prompt_index[b, real] = torch.arange(end, device=ids.device)
+        start_position = end
+        for s in range(per_prompt):
+            row = b * per_prompt + s
+            size = int(response_mask[row].sum())
+            ids[b, end : end + size] = response_ids[row, :size]
+            positions[b, end : end + size] = start_position + torch.arange(size, device=ids.device)
+            segments[b, end : end + size] = s + 1
+            response_index[row, :size] = torch.arange(end, end + size, device=ids.device)
+            end += size
+    return PackedRows(ids, positions, segments, prompt_index, response_index)
+
+
+def packed_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Attention mask of packed rows (see `PackedRows`).
+
+    A prompt token sees the prompt up to itself; a response token sees the prompt and its
+    own response up to itself, never another response; nothing sees padding, and padding
+    sees only itself (so no row of the mask is empty).
 
     Args:
-        prompt_mask: 1 on prompt tokens (left-padded). Shape: (B, P)
-        response_mask: 1 on response tokens (right-padded), k rows per prompt.
-            Shape: (B*k, A)
+        segments: 0 on the prompt, s on response s, -1 on padding. Shape: (B, T)
 
     Returns:
-        True where query i may attend to key j. Shape: (B, 1, T, T), T = P + k*A
+        True where query i may attend to key j. Shape: (B, 1, T, T)
     """
-    batch, width = prompt_mask.shape[0], response_mask.shape[1]
-    per_prompt = response_mask.shape[0] // batch
-    real = torch.cat([prompt_mask, response_mask.reshape(batch, -1)], 1).bool()  # (B, T)
-    segment = torch.arange(per_prompt + 1, device=real.device).repeat_interleave(
-        torch.tensor([prompt_mask.shape[1]] + [width] * per_prompt, device=real.device)
-    )  # (T,): 0 on the prompt, s on response s
-    index = torch.arange(segment.shape[0], device=real.device)
+    width = segments.shape[1]
+    index = torch.arange(width, device=segments.device)
     causal = index[None, :] <= index[:, None]  # (T, T)
-    same = segment[None, :] == segment[:, None]
-    from_prompt = segment[None, :] == 0
-    allowed = causal & (same | from_prompt)  # (T, T)
-    mask = allowed[None] & real[:, None, :]  # (B, T, T)
-    return (mask | torch.eye(segment.shape[0], dtype=torch.bool, device=real.device))[:, None]
+    query, key = segments[:, :, None], segments[:, None, :]  # (B, T, 1), (B, 1, T)
+    allowed = causal[None] & ((key == query) | (key == 0)) & (key >= 0) & (query >= 0)  # (B, T, T)
+    return (allowed | torch.eye(width, dtype=torch.bool, device=segments.device))[:, None]
 
 
 def packed_forward(
@@ -101,28 +154,26 @@ def packed_forward(
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
+    multiple: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`shared_prompt_forward` in one pass: each prompt and its k responses are packed into
-    one row, and a block mask keeps the responses apart. Same results, fewer and larger
-    operations, no key/value cache; the attention spans all k responses, so this suits
-    small k (a preference pair) and `shared_prompt_forward` suits large groups.
+    one row with no padding between them (`pack_rows`), and a block mask keeps the responses
+    apart. Same results, fewer and larger operations, no key/value cache, no compute on
+    inner padding; the attention spans all k responses, so this suits small k (a
+    preference pair) and `shared_prompt_forward` suits large groups.
 
     Shapes as in `shared_prompt_forward`: prompts (B, P), responses (B*k, A); returns
-    prompt hidden states (B, P, H) and response hidden states (B*k, A, H).
+    prompt hidden states (B, P, H) and response hidden states (B*k, A, H), whose padding
+    positions hold arbitrary values. Packed rows are padded to a multiple of `multiple`.
     """
-    batch, prompt_width = prompt_ids.shape
-    per_prompt = response_ids.shape[0] // batch
-    width = response_ids.shape[1]
-    prompt_pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # (B, P)
-    prompt_len = prompt_mask.sum(1, keepdim=True)  # (B, 1)
-    response_pos = (prompt_len + torch.arange(width, device=prompt_len.device)).repeat(
-        1, per_prompt
-    )  # (B, k*A)
+    rows = pack_rows(prompt_ids, prompt_mask, response_ids, response_mask, multiple)
     hidden = trunk(
-        input_ids=torch.cat([prompt_ids, response_ids.reshape(batch, -1)], 1),
-        attention_mask=packed_mask(prompt_mask, response_mask),
-        position_ids=torch.cat([prompt_pos, response_pos], 1),
+        input_ids=rows.ids,
+        attention_mask=packed_mask(rows.segments),
+        position_ids=rows.positions,
         use_cache=False,
-    ).last_hidden_state  # (B, P + k*A, H)
-    responses = hidden[:, prompt_width:].reshape(batch * per_prompt, width, hidden.shape[-1])
-    return hidden[:, :prompt_width], responses
+    ).last_hidden_state  # (B, T, H)
+    batch, per_prompt = prompt_ids.shape[0], response_ids.shape[0] // prompt_ids.shape[0]
+    rows_of_responses = torch.arange(batch, device=hidden.device).repeat_interleave(per_prompt)
+    prompts = hidden[torch.arange(batch, device=hidden.device)[:, None], rows.prompt_index]
+    return prompts, hidden[rows_of_responses[:, None], rows.response_index]
