@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rlhfkit.models.generate import padded_width
+from rlhfkit.models.lean import LEAN_ATTENTION
 
 
 def shared_prompt_forward(
@@ -59,7 +60,7 @@ def shared_prompt_forward(
     return prompt_out.last_hidden_state, response_hidden
 
 
-PACKING_ATTENTION = {"sdpa", "rlhfkit_sdpa"}
+PACKING_ATTENTION = {"sdpa", LEAN_ATTENTION}
 """Attention implementations that take a boolean (B, 1, T, T) mask as it is given."""
 
 
@@ -100,29 +101,30 @@ def pack_rows(
     """Pack left-padded prompts (B, P) and right-padded responses (B*k, A) into rows of
     `[prompt | response 1 | ... | response k]`, padded at the end to the longest row rounded
     up to `multiple`."""
-    batch, per_prompt = prompt_ids.shape[0], response_ids.shape[0] // prompt_ids.shape[0]
-    lengths = (prompt_mask.sum(1) + response_mask.sum(1).view(batch, per_prompt).sum(1)).tolist()
-    width = padded_width(lengths, multiple)
+    batch, prompt_width = prompt_ids.shape
+    per_prompt = response_ids.shape[0] // batch
+    prompt_lengths = prompt_mask.sum(1).tolist()  # one transfer, not one per row
+    response_lengths = response_mask.sum(1).view(batch, per_prompt).tolist()
+    rows = [p + sum(r) for p, r in zip(prompt_lengths, response_lengths, strict=True)]
+    width = padded_width(rows, multiple)
     ids = torch.zeros((batch, width), dtype=prompt_ids.dtype, device=prompt_ids.device)
     positions = torch.zeros_like(ids)
     segments = torch.full_like(ids, -1)
     prompt_index = torch.zeros_like(prompt_ids)
     response_index = torch.zeros_like(response_ids)
-    for b in range(batch):
-        real = prompt_mask[b].nonzero().squeeze(1)  # (L,)
-        end = real.numel()
-        ids[b, :end] = prompt_ids[b, real]
-        positions[b, :end] = torch.arange(end, device=ids.device)
-        segments[b, :end] = 0
-        prompt_index[b, real] = torch.arange(end, device=ids.device)
-        start_position = end
-        for s in range(per_prompt):
+    arange = torch.arange(width, device=ids.device)
+    for b, (length, sizes) in enumerate(zip(prompt_lengths, response_lengths, strict=True)):
+        ids[b, :length] = prompt_ids[b, prompt_width - length :]  # left-padded: real at the end
+        positions[b, :length] = arange[:length]
+        segments[b, :length] = 0
+        prompt_index[b, prompt_width - length :] = arange[:length]
+        end = length
+        for s, size in enumerate(sizes):
             row = b * per_prompt + s
-            size = int(response_mask[row].sum())
             ids[b, end : end + size] = response_ids[row, :size]
-            positions[b, end : end + size] = start_position + torch.arange(size, device=ids.device)
+            positions[b, end : end + size] = arange[length : length + size]
             segments[b, end : end + size] = s + 1
-            response_index[row, :size] = torch.arange(end, end + size, device=ids.device)
+            response_index[row, :size] = arange[end : end + size]
             end += size
     return PackedRows(ids, positions, segments, prompt_index, response_index)
 
