@@ -399,8 +399,14 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for chunk in micro_batches(pairs, config.micro_batch_tokens, config.pad_to_multiple):
             batch, _ = pair_batch(chunk, data.pad_id, config.pad_to_multiple)
             real.append(batch.tokens)
-            tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids)
-            padded.append(pack_rows(*tensors, batch.response_mask, batch.multiple).ids.numel())
+            rows = pack_rows(  # the packed rows training runs
+                batch.prompt_ids,
+                batch.prompt_mask,
+                batch.response_ids,
+                batch.response_mask,
+                batch.multiple,
+            )
+            padded.append(rows.ids.numel())
     at_limit = sum(
         len(p.prompt) >= args.prompt_length
         or max(len(p.chosen), len(p.rejected)) >= args.answer_length
