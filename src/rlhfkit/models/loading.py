@@ -279,3 +279,8 @@ def _hub_cache_snapshot(hub_id: str) -> Path | None:
 def _looks_like_path(reference: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else is meant as a local path."""
     return reference.startswith((".", "/", "~")) or reference.count("/") > 1
+
+
+def under(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under `prefix`, named relative to it."""
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}

@@ -19,6 +19,7 @@ from torch import nn
 
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
+from rlhfkit.models.loading import under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 from rlhfkit.models.shared_prompt import shared_prompt_forward
 
@@ -215,13 +216,22 @@ class PolicyModel(nn.Module):
                 entropy = -(log_probs.exp() * log_probs).sum(-1)
         return chosen, entropy
 
-    def save(self, folder: str | Path) -> None:
-        """Write the policy adapter and the value head atomically."""
+    def save(self, folder: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the policy adapter and the value head atomically.
+
+        Args:
+            folder: where to write.
+            weights: the full trainable weights by name (`named_parameters`), when the
+                model's own are sharded over the ranks of a run; default: the model's.
+        """
         from safetensors.torch import save_file
 
+        weights = weights or {n: p for n, p in self.named_parameters() if p.requires_grad}
         with atomic_path(folder) as tmp:
             tmp.mkdir()
-            self.backbone.save_pretrained(tmp, selected_adapters=[POLICY_ADAPTER])
+            self.backbone.save_pretrained(
+                tmp, selected_adapters=[POLICY_ADAPTER], state_dict=under(weights, "backbone.")
+            )
             # peft writes a non-default adapter into a sub-folder named after it
             for path in (tmp / POLICY_ADAPTER).iterdir():
                 path.rename(tmp / path.name)
@@ -229,7 +239,7 @@ class PolicyModel(nn.Module):
             if self.value_head is not None:
                 state = {
                     k: v.detach().cpu().contiguous()
-                    for k, v in self.value_head.state_dict().items()
+                    for k, v in under(weights, "value_head.").items()
                 }
                 save_file(state, tmp / VALUE_HEAD_FILE)
 

@@ -22,6 +22,7 @@ from torch import nn
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
+from rlhfkit.models.loading import under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 from rlhfkit.models.shared_prompt import (
     packed_forward,
@@ -177,18 +178,26 @@ class RewardModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def save(self, folder: str | Path) -> None:
-        """Write the adapter (or full weights), the head and the spec atomically."""
+    def save(self, folder: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the adapter (or full weights), the head and the spec atomically.
+
+        Args:
+            folder: where to write.
+            weights: the full trainable weights by name (`named_parameters`), when the
+                model's own are sharded over the ranks of a run; default: the model's.
+        """
         from safetensors.torch import save_file
 
+        weights = weights or {n: p for n, p in self.named_parameters() if p.requires_grad}
+        backbone = under(weights, "backbone.")
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             if self.spec.full_finetune:
-                self.backbone.save_pretrained(tmp / "model")
+                self.backbone.save_pretrained(tmp / "model", state_dict=backbone)
             else:
-                self.backbone.save_pretrained(tmp / "adapter")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-            save_file(state, tmp / HEAD_FILE)
+                self.backbone.save_pretrained(tmp / "adapter", state_dict=backbone)
+            head = {k: v.detach().cpu().contiguous() for k, v in under(weights, "head.").items()}
+            save_file(head, tmp / HEAD_FILE)
             (tmp / REWARD_CONFIG_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
 
 

@@ -25,14 +25,15 @@ def save_checkpoint(
     run_dir: str | Path,
     step: int,
     trainable: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
     score: float | None = None,
     keep_best: int = 0,
 ) -> Path:
-    """Write trainable weights, optimizer, scheduler and RNG states.
+    """Write trainable weights (full tensors by name), the optimizer's state dict, the
+    scheduler and RNG states.
 
     Keeps the newest `keep` checkpoints and, besides them, the `keep_best` with the highest
     `score` (a held-out metric written beside the state as score.json).
@@ -40,8 +41,8 @@ def save_checkpoint(
     target = checkpoint_dir(run_dir, step)
     state = {
         "step": step,
-        "trainable": {k: v.detach().cpu().clone() for k, v in trainable.items()},
-        "optimizer": optimizer.state_dict(),
+        "trainable": {k: v.detach().cpu() for k, v in trainable.items()},
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "rng": {
             "torch": torch.random.get_rng_state(),

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -16,6 +16,7 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
@@ -73,14 +74,23 @@ def window_mean(window: list[dict[str, float]]) -> dict[str, float]:
     return means
 
 
-def clip_gradients(params: dict[str, torch.nn.Parameter], max_norm: float) -> float:
-    """Clip the gradients' global norm to `max_norm` (0: no clipping); returns the norm."""
-    grads = [p for p in params.values() if p.grad is not None]
-    if not grads:
-        return 0.0
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
-    return float(torch.norm(torch.stack([g.grad.norm() for g in grads])))
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The weights training changes, by name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def split_to_count(chunks: list[list[T]], count: int) -> list[list[T]]:
+    """Split the largest chunks in two until there are `count` (when the ranks of a
+    sharded run must run the same number of micro-batches). Every rank holds the same
+    number of items and `count` is at most that, so a chunk of two or more is always left.
+    """
+    chunks = [list(chunk) for chunk in chunks]
+    while len(chunks) < count:
+        largest = max(range(len(chunks)), key=lambda i: len(chunks[i]))
+        chunk = chunks[largest]
+        half = len(chunk) // 2
+        chunks[largest : largest + 1] = [chunk[:half], chunk[half:]]
+    return chunks
 
 
 def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
@@ -101,14 +111,20 @@ def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | Non
     return int(state["step"]), state
 
 
-def restore_trainable(
-    state: dict[str, Any], params: dict[str, torch.nn.Parameter], optimizer, scheduler
-) -> None:
-    """Put a checkpoint's weights, optimizer, schedule and RNG states back."""
+def restore_weights(state: dict[str, Any], params: dict[str, torch.nn.Parameter]) -> None:
+    """Put a checkpoint's trainable weights back (into the plain model, before the
+    parallel engine wraps or shards it)."""
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
+
+
+def restore_optimizer(
+    state: dict[str, Any], parallel, params: dict[str, torch.nn.Parameter], scheduler
+) -> None:
+    """Put a checkpoint's optimizer, schedule and RNG states back (after the engine is
+    prepared: it holds the optimizer state, sharded or not)."""
+    parallel.load_optimizer_state(params, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ckpt.restore_rng(state)
 

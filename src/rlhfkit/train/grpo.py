@@ -161,7 +161,7 @@ class GRPOTrainer(RLTrainer):
         sampling_seconds = time.perf_counter() - started
         # step 2. grade every answer
         mark = time.perf_counter()
-        scores = self.scorer(records, answers, rollout.ended.tolist())
+        scores = self._score(records, answers, rollout)
         grading_seconds = time.perf_counter() - mark
         # step 3. group-relative advantages, the same for every token of an answer
         mark = time.perf_counter()

@@ -1,30 +1,68 @@
 """Data parallelism over the processes `torchrun` (or `accelerate launch`) starts.
 
 A run launched with WORLD_SIZE > 1 joins accelerate's process group (gloo on CPU, NCCL on
-GPUs) and wraps the trainable model in PyTorch's DistributedDataParallel through
-`Accelerator.prepare_model`. Every rank computes the same global batch of row indices
-from (seed, step), takes its own contiguous share, runs forward and backward on it, and
-DDP averages the gradients, so each optimizer step equals one over the whole batch.
-Metrics are reduced across ranks; only rank 0 writes files. Checkpoints hold the full
-trainable weights and optimizer state (DDP replicates them), so a run saved with one
-world size resumes with another.
+GPUs). Every rank computes the same global batch of row indices from (seed, step), takes
+its own contiguous share, runs forward and backward on it, and the engine chosen by the
+`sharding` setting (see `rlhfkit.train.sharding`: DDP, FSDP2 or DeepSpeed ZeRO) combines
+the gradients, so each optimizer step equals one over the whole batch. Metrics are reduced
+across ranks; only rank 0 writes files. Checkpoints hold the full trainable weights and
+optimizer state, so a run saved with one world size (or engine) resumes with another.
 
 In a single process (no launcher) nothing is wrapped and every call is a no-op.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.train.sharding import SHARDINGS, make_engine
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+# what `accelerate launch --config_file ...` sets for an FSDP or DeepSpeed configuration
+_ACCELERATE_SHARDING_ENV = (
+    "ACCELERATE_USE_FSDP",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+    "ACCELERATE_DEEPSPEED_CONFIG_FILE",
+)
+
+
+def launcher_sharding() -> str:
+    """The sharding an accelerate configuration asked for (`none` without one)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        if f"zero{stage}" not in SHARDINGS:
+            raise ConfigError(
+                f"the accelerate configuration asks for DeepSpeed ZeRO stage {stage}; rlhfkit "
+                "runs stages 1, 2 and 3 (zero_stage in examples/accelerate/zero2.yaml)"
+            )
+        return f"zero{stage}"
+    return "none"
+
+
+def resolve_sharding(setting: str) -> str:
+    """The run's `sharding` setting, or the launcher's when the setting is `none`; the two
+    must agree when both are given."""
+    launcher = launcher_sharding()
+    if setting == "none" or setting == launcher:
+        return launcher
+    if launcher != "none":
+        raise ConfigError(
+            f"sharding={setting} but the accelerate configuration asks for {launcher}: "
+            "drop one of the two, or make them the same"
+        )
+    return setting
 
 
 class Parallel:
@@ -32,17 +70,22 @@ class Parallel:
 
     Args:
         device: the run's `device` setting (`auto`, `cpu`, `cuda`).
+        sharding: the run's `sharding` setting (see `rlhfkit.train.sharding.SHARDINGS`).
         timeout_seconds: how long a collective waits for a silent rank before failing.
     """
 
-    def __init__(self, device: str = "auto", timeout_seconds: float = 600):
+    def __init__(self, device: str = "auto", sharding: str = "none", timeout_seconds: float = 600):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.sharding = resolve_sharding(sharding)
         self.accelerator = None
         if self.world_size > 1:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+            # rlhfkit runs FSDP and DeepSpeed itself (below): accelerate only joins the group
+            for name in _ACCELERATE_SHARDING_ENV:
+                os.environ.pop(name, None)
             cpu = device == "cpu" or not torch.cuda.is_available()
             self.accelerator = Accelerator(
                 cpu=cpu,
@@ -60,10 +103,13 @@ class Parallel:
             kind = self.accelerator.distributed_type.value
             if not kind.startswith("MULTI_"):
                 raise ConfigError(
-                    f"the accelerate configuration asks for {kind}; rlhfkit trains with "
-                    "DDP (distributed_type MULTI_GPU or MULTI_CPU, e.g. "
-                    "examples/accelerate/ddp.yaml); FSDP and DeepSpeed are not supported yet"
+                    f"the accelerate configuration asks for {kind}; rlhfkit trains "
+                    "data-parallel over processes (distributed_type MULTI_GPU or MULTI_CPU, "
+                    "FSDP or DEEPSPEED; see examples/accelerate/)"
                 )
+        elif self.sharding != "none":
+            logger.info("sharding=%s: one process holds everything, nothing to shard", sharding)
+        self.engine = make_engine(self.sharding, self.accelerator)
 
     @property
     def distributed(self) -> bool:
@@ -93,26 +139,61 @@ class Parallel:
         shares may differ by one."""
         return items[self.rank :: self.world_size]
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model to run training forwards through (DDP when distributed)."""
-        if self.accelerator is None:
-            return model
-        import warnings
+    def prepare(
+        self,
+        model: torch.nn.Module,
+        make_optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer],
+        max_grad_norm: float,
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """(the model to run training forwards through, the optimizer to schedule): the
+        engine wraps or shards `model` and builds the optimizer over its trainable weights
+        (restore checkpointed weights into `model` before this)."""
+        return self.engine.prepare(model, make_optimizer, max_grad_norm)
 
-        with warnings.catch_warnings():
-            # torch 2.13 prefers `forward_sync_buffers`, which accelerate cannot pass yet;
-            # `broadcast_buffers=False` is the setting meant (see __init__)
-            warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
-            return self.accelerator.prepare_model(model)
+    def micro_batch(self, train_model: torch.nn.Module, last: bool):
+        """Context for one micro-batch's forward and backward: gradients are combined over
+        the ranks in the `last` one only."""
+        return self.engine.micro_batch(train_model, last)
 
-    @contextlib.contextmanager
-    def no_sync(self, model: torch.nn.Module, skip: bool) -> Iterator[None]:
-        """Accumulate this backward's gradients locally (all but the last micro-batch)."""
-        if self.accelerator is None or not skip:
-            yield
-            return
-        with model.no_sync():
-            yield
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self, params: dict[str, torch.nn.Parameter]) -> float:
+        """Clip the gradients, step the optimizer, clear the gradients; returns the norm."""
+        return self.engine.step(params)
+
+    def full_weights(self, model: torch.nn.Module):
+        """Context for passes without gradients (evaluation, generation): every weight is
+        present on every rank, so ranks may run different numbers of forwards."""
+        return self.engine.full_weights(model)
+
+    def micro_batch_count(self, count: int) -> int:
+        """How many micro-batches this rank must run: its own `count`, or the most over the
+        ranks when the engine gathers weights in each forward (they must run in step)."""
+        if self.accelerator is None or not self.engine.gathers_in_forward:
+            return count
+        import torch.distributed as dist
+
+        value = torch.tensor([count], device=self._collective_device())
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return int(value.item())
+
+    def trainable_state(self, params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+        """Full trainable weights by name on the CPU: every rank calls it, rank 0 gets them
+        (the others may get an empty dict)."""
+        if not self.engine.state_is_collective and not self.is_main:
+            return {}
+        return self.engine.trainable_state(params)
+
+    def optimizer_state(self, params: dict[str, torch.nn.Parameter]) -> dict[str, Any]:
+        """The optimizer state as one process's AdamW state dict: every rank calls it, rank 0
+        gets it (the others may get an empty dict)."""
+        if not self.engine.state_is_collective and not self.is_main:
+            return {}
+        return self.engine.optimizer_state(params)
+
+    def load_optimizer_state(self, params: dict[str, torch.nn.Parameter], state: dict) -> None:
+        self.engine.load_optimizer_state(params, state)
 
     def reduce(self, stats: dict[str, float]) -> dict[str, float]:
         """One step's statistics over the ranks: throughputs (`*_per_second`) add up, every
@@ -157,10 +238,14 @@ class Parallel:
     def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
-        device = self.accelerator.device if dist.get_backend() == "nccl" else "cpu"
-        values = values.to(device)
+        values = values.to(self._collective_device())
         dist.all_reduce(values)
         return values.cpu()
+
+    def _collective_device(self) -> torch.device | str:
+        import torch.distributed as dist
+
+        return self.accelerator.device if dist.get_backend() == "nccl" else "cpu"
 
 
 def leave_process_group() -> None:

@@ -27,20 +27,23 @@ from rlhfkit.models.reward import (
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
-    clip_gradients,
     is_due,
     lr_factor,
     progress_bar,
     release_free_memory,
-    restore_trainable,
+    restore_optimizer,
+    restore_weights,
     resume_point,
     sample_indices,
     split_held_out,
+    split_to_count,
+    trainable_parameters,
     trim_heap_during_forward,
     window_mean,
     write_config,
 )
 from rlhfkit.train.parallel import Parallel
+from rlhfkit.train.sharding import SHARDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,13 @@ class RewardConfig(DataConfig):
         "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    sharding: str = param(
+        "none",
+        "How a run on several processes holds the model: none (DDP replicas), fsdp (PyTorch "
+        "FSDP2), zero1, zero2 or zero3 (DeepSpeed ZeRO); an accelerate FSDP or DeepSpeed "
+        "configuration sets it too.",
+        SHARDINGS,
+    )
     seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
     output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
@@ -322,7 +332,7 @@ class RewardTrainer:
 
         self.config = config
         self.run_dir = Path(config.output_dir)
-        self.parallel = Parallel(config.device)
+        self.parallel = Parallel(config.device, config.sharding)
         self.parallel.check_divides(batch_size=config.batch_size)
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
@@ -339,17 +349,23 @@ class RewardTrainer:
             # lowers the memory peak at no cost in speed (decoders that name their blocks
             # `layers`: Llama, Mistral, Qwen)
             trim_heap_during_forward(getattr(self.model.trunk, "layers", []))
-        self.train_model = self.parallel.wrap(self.model)  # DDP when launched on N ranks
-        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(
-            list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
+        if state is not None:
+            restore_weights(state, trainable_parameters(self.model))
+        # DDP, FSDP or DeepSpeed ZeRO when launched on N ranks (see `sharding`)
+        self.train_model, self.optimizer = self.parallel.prepare(
+            self.model,
+            lambda params: torch.optim.AdamW(
+                params, lr=config.learning_rate, weight_decay=config.weight_decay
+            ),
+            config.max_grad_norm,
         )
+        self.params = trainable_parameters(self.model)  # FSDP replaces them with shards
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_factor(config.reward_model_train_steps, config.warmup_steps, config.lr_schedule),
         )
         if state is not None:
-            restore_trainable(state, self.params, self.optimizer, self.scheduler)
+            restore_optimizer(state, self.parallel, self.params, self.scheduler)
         self.baseline = longer_answer_accuracy(self.data.eval_records)
 
     def run(self) -> RewardResult:
@@ -363,7 +379,7 @@ class RewardTrainer:
             "prefer-longer baseline on held-out pairs %.3f",
             len(data.train),
             len(data.eval),
-            sum(p.numel() for p in self.params.values()),
+            sum(getattr(p, "ds_numel", p.numel()) for p in self.params.values()),
             self.baseline,
         )
         metrics = MetricsLogger(self.run_dir, resume_step=self.start_step, enabled=main)
@@ -373,8 +389,9 @@ class RewardTrainer:
             metrics.close()
         # step 5. the reward model for scoring and RL
         out = self.run_dir / "reward_model"
+        weights = self.parallel.trainable_state(self.params)
         if main:
-            self.model.save(out)
+            self.model.save(out, weights)
         result = RewardResult(
             self.run_dir,
             out,
@@ -417,31 +434,39 @@ class RewardTrainer:
                 )
             if row:
                 metrics.log(done, row)
-            if is_due(done, config.save_every, total) and self.parallel.is_main:
-                ckpt.save_checkpoint(
-                    config.output_dir,
-                    done,
-                    self.params,
-                    self.optimizer,
-                    self.scheduler,
-                    extra={"config": to_dict(config)},
-                )
+            if is_due(done, config.save_every, total):
+                self._save_checkpoint(done)
         bar.close()
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
+
+    def _save_checkpoint(self, done: int) -> None:
+        """Every rank gathers its part of the state; rank 0 writes it."""
+        trainable = self.parallel.trainable_state(self.params)
+        optimizer = self.parallel.optimizer_state(self.params)
+        if self.parallel.is_main:
+            ckpt.save_checkpoint(
+                self.config.output_dir,
+                done,
+                trainable,
+                optimizer,
+                self.scheduler,
+                extra={"config": to_dict(self.config)},
+            )
 
     def evaluate(self) -> dict[str, float]:
         """Held-out statistics over every held-out pair (each rank scores a share)."""
         share = self.parallel.spread(self.data.eval)
         stats = {"eval/rank_loss": 0.0, "eval/accuracy": 0.0, "eval/margin": 0.0}
         if share:
-            stats = evaluate_pairs(
-                self.model,
-                share,
-                self.data.pad_id,
-                self.config.micro_batch_tokens * 2,
-                self.autocast,
-                self.config.pad_to_multiple,
-            )
+            with self.parallel.full_weights(self.model):
+                stats = evaluate_pairs(
+                    self.model,
+                    share,
+                    self.data.pad_id,
+                    self.config.micro_batch_tokens * 2,
+                    self.autocast,
+                    self.config.pad_to_multiple,
+                )
         keys = sorted(stats)
         sums = self.parallel.sum(torch.tensor([stats[k] * len(share) for k in keys]))
         stats = {k: v / len(self.data.eval) for k, v in zip(keys, sums.tolist(), strict=True)}
@@ -452,15 +477,15 @@ class RewardTrainer:
         config, model = self.config, self.model
         started = time.perf_counter()
         # step 3. forward and backward over micro-batches of similar length
-        self.optimizer.zero_grad(set_to_none=True)
         sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         tokens = 0
         chunks = micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple)
+        chunks = split_to_count(chunks, self.parallel.micro_batch_count(len(chunks)))
         for index, chunk in enumerate(chunks):
             batch, margin = pair_batch(chunk, self.data.pad_id, config.pad_to_multiple)
             tokens += batch.tokens
-            # gradients are averaged over the ranks once, at the last micro-batch
-            with self.parallel.no_sync(self.train_model, skip=index < len(chunks) - 1):
+            # gradients are combined over the ranks once, at the last micro-batch
+            with self.parallel.micro_batch(self.train_model, last=index == len(chunks) - 1):
                 with autocast(model.device, self.autocast):
                     rewards = self.train_model(batch.to(model.device))
                 stats = bradley_terry_loss(
@@ -470,14 +495,13 @@ class RewardTrainer:
                     config.center_rewards_coeff,
                 )
                 weight = len(chunk) / len(batch_pairs)
-                (stats.loss * weight).backward()
+                self.parallel.backward(stats.loss * weight)
             for key in sums:
                 sums[key] += getattr(stats, key).item() * weight
             if model.device.type == "cpu":
                 release_free_memory()  # before the next micro-batch, of another shape
         # step 4. optimizer step
-        grad_norm = clip_gradients(self.params, config.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self.parallel.step(self.params)
         elapsed = time.perf_counter() - started
         return self.parallel.reduce(
             {

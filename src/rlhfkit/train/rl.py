@@ -41,18 +41,20 @@ from rlhfkit.models.reward import ALL_LINEAR, read_reward_spec
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
-    clip_gradients,
     is_due,
     lr_factor,
     progress_bar,
-    restore_trainable,
+    restore_optimizer,
+    restore_weights,
     resume_point,
     sample_indices,
     split_held_out,
+    trainable_parameters,
     window_mean,
     write_config,
 )
 from rlhfkit.train.parallel import Parallel, whiten
+from rlhfkit.train.sharding import SHARDINGS
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,13 @@ class RLCommonConfig(DataConfig, ABC):
         "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    sharding: str = param(
+        "none",
+        "How a run on several processes holds the model: none (DDP replicas), fsdp (PyTorch "
+        "FSDP2), zero1, zero2 or zero3 (DeepSpeed ZeRO); an accelerate FSDP or DeepSpeed "
+        "configuration sets it too.",
+        SHARDINGS,
+    )
     seed: int = param(0, "Seed for initialisation, prompt order, sampling and the held-out split.")
     output_dir: str = param("runs/rl", "Run directory (metrics, checkpoints, policy/, model/).")
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
@@ -468,7 +477,7 @@ class RLTrainer(ABC):
                 "`rlhfkit train-reward` (e.g. reward_model=runs/reward/reward_model), "
                 "or grader to a grader file (e.g. grader=examples/graders/summary.yaml)"
             )
-        self.parallel = Parallel(config.device)
+        self.parallel = Parallel(config.device, config.sharding)
         self.parallel.check_divides(**self.global_batch_sizes())
         self.start_step, state = resume_point(config.resume, self.run_dir)
         torch.manual_seed(config.seed)
@@ -494,17 +503,23 @@ class RLTrainer(ABC):
         self.scorer = scorer or RewardScorer(config, self.policy)
         self.shared_reward = getattr(self.scorer, "shared", False)
         self.policy.train()
-        self.train_policy = self.parallel.wrap(self.policy)  # DDP when launched on N ranks
-        self.params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(
-            list(self.params.values()), lr=config.learning_rate, weight_decay=config.weight_decay
+        if state is not None:
+            restore_weights(state, trainable_parameters(self.policy))
+        # DDP, FSDP or DeepSpeed ZeRO when launched on N ranks (see `sharding`)
+        self.train_policy, self.optimizer = self.parallel.prepare(
+            self.policy,
+            lambda params: torch.optim.AdamW(
+                params, lr=config.learning_rate, weight_decay=config.weight_decay
+            ),
+            config.max_grad_norm,
         )
+        self.params = trainable_parameters(self.policy)  # FSDP replaces them with shards
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(self.total_steps, config.warmup_steps, config.lr_schedule)
         )
         self.eval_before: float | None = None
         if state is not None:
-            restore_trainable(state, self.params, self.optimizer, self.scheduler)
+            restore_optimizer(state, self.parallel, self.params, self.scheduler)
             self.eval_before = state["extra"].get("eval_reward_before")
 
     def global_batch_sizes(self) -> dict[str, int]:
@@ -527,7 +542,7 @@ class RLTrainer(ABC):
             len(self.data.train),
             len(self.data.eval),
             self.total_steps,
-            sum(p.numel() for p in self.params.values()),
+            sum(getattr(p, "ds_numel", p.numel()) for p in self.params.values()),
             config.reward_model or config.grader or "a Python function",
             " (sharing the policy's base weights)" if self.shared_reward else "",
         )
@@ -545,8 +560,9 @@ class RLTrainer(ABC):
         # step 6. outputs: the adapter (+ value head) and the merged model
         policy_dir = self.run_dir / "policy"
         model_dir = self.run_dir / "model" if config.save_merged else None
+        weights = self.parallel.trainable_state(self.params)
         if main:
-            self.policy.save(policy_dir)
+            self.policy.save(policy_dir, weights)
             if model_dir is not None:
                 export_merged(config.large_model_reference, policy_dir, model_dir)
         result = RLResult(
@@ -604,7 +620,7 @@ class RLTrainer(ABC):
             if row:
                 metrics.log(done, row)
             due = is_due(done, config.save_every, total) or (evaluated and self.keep_best)
-            if due and parallel.is_main:
+            if due:
                 self._save_checkpoint(done, last_eval.get(self.eval_metric) if evaluated else None)
         bar.close()
         return last_eval or self.evaluate()  # resumed after the final step: evaluate once
@@ -616,11 +632,16 @@ class RLTrainer(ABC):
         return getattr(self.config, "keep_best", 0)
 
     def _save_checkpoint(self, step: int, score: float | None) -> None:
+        """Every rank gathers its part of the state; rank 0 writes it."""
+        trainable = self.parallel.trainable_state(self.params)
+        optimizer = self.parallel.optimizer_state(self.params)
+        if not self.parallel.is_main:
+            return
         ckpt.save_checkpoint(
             self.config.output_dir,
             step,
-            self.params,
-            self.optimizer,
+            trainable,
+            optimizer,
             self.scheduler,
             extra={"config": to_dict(self.config), "eval_reward_before": self.eval_before},
             keep=1 if self.keep_best else 2,
@@ -656,10 +677,16 @@ class RLTrainer(ABC):
             "top_k": config.top_k,
             **overrides,
         }
-        with autocast(policy.device, self.autocast):
+        with self.parallel.full_weights(policy), autocast(policy.device, self.autocast):
             return policy.sample(
                 prompt_ids, config.target_sequence_length, self.eos_id, self.pad_id, **sampling
             )
+
+    def _score(self, records: list[dict], answers: list[str], rollout: Rollout):
+        """The reward model's or grader's scores of the answers (a reward model may share
+        the policy's base weights, so they are all present)."""
+        with self.parallel.full_weights(self.policy):
+            return self.scorer(records, answers, rollout.ended.tolist())
 
     @torch.no_grad()
     def _no_grad_pass(self, rollout: Rollout) -> tuple[torch.Tensor, ...]:
@@ -669,7 +696,7 @@ class RLTrainer(ABC):
         parts: list[tuple[torch.Tensor | None, ...]] = []
         for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
             part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with autocast(policy.device, self.autocast):
+            with self.parallel.full_weights(policy), autocast(policy.device, self.autocast):
                 outputs = policy(part, config.temperature, with_entropy=True)
             parts.append(tuple(None if t is None else t.float().cpu() for t in outputs))
         return tuple(
@@ -683,7 +710,7 @@ class RLTrainer(ABC):
         parts = []
         for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
             part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with autocast(policy.device, self.autocast):
+            with self.parallel.full_weights(policy), autocast(policy.device, self.autocast):
                 parts.append(policy.reference_logprobs(part, config.temperature).float().cpu())
         return torch.cat(parts)
 
@@ -723,7 +750,6 @@ class RLTrainer(ABC):
                 order = torch.arange(size)
             for start in range(0, size, mini_batch_size):
                 mini = order[start : start + mini_batch_size]
-                self.optimizer.zero_grad(set_to_none=True)
                 totals: dict[str, float] = {}
                 starts = range(0, len(mini), config.micro_batch_size)
                 for micro_start in starts:
@@ -731,9 +757,9 @@ class RLTrainer(ABC):
                     reuse = epoch == 0 and first is not None
                     part = rollout.rows(rows, trim=not reuse)
                     width = part.response_ids.shape[1]
-                    # gradients are averaged over the ranks once, at the last micro-batch
+                    # gradients are combined over the ranks once, at the last micro-batch
                     last = micro_start == starts[-1]
-                    with self.parallel.no_sync(policy, skip=not last):
+                    with self.parallel.micro_batch(policy, last):
                         if reuse:
                             outputs = first
                         else:
@@ -752,11 +778,10 @@ class RLTrainer(ABC):
 
                         loss, parts = self._loss(outputs, take)
                         weight = len(rows) / len(mini)
-                        (loss * weight).backward()
+                        self.parallel.backward(loss * weight)
                     for key, value in {"loss": loss, **parts}.items():
                         totals[key] = totals.get(key, 0.0) + float(value.detach()) * weight
-                totals["grad_norm"] = clip_gradients(self.params, config.max_grad_norm)
-                self.optimizer.step()
+                totals["grad_norm"] = self.parallel.step(self.params)
                 for key, value in totals.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
@@ -785,7 +810,7 @@ class RLTrainer(ABC):
                 else:
                     rollout = self._sample(prompt_ids, per_prompt=per_prompt)
                 answers = self._decode(rollout)
-                scores.append(self.scorer(records, answers, rollout.ended.tolist()).rewards)
+                scores.append(self._score(records, answers, rollout).rewards)
                 lengths.append(rollout.response_mask.sum(1).float())
         all_scores = torch.tensor(
             self.parallel.gather(torch.cat(scores).tolist() if scores else [])
@@ -833,7 +858,7 @@ class PPOTrainer(RLTrainer):
         rollout_seconds = time.perf_counter() - started
         # step 3b. score: reward model (or grader) on (prompt, answer)
         mark = time.perf_counter()
-        scores = self.scorer(records, answers, rollout.ended.tolist()).rewards
+        scores = self._score(records, answers, rollout).rewards
         score_seconds = time.perf_counter() - mark
         # step 3c. log-probabilities, values and the reference (no gradients)
         mark = time.perf_counter()
