@@ -254,3 +254,139 @@ def test_grpo_on_two_ranks_samples_its_groups_per_rank_and_writes_once(tmp_path)
     assert (run / "policy").is_dir() and (run / "summary.json").is_file()
     odd = launch("nproc=2", "train-rl", *tiny_grpo_args(tmp_path, batch_size=3))
     assert odd.returncode == 2 and "batch_size=3 does not split over 2" in odd.stderr
+
+
+# ---------------------------------------------------------------- sharded engines
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "accelerate"
+
+
+def accelerate_launch(config: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--config_file", str(EXAMPLES / config), "--num_processes", "2"]
+    command += ["-m", "rlhfkit.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory) -> Path:
+    """Reward-model training in one process, the reference for every engine."""
+    tmp_path = tmp_path_factory.mktemp("one")
+    args = reward_args(tmp_path, "one", save_every=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlhfkit.cli", "train-reward", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "one"
+
+
+def assert_same_training(reference: list[dict], rows: list[dict]) -> None:
+    # tolerance: the same sums in another order and split (fp32)
+    assert [r["step"] for r in rows] == [r["step"] for r in reference]
+    for a, b in zip(reference, rows, strict=True):
+        for key in ("rank_loss", "accuracy", "margin", "grad_norm", "eval/rank_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=2e-5), (a["step"], key)
+
+
+def reward_weights(run: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for file in sorted((run / "reward_model").rglob("*.safetensors")):
+        out.update({f"{file.name}:{k}": v for k, v in load_file(file).items()})
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sharding", "how", "resume_with"),
+    [
+        ("fsdp", "accelerate", "zero3"),  # FSDP's checkpoint resumed by ZeRO-3 ranks
+        ("zero2", "launch", "fsdp"),
+        ("zero3", "accelerate", "one process"),
+    ],
+)
+def test_sharded_ranks_train_like_one_process_and_resume_under_any_engine(
+    tmp_path, one_process_run, sharding, how, resume_with
+):
+    args = reward_args(tmp_path, "run", save_every=2)
+    if how == "accelerate":  # the shipped configuration chooses the engine
+        done = accelerate_launch(f"{sharding}.yaml", "train-reward", *args)
+    else:
+        done = launch("nproc=2", "train-reward", *args, f"sharding={sharding}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"data-parallel over 2 processes (gloo), sharding={sharding}" in done.stderr
+    reference = metrics(one_process_run)
+    assert_same_training(reference, metrics(tmp_path / "run"))
+    expected = reward_weights(one_process_run)
+    got = reward_weights(tmp_path / "run")
+    assert got.keys() == expected.keys() and len(expected) > 2
+    for name, value in expected.items():
+        assert torch.allclose(value, got[name], atol=2e-5), name
+    # resume from the step-2 checkpoint under another engine: steps 3 and 4 as before
+    run = tmp_path / "run"
+    for path in [run / "checkpoints" / "step-000004", run / "reward_model"]:
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    again = [*args, "resume=true"]
+    if resume_with == "one process":
+        done = subprocess.run(
+            [sys.executable, "-m", "rlhfkit.cli", "train-reward", *again],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    else:
+        done = launch("nproc=2", "train-reward", *again, f"sharding={resume_with}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(step 2)" in done.stderr
+    assert_same_training(reference, metrics(run))
+    got = reward_weights(run)
+    for name, value in expected.items():
+        assert torch.allclose(value, got[name], atol=2e-5), name
+
+
+def policy_weights(run: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for file in sorted((run / "policy").glob("*.safetensors")):
+        out.update({f"{file.name}:{k}": v for k, v in load_file(file).items()})
+    return out
+
+
+def test_ppo_under_fsdp_and_zero3_matches_ddp(tmp_path, tiny_reward_model):
+    """Generation, the reference and reward passes run on gathered weights; the update's
+    forward and backward on shards: the same run as plain DDP."""
+    runs = {}
+    for sharding in ("none", "fsdp", "zero3"):
+        args = tiny_args(tmp_path, tiny_reward_model, output_dir=tmp_path / sharding)
+        done = launch("nproc=2", "train-rl", *args, f"sharding={sharding}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[sharding] = metrics(tmp_path / sharding)
+    keys = ("policy/loss", "value/loss", "grad_norm", "objective/kl", "eval/reward")
+    for sharding in ("fsdp", "zero3"):
+        for a, b in zip(runs["none"], runs[sharding], strict=True):
+            for key in keys:
+                if key in a:
+                    assert b[key] == pytest.approx(a[key], abs=2e-5), (sharding, a["step"], key)
+        expected, got = policy_weights(tmp_path / "none"), policy_weights(tmp_path / sharding)
+        assert got.keys() == expected.keys() and expected
+        for name, value in expected.items():
+            assert torch.allclose(value, got[name], atol=2e-5), (sharding, name)
+    assert any("grad_norm" in r and r["grad_norm"] > 0 for r in runs["none"])
+
+
+def test_sharding_settings_that_disagree_or_do_not_exist_get_a_message(tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_DEEPSPEED": "true"}
+    env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] = "2"
+    args = reward_args(tmp_path, "clash", sharding="fsdp")
+    clash = subprocess.run(
+        [sys.executable, "-m", "rlhfkit.cli", "train-reward", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert clash.returncode == 2
+    assert "sharding=fsdp but the accelerate configuration asks for zero2" in clash.stderr
+    unknown = launch("nproc=2", "train-reward", *reward_args(tmp_path, "x", sharding="zero4"))
+    assert unknown.returncode == 2 and "zero4" in unknown.stderr and "zero3" in unknown.stderr

@@ -25,7 +25,7 @@ from rlhfkit.models.shared_prompt import (
     supports_packing,
 )
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.common import sample_indices
+from rlhfkit.train.common import sample_indices, split_to_count
 from rlhfkit.train.reward import (
     EncodedPair,
     RewardConfig,
@@ -130,6 +130,15 @@ def test_micro_batches_keep_to_the_token_budget_and_lose_no_pair():
     assert [len(c) for c in chunks] == [2, 2, 1]  # short ones, long ones, the oversize alone
     assert all(padded_tokens(c, 16) <= 400 for c in chunks[:2])
     assert [len(c) for c in micro_batches(pairs, max_tokens=10**6)] == [5]
+
+
+def test_micro_batches_split_to_the_count_the_other_ranks_run():
+    # sizes 3 and 1 -> split the 3 (into 1 + 2) -> split the 2 -> four chunks of one
+    chunks = [["a", "b", "c"], ["d"]]
+    assert split_to_count(chunks, 2) == chunks
+    assert split_to_count(chunks, 3) == [["a"], ["b", "c"], ["d"]]
+    assert split_to_count(chunks, 4) == [["a"], ["b"], ["c"], ["d"]]
+    assert chunks == [["a", "b", "c"], ["d"]]  # the input is left as it was
 
 
 def test_tiny_run_loss_falls_and_weights_change(tmp_path):

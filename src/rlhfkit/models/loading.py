@@ -62,6 +62,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
+    if not torch.cuda.is_available():
+        # DeepSpeed (imported by transformers and by sharding=zero*) would otherwise warn
+        # that it found no GPU each time it loads
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return torch.device(device)
 
 

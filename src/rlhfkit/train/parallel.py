@@ -107,6 +107,13 @@ class Parallel:
                     "data-parallel over processes (distributed_type MULTI_GPU or MULTI_CPU, "
                     "FSDP or DEEPSPEED; see examples/accelerate/)"
                 )
+            if self.is_main:
+                logger.info(
+                    "data-parallel over %d processes (%s), sharding=%s",
+                    self.world_size,
+                    "gloo" if cpu else "nccl",
+                    self.sharding,
+                )
         elif self.sharding != "none":
             logger.info("sharding=%s: one process holds everything, nothing to shard", sharding)
         self.engine = make_engine(self.sharding, self.accelerator)

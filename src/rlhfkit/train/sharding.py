@@ -19,6 +19,7 @@ under any other.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,8 +49,6 @@ class Replicated:
         self.max_grad_norm = max_grad_norm
         train_model = model
         if self.accelerator is not None:
-            import warnings
-
             with warnings.catch_warnings():
                 # torch 2.13 prefers `forward_sync_buffers`, which accelerate cannot pass
                 # yet; `broadcast_buffers=False` is the setting meant (see Parallel)
@@ -100,11 +99,16 @@ class FullyShardedDataParallel(Replicated):
     def prepare(self, model: nn.Module, make_optimizer: MakeOptimizer, max_grad_norm: float):
         from torch.distributed.fsdp import fully_shard
 
+        # the models return their outputs (logits, rewards) as views and never change
+        # them in place, which is what this warning is about
+        warnings.filterwarnings("ignore", "FSDP2-wrapped module .* returned a view tensor")
         self.max_grad_norm = max_grad_norm
         for block in decoder_blocks(model):
             fully_shard(block)
         fully_shard(model)
-        self.model = model
+        # make `model` the root now: generation may run the decoder blocks before the
+        # model's own forward, and a block that runs first would take the root's place
+        model._get_fsdp_state()._lazy_init()
         self.optimizer = make_optimizer(trainable(model))
         return model, self.optimizer
 
@@ -174,6 +178,11 @@ class DeepSpeedZero(Replicated):
 
     def prepare(self, model: nn.Module, make_optimizer: MakeOptimizer, max_grad_norm: float):
         deepspeed = import_deepspeed(f"zero{self.stage}")
+        # DeepSpeed 0.19 still calls the collectives torch 2.13 renamed, once per call
+        for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):
+            warnings.filterwarnings(
+                "ignore", f"`torch.distributed.{name}` is deprecated", FutureWarning
+            )
         self.optimizer = make_optimizer(trainable(model))
         config = {
             "train_micro_batch_size_per_gpu": 1,
