@@ -54,6 +54,12 @@ def rlhfkit_home() -> Path:
     return Path(os.environ.get("RLHFKIT_HOME", Path.home() / ".cache" / "rlhfkit")).expanduser()
 
 
+if not torch.cuda.is_available():
+    # transformers imports DeepSpeed (when installed) while saving a model; without a GPU
+    # DeepSpeed then logs a warning to stdout, into `--json` output, unless told the device
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` is CUDA when available, else CPU."""
     if device not in DEVICES:
@@ -62,10 +68,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
-    if not torch.cuda.is_available():
-        # DeepSpeed (imported by transformers and by sharding=zero*) would otherwise warn
-        # that it found no GPU each time it loads
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return torch.device(device)
 
 
@@ -288,3 +290,14 @@ def _looks_like_path(reference: str) -> bool:
 def under(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under `prefix`, named relative to it."""
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def trainable_weights(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The weights a model saves: `weights` when given (the full trainable weights by
+    `named_parameters` name, gathered when the model's own are sharded over the ranks of a
+    run), else the model's own trainable ones."""
+    if weights is not None:
+        return weights
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}

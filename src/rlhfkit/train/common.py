@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -111,22 +111,48 @@ def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | Non
     return int(state["step"]), state
 
 
+class Optimization(NamedTuple):
+    """What a trainer steps: the model to run training forwards through (wrapped or
+    sharded), its trainable weights by name, the optimizer and the schedule."""
+
+    train_model: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def prepare_optimization(
+    parallel, model: torch.nn.Module, config: Any, total_steps: int, state: dict | None
+) -> Optimization:
+    """AdamW and the warm-up/decay schedule over `model`'s trainable weights, under the
+    run's parallel engine (DDP, FSDP or DeepSpeed ZeRO when launched on N ranks), with a
+    checkpoint's weights, optimizer, schedule and RNG states put back when resuming."""
+    if state is not None:
+        restore_weights(state, trainable_parameters(model))  # before the engine shards them
+    train_model, optimizer = parallel.prepare(
+        model,
+        lambda params: torch.optim.AdamW(
+            params, lr=config.learning_rate, weight_decay=config.weight_decay
+        ),
+        config.max_grad_norm,
+    )
+    params = trainable_parameters(model)  # FSDP replaces them with shards
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(total_steps, config.warmup_steps, config.lr_schedule)
+    )
+    if state is not None:
+        parallel.load_optimizer_state(params, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state)
+    return Optimization(train_model, params, optimizer, scheduler)
+
+
 def restore_weights(state: dict[str, Any], params: dict[str, torch.nn.Parameter]) -> None:
     """Put a checkpoint's trainable weights back (into the plain model, before the
     parallel engine wraps or shards it)."""
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)
-
-
-def restore_optimizer(
-    state: dict[str, Any], parallel, params: dict[str, torch.nn.Parameter], scheduler
-) -> None:
-    """Put a checkpoint's optimizer, schedule and RNG states back (after the engine is
-    prepared: it holds the optimizer state, sharded or not)."""
-    parallel.load_optimizer_state(params, state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    ckpt.restore_rng(state)
 
 
 def progress_bar(total: int, initial: int, desc: str, unit: str = "step", enabled: bool = True):

@@ -28,22 +28,19 @@ from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
     is_due,
-    lr_factor,
+    prepare_optimization,
     progress_bar,
     release_free_memory,
-    restore_optimizer,
-    restore_weights,
     resume_point,
     sample_indices,
     split_held_out,
     split_to_count,
-    trainable_parameters,
     trim_heap_during_forward,
     window_mean,
     write_config,
 )
 from rlhfkit.train.parallel import Parallel
-from rlhfkit.train.sharding import SHARDINGS
+from rlhfkit.train.sharding import sharding_param
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +100,7 @@ class RewardConfig(DataConfig):
         "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    sharding: str = param(
-        "none",
-        "How a run on several processes holds the model: none (DDP replicas), fsdp (PyTorch "
-        "FSDP2), zero1, zero2 or zero3 (DeepSpeed ZeRO); an accelerate FSDP or DeepSpeed "
-        "configuration sets it too.",
-        SHARDINGS,
-    )
+    sharding: str = sharding_param()
     seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
     output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
@@ -349,23 +340,9 @@ class RewardTrainer:
             # lowers the memory peak at no cost in speed (decoders that name their blocks
             # `layers`: Llama, Mistral, Qwen)
             trim_heap_during_forward(getattr(self.model.trunk, "layers", []))
-        if state is not None:
-            restore_weights(state, trainable_parameters(self.model))
-        # DDP, FSDP or DeepSpeed ZeRO when launched on N ranks (see `sharding`)
-        self.train_model, self.optimizer = self.parallel.prepare(
-            self.model,
-            lambda params: torch.optim.AdamW(
-                params, lr=config.learning_rate, weight_decay=config.weight_decay
-            ),
-            config.max_grad_norm,
+        self.train_model, self.params, self.optimizer, self.scheduler = prepare_optimization(
+            self.parallel, self.model, config, config.reward_model_train_steps, state
         )
-        self.params = trainable_parameters(self.model)  # FSDP replaces them with shards
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lr_factor(config.reward_model_train_steps, config.warmup_steps, config.lr_schedule),
-        )
-        if state is not None:
-            restore_optimizer(state, self.parallel, self.params, self.scheduler)
         self.baseline = longer_answer_accuracy(self.data.eval_records)
 
     def run(self) -> RewardResult:

@@ -42,19 +42,16 @@ from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
     is_due,
-    lr_factor,
+    prepare_optimization,
     progress_bar,
-    restore_optimizer,
-    restore_weights,
     resume_point,
     sample_indices,
     split_held_out,
-    trainable_parameters,
     window_mean,
     write_config,
 )
 from rlhfkit.train.parallel import Parallel, whiten
-from rlhfkit.train.sharding import SHARDINGS
+from rlhfkit.train.sharding import sharding_param
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +122,7 @@ class RLCommonConfig(DataConfig, ABC):
         "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    sharding: str = param(
-        "none",
-        "How a run on several processes holds the model: none (DDP replicas), fsdp (PyTorch "
-        "FSDP2), zero1, zero2 or zero3 (DeepSpeed ZeRO); an accelerate FSDP or DeepSpeed "
-        "configuration sets it too.",
-        SHARDINGS,
-    )
+    sharding: str = sharding_param()
     seed: int = param(0, "Seed for initialisation, prompt order, sampling and the held-out split.")
     output_dir: str = param("runs/rl", "Run directory (metrics, checkpoints, policy/, model/).")
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
@@ -503,23 +494,11 @@ class RLTrainer(ABC):
         self.scorer = scorer or RewardScorer(config, self.policy)
         self.shared_reward = getattr(self.scorer, "shared", False)
         self.policy.train()
-        if state is not None:
-            restore_weights(state, trainable_parameters(self.policy))
-        # DDP, FSDP or DeepSpeed ZeRO when launched on N ranks (see `sharding`)
-        self.train_policy, self.optimizer = self.parallel.prepare(
-            self.policy,
-            lambda params: torch.optim.AdamW(
-                params, lr=config.learning_rate, weight_decay=config.weight_decay
-            ),
-            config.max_grad_norm,
-        )
-        self.params = trainable_parameters(self.policy)  # FSDP replaces them with shards
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(self.total_steps, config.warmup_steps, config.lr_schedule)
+        self.train_policy, self.params, self.optimizer, self.scheduler = prepare_optimization(
+            self.parallel, self.policy, config, self.total_steps, state
         )
         self.eval_before: float | None = None
         if state is not None:
-            restore_optimizer(state, self.parallel, self.params, self.scheduler)
             self.eval_before = state["extra"].get("eval_reward_before")
 
     def global_batch_sizes(self) -> dict[str, int]:

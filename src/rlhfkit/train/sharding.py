@@ -33,6 +33,19 @@ SHARDINGS = ("none", "fsdp", "zero1", "zero2", "zero3")
 MakeOptimizer = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 
+def sharding_param() -> Any:
+    """The `sharding` field every training config has (documented once, here)."""
+    from rlhfkit.config import param
+
+    return param(
+        "none",
+        "How a run on several processes holds the model: none (DDP replicas), fsdp (PyTorch "
+        "FSDP2), zero1, zero2 or zero3 (DeepSpeed ZeRO); an accelerate FSDP or DeepSpeed "
+        "configuration sets it too.",
+        SHARDINGS,
+    )
+
+
 class Replicated:
     """Every rank holds the whole model (DDP when distributed, nothing in one process)."""
 
