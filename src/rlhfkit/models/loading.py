@@ -292,12 +292,6 @@ def under(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-def trainable_weights(
-    model: torch.nn.Module, weights: dict[str, torch.Tensor] | None = None
-) -> dict[str, torch.Tensor]:
-    """The weights a model saves: `weights` when given (the full trainable weights by
-    `named_parameters` name, gathered when the model's own are sharded over the ranks of a
-    run), else the model's own trainable ones."""
-    if weights is not None:
-        return weights
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The weights training changes, by `named_parameters` name."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}

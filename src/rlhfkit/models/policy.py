@@ -19,7 +19,7 @@ from torch import nn
 
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
-from rlhfkit.models.loading import trainable_weights, under
+from rlhfkit.models.loading import trainable_parameters, under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 from rlhfkit.models.shared_prompt import shared_prompt_forward
 
@@ -219,11 +219,12 @@ class PolicyModel(nn.Module):
     def save(self, folder: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the policy adapter and the value head atomically.
 
-        `weights`: the full trainable weights, when sharded (see `trainable_weights`).
+        `weights`: the full trainable weights by name, gathered when the model's own are
+        sharded over the ranks of a run (default: the model's own).
         """
         from safetensors.torch import save_file
 
-        weights = trainable_weights(self, weights)
+        weights = weights or trainable_parameters(self)
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             self.backbone.save_pretrained(

@@ -22,7 +22,7 @@ from torch import nn
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
-from rlhfkit.models.loading import trainable_weights, under
+from rlhfkit.models.loading import trainable_parameters, under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
 from rlhfkit.models.shared_prompt import (
     packed_forward,
@@ -181,11 +181,12 @@ class RewardModel(nn.Module):
     def save(self, folder: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the adapter (or full weights), the head and the spec atomically.
 
-        `weights`: the full trainable weights, when sharded (see `trainable_weights`).
+        `weights`: the full trainable weights by name, gathered when the model's own are
+        sharded over the ranks of a run (default: the model's own).
         """
         from safetensors.torch import save_file
 
-        weights = trainable_weights(self, weights)
+        weights = weights or trainable_parameters(self)
         backbone = under(weights, "backbone.")
         with atomic_path(folder) as tmp:
             tmp.mkdir()

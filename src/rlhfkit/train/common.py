@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,6 @@ def window_mean(window: list[dict[str, float]]) -> dict[str, float]:
     means = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
     window.clear()
     return means
-
-
-def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The weights training changes, by name."""
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
 def split_to_count(chunks: list[list[T]], count: int) -> list[list[T]]:

@@ -673,11 +673,12 @@ class RLTrainer(ABC):
         the CPU. Shape: (B, A) each (values None without a critic)."""
         config, policy = self.config, self.policy
         parts: list[tuple[torch.Tensor | None, ...]] = []
-        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
-            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with self.parallel.full_weights(policy), autocast(policy.device, self.autocast):
-                outputs = policy(part, config.temperature, with_entropy=True)
-            parts.append(tuple(None if t is None else t.float().cpu() for t in outputs))
+        with self.parallel.full_weights(policy):  # gathered once for the whole pass
+            for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
+                part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
+                with autocast(policy.device, self.autocast):
+                    outputs = policy(part, config.temperature, with_entropy=True)
+                parts.append(tuple(None if t is None else t.float().cpu() for t in outputs))
         return tuple(
             None if column[0] is None else torch.cat(column) for column in zip(*parts, strict=True)
         )
@@ -687,10 +688,12 @@ class RLTrainer(ABC):
         """Reference log-probabilities of the rollout, in micro-batches, on the CPU. (B, A)"""
         config, policy = self.config, self.policy
         parts = []
-        for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
-            part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
-            with self.parallel.full_weights(policy), autocast(policy.device, self.autocast):
-                parts.append(policy.reference_logprobs(part, config.temperature).float().cpu())
+        with self.parallel.full_weights(policy):  # gathered once for the whole pass
+            for start in range(0, rollout.query_ids.shape[0], config.micro_batch_size):
+                part = rollout.rows(slice(start, start + config.micro_batch_size), trim=False)
+                with autocast(policy.device, self.autocast):
+                    logprobs = policy.reference_logprobs(part, config.temperature)
+                parts.append(logprobs.float().cpu())
         return torch.cat(parts)
 
     def _update(

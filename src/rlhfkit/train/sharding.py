@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.models.loading import trainable_parameters
 
 SHARDINGS = ("none", "fsdp", "zero1", "zero2", "zero3")
 
@@ -67,7 +68,7 @@ class Replicated:
                 # yet; `broadcast_buffers=False` is the setting meant (see Parallel)
                 warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated")
                 train_model = self.accelerator.prepare_model(model)
-        self.optimizer = make_optimizer(trainable(model))
+        self.optimizer = make_optimizer(list(trainable_parameters(model).values()))
         return train_model, self.optimizer
 
     @contextlib.contextmanager
@@ -122,7 +123,7 @@ class FullyShardedDataParallel(Replicated):
         # make `model` the root now: generation may run the decoder blocks before the
         # model's own forward, and a block that runs first would take the root's place
         model._get_fsdp_state()._lazy_init()
-        self.optimizer = make_optimizer(trainable(model))
+        self.optimizer = make_optimizer(list(trainable_parameters(model).values()))
         return model, self.optimizer
 
     @contextlib.contextmanager
@@ -196,7 +197,7 @@ class DeepSpeedZero(Replicated):
             warnings.filterwarnings(
                 "ignore", f"`torch.distributed.{name}` is deprecated", FutureWarning
             )
-        self.optimizer = make_optimizer(trainable(model))
+        self.optimizer = make_optimizer(list(trainable_parameters(model).values()))
         config = {
             "train_micro_batch_size_per_gpu": 1,
             "gradient_accumulation_steps": 1,  # rlhfkit weights the micro-batch losses
@@ -320,10 +321,6 @@ def import_deepspeed(sharding: str):
             "PyTorch)"
         ) from exc
     return deepspeed
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def decoder_blocks(model: nn.Module) -> list[nn.Module]:
