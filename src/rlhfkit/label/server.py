@@ -436,22 +436,23 @@ def serve(config: LabelServeConfig) -> int:
     opened = open_store(config)
     token = config.token or new_token()
     server = LabelServer(opened.store, config.host, config.port, token, config.judgments_per_item)
-    for note in opened.notes:
-        print(f"note: {note}", flush=True)
-    total = opened.store.count_items()
-    print(f"label store {config.db}: {total} items ({opened.added} new)", flush=True)
-    if config.host not in LOCAL_HOSTS:
-        print(
-            f"warning: listening on {config.host}, not only this machine; anyone who reaches "
-            "it and has the token can label, and plain HTTP does not hide the token",
-            flush=True,
-        )
-    print(f"open {server.url}#token={token}", flush=True)
-    print(f"token={token}", flush=True)
-    print("Ctrl-C stops; every judgment is saved when the page says so.", flush=True)
     if threading.current_thread() is threading.main_thread():
+        # before the URL is printed: a `kill` as soon as it shows must stop cleanly too
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, `timeout`, a container stop
     try:
+        for note in opened.notes:
+            print(f"note: {note}", flush=True)
+        total = opened.store.count_items()
+        print(f"label store {config.db}: {total} items ({opened.added} new)", flush=True)
+        if config.host not in LOCAL_HOSTS:
+            print(
+                f"warning: listening on {config.host}, not only this machine; anyone who "
+                "reaches it and has the token can label, and plain HTTP does not hide the token",
+                flush=True,
+            )
+        print(f"open {server.url}#token={token}", flush=True)
+        print(f"token={token}", flush=True)
+        print("Ctrl-C stops; every judgment is saved when the page says so.", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
