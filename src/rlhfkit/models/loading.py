@@ -295,3 +295,12 @@ def under(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """The weights training changes, by `named_parameters` name."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of every transformers model inside `model`: the classes it
+    names in `_no_split_modules` (e.g. LlamaDecoderLayer)."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]

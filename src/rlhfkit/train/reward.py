@@ -16,6 +16,7 @@ from rlhfkit.data.config import DataConfig
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.fileio import atomic_write_json
+from rlhfkit.models.compiled import compile_blocks, compile_param, resolve_compile
 from rlhfkit.models.generate import padded_width
 from rlhfkit.models.reward import (
     ALL_LINEAR,
@@ -101,6 +102,7 @@ class RewardConfig(DataConfig):
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     sharding: str = sharding_param()
+    compile: bool | None = compile_param()
     seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
     output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
@@ -319,7 +321,7 @@ class RewardTrainer:
     """The reward-model training run: data, model, optimizer, loop, checkpoints, output."""
 
     def __init__(self, config: RewardConfig):
-        from rlhfkit.models.loading import resolve_device, resolve_dtype
+        from rlhfkit.models.loading import decoder_blocks, resolve_device, resolve_dtype
 
         self.config = config
         self.run_dir = Path(config.output_dir)
@@ -340,6 +342,11 @@ class RewardTrainer:
             # lowers the memory peak at no cost in speed (decoders that name their blocks
             # `layers`: Llama, Mistral, Qwen)
             trim_heap_during_forward(getattr(self.model.trunk, "layers", []))
+        steps = config.reward_model_train_steps
+        self.compiled = resolve_compile(config.compile, device, self.parallel.sharding, steps)
+        if self.compiled:
+            compile_blocks(decoder_blocks(self.model))
+            logger.info("decoder blocks compiled for training: the first step includes compiling")
         self.train_model, self.params, self.optimizer, self.scheduler = prepare_optimization(
             self.parallel, self.model, config, config.reward_model_train_steps, state
         )

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.models.loading import trainable_parameters
+from rlhfkit.models.loading import decoder_blocks, trainable_parameters
 
 SHARDINGS = ("none", "fsdp", "zero1", "zero2", "zero3")
 
@@ -321,15 +321,6 @@ def import_deepspeed(sharding: str):
             "PyTorch)"
         ) from exc
     return deepspeed
-
-
-def decoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of every transformers model inside `model`: the classes it
-    names in `_no_split_modules` (e.g. LlamaDecoderLayer)."""
-    names: set[str] = set()
-    for module in model.modules():
-        names.update(getattr(module, "_no_split_modules", None) or [])
-    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def clip_norm(params: list[nn.Parameter], max_norm: float) -> float:
