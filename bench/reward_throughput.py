@@ -26,7 +26,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -260,37 +259,51 @@ def rlhfkit_batch_order(n_pairs: int, args: argparse.Namespace) -> list[list[int
 
 
 class RssSampler:
-    """Samples this process's resident set size in a thread and keeps the maximum (bytes).
+    """Samples this process's resident set size from a separate process and keeps the
+    maximum (bytes).
 
-    It also measures the process's CPU seconds per wall second over the block: about the
-    number of threads when the machine is otherwise idle, less when something else competes.
+    The sampler is a process, not a thread: a Python thread that wakes every 20 ms takes
+    the GIL from the training thread, which slows code that holds the GIL while it
+    computes (compiled kernels) far more than eager PyTorch, which releases it; the figure
+    would be the sampler's doing. It also measures this process's CPU seconds per wall
+    second over the block: about the number of threads when the machine is otherwise
+    idle, less when something else competes.
     """
+
+    SCRIPT = (
+        "import select, sys, psutil\n"
+        "process = psutil.Process(int(sys.argv[1]))\n"
+        "peak = 0\n"
+        "while True:\n"
+        "    peak = max(peak, process.memory_info().rss)\n"
+        "    if select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
+        "        break\n"
+        "print(peak)\n"
+    )
 
     def __init__(self, interval: float = 0.02):
         import psutil
 
-        self._process = psutil.Process()
         self._interval = interval
-        self._stop = threading.Event()
-        self.peak = self._process.memory_info().rss
+        self.peak = psutil.Process().memory_info().rss
         self.cores_busy = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self._stop.wait(self._interval)
 
     def __enter__(self) -> RssSampler:
         self._cpu, self._wall = _cpu_seconds(), time.perf_counter()
-        self._thread.start()
+        self._sampler = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(os.getpid()), str(self._interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        import psutil
+
         self.cores_busy = (_cpu_seconds() - self._cpu) / (time.perf_counter() - self._wall)
+        out, _ = self._sampler.communicate("stop\n", timeout=60)
+        self.peak = max(self.peak, int(out.strip() or 0), psutil.Process().memory_info().rss)
 
     def figures(self) -> dict[str, float]:
         return {
