@@ -513,7 +513,6 @@ def build_trl_trainer(args: argparse.Namespace, workdir: Path, model_dir: str, c
         max_steps=total,
         train_sampling_strategy="sequential",
         gradient_checkpointing=not args.trl_no_gradient_checkpointing,
-        torch_compile=args.trl_torch_compile,
         bf16=dtype == torch.bfloat16,
         save_strategy="no",
         use_cpu=True,
@@ -655,11 +654,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="true",
         help="rlhfkit's compile setting (default true: what a run of >= 50 steps does by "
         "itself; auto would leave a 13-step run uncompiled).",
-    )
-    parser.add_argument(
-        "--trl-torch-compile",
-        action="store_true",
-        help="Turn on TRL's torch_compile (a non-default, informative run).",
     )
     parser.add_argument(
         "--rlhfkit-micro-batch-tokens",
@@ -842,7 +836,7 @@ def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
             "use_cpu": True,
             "save_strategy": "no",
             "gradient_checkpointing": not args.trl_no_gradient_checkpointing,
-            "torch_compile": args.trl_torch_compile,
+            "torch_compile": False,
             "seed": args.seed,
         },
     }
