@@ -273,19 +273,15 @@ class RssSampler:
     SCRIPT = (
         "import select, sys, psutil\n"
         "process = psutil.Process(int(sys.argv[1]))\n"
-        "peak = 0\n"
-        "while True:\n"
+        "peak = process.memory_info().rss\n"
+        "while not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
         "    peak = max(peak, process.memory_info().rss)\n"
-        "    if select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
-        "        break\n"
-        "print(peak)\n"
+        "print(max(peak, process.memory_info().rss))\n"
     )
 
     def __init__(self, interval: float = 0.02):
-        import psutil
-
         self._interval = interval
-        self.peak = psutil.Process().memory_info().rss
+        self.peak = 0
         self.cores_busy = 0.0
 
     def __enter__(self) -> RssSampler:
@@ -299,11 +295,9 @@ class RssSampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import psutil
-
         self.cores_busy = (_cpu_seconds() - self._cpu) / (time.perf_counter() - self._wall)
         out, _ = self._sampler.communicate("stop\n", timeout=60)
-        self.peak = max(self.peak, int(out.strip() or 0), psutil.Process().memory_info().rss)
+        self.peak = int(out)  # sampled at the start, every interval, and at the end
 
     def figures(self) -> dict[str, float]:
         return {
@@ -858,7 +852,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
             f"{r['peak_rss_mib']:.0f} | {r['rss_before_training_mib']:.0f} | "
             f"{r['real_tokens_per_pair']:.0f} | {r['padded_tokens_per_pair']:.0f} | "
             f"{'on' if r['gradient_checkpointing'] else 'off'} | "
-            f"{'yes' if r.get('compiled') else 'no'} |"
+            f"{'yes' if r['compiled'] else 'no'} |"
         )
     return "\n".join(lines)
 
