@@ -6,7 +6,15 @@ import math
 import pytest
 
 from rlhfkit.eval.judge import Vote, combine_votes, judge_messages, parse_vote
-from rlhfkit.eval.stats import alignment_metrics, cohens_kappa, wilson_interval, win_rates
+from rlhfkit.eval.stats import (
+    alignment_metrics,
+    cohens_kappa,
+    length_order,
+    pair_accuracy,
+    pairs_to_tell_from_chance,
+    wilson_interval,
+    win_rates,
+)
 from rlhfkit.graders.base import MODEL_SERVER, GradingError
 
 
@@ -139,3 +147,32 @@ def test_judge_messages_show_both_answers_and_cut_a_long_request():
     assert "[Response A]\nanswer one" in user and "[Response B]\nanswer two" in user
     assert "Be brief." in user and "[...cut]" in user
     assert len(user) < 9000
+
+
+def test_pair_accuracy_counts_ties_half_and_splits_by_length():
+    # credits 1, 0, 1/2 (a tie), 1; chosen longer in pairs 1 and 3, shorter in pair 2
+    stats = pair_accuracy([1.0, -1.0, 0.0, 2.0], [1, -1, 1, 0])
+    assert stats["n"] == 4 and stats["ties"] == 1
+    assert stats["accuracy"] == pytest.approx(2.5 / 4)
+    assert (stats["accuracy_ci95_low"], stats["accuracy_ci95_high"]) == pytest.approx(
+        wilson_interval(2.5, 4)
+    )
+    assert stats["accuracy_chosen_longer"] == pytest.approx(1.5 / 2)  # pairs 1 and 3
+    assert stats["accuracy_chosen_shorter"] == 0.0  # pair 2
+    assert (stats["n_chosen_longer"], stats["n_chosen_shorter"]) == (2, 1)
+    # the longer rule: right, wrong, right, a coin toss on equal lengths
+    assert stats["longer_baseline_accuracy"] == pytest.approx(2.5 / 4)
+    assert math.isnan(pair_accuracy([1.0], [0])["accuracy_chosen_longer"])
+    with pytest.raises(ValueError):
+        pair_accuracy([1.0], [])
+
+
+def test_length_order_and_pairs_needed_to_tell_from_chance():
+    assert (length_order("abc", "ab"), length_order("a", "ab"), length_order("a", "b")) == (
+        1,
+        -1,
+        0,
+    )
+    # 1.96^2 * 0.6 * 0.4 / 0.1^2 = 92.2 -> 93 pairs
+    assert pairs_to_tell_from_chance(0.6) == 93
+    assert pairs_to_tell_from_chance(0.5) is None and pairs_to_tell_from_chance(0.4) is None

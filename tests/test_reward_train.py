@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from rlhfkit.config import load_config
+from rlhfkit.eval.score import score_file
 from rlhfkit.models.reward import (
     ResponseBatch,
     RewardModelSpec,
@@ -25,7 +27,7 @@ from rlhfkit.models.shared_prompt import (
     supports_packing,
 )
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.common import sample_indices, split_to_count
+from rlhfkit.train.common import sample_indices, split_held_out, split_to_count
 from rlhfkit.train.reward import (
     EncodedPair,
     RewardConfig,
@@ -157,7 +159,7 @@ def test_tiny_run_loss_falls_and_weights_change(tmp_path):
     )
     before = {n: p.detach().clone() for n, p in initial.named_parameters() if p.requires_grad}
     result = train_reward_model(config)
-    rows = read_metrics(result.run_dir)
+    rows = [row for row in read_metrics(result.run_dir) if "rank_loss" in row]
     first, last = rows[0]["rank_loss"], sum(r["rank_loss"] for r in rows[-5:]) / 5
     assert last < first - 0.05
     trained = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
@@ -187,6 +189,62 @@ def test_keyword_rule_is_learned_to_high_held_out_accuracy(tmp_path):
     result = train_reward_model(config)
     assert result.eval_pairs == 50
     assert result.eval_accuracy >= 0.9
+
+
+def test_best_validation_step_is_kept_and_early_stopping_ends_the_run(tmp_path):
+    # the validation pairs carry the opposite rule to the training pairs, so validation
+    # rank loss rises as training learns: the first validation (step 2) is the best, and
+    # with a patience of 2 the run stops at step 6 of 30
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    _, validation = split_held_out(len(rows), 0.25, seed=0 + 1)
+    for i in validation:
+        rows[i]["choice"] = 1 - rows[i]["choice"]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = keyword_preferences(tmp_path / "held_out.jsonl", 12, seed=5)
+    config = tiny_config(
+        tmp_path,
+        data,
+        eval_dataset=held_out,
+        validation_fraction=0.25,
+        reward_model_train_steps=30,
+        eval_every=2,
+        save_every=100,
+        early_stopping_patience=2,
+        reward_model_learning_rate_multiplier=10,
+        head_init_std=0.02,
+    )
+    result = train_reward_model(config)
+    metrics = read_metrics(result.run_dir)
+    losses = {r["step"]: r["valid/rank_loss"] for r in metrics if "valid/rank_loss" in r}
+    assert list(losses) == [2, 4, 6] and losses[2] < losses[4] < losses[6]
+    assert (result.best_step, result.steps, result.stopped_early) == (2, 6, True)
+    assert (result.validation_pairs, result.train_pairs, result.eval_pairs) == (10, 30, 12)
+    # reward_model/ holds the step-2 weights, and the held-out figures are that model's
+    kept = torch.load(tmp_path / "run/checkpoints/step-000002/state.pt")["trainable"]
+    saved = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
+    head = saved.head.weight
+    assert torch.equal(head, kept["head.weight"])
+    scored = score_file(result.reward_model_dir, held_out).pairwise_accuracy
+    assert result.eval_accuracy == pytest.approx(scored["accuracy"])
+    assert result.eval_accuracy_ci95 == pytest.approx(
+        [scored["accuracy_ci95_low"], scored["accuracy_ci95_high"]]
+    )
+    last = metrics[-1]
+    assert last["best_step"] == 2 and last["eval/n"] == 12
+    for key in ("accuracy_chosen_longer", "accuracy_chosen_shorter", "longer_baseline_accuracy"):
+        assert f"eval/{key}" in last
+    # resuming the stopped run does not train further
+    again = train_reward_model(dataclasses.replace(config, resume=True))
+    assert (again.best_step, again.steps) == (2, 6)
+
+
+def test_num_epochs_sets_the_steps(tmp_path):
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    # 40 pairs: 4 held out, 4 of the other 36 set aside for validation; 1.5 * 32 / 8 = 6
+    config = tiny_config(tmp_path, data, num_epochs=1.5, reward_model_train_steps=1000)
+    result = train_reward_model(config)
+    assert (result.train_pairs, result.steps) == (32, 6)
 
 
 def test_existing_run_needs_resume_and_bad_config_is_refused(tmp_path):

@@ -290,15 +290,14 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
 
 def _train_reward(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config
-    from rlhfkit.train.reward import RewardConfig, train_reward_model
+    from rlhfkit.train.reward import RewardConfig, result_lines, train_reward_model
 
     config = load_config(RewardConfig, args.config, args.overrides)
     result = train_reward_model(config)
     print(
-        f"reward model: {result.reward_model_dir}\n"
-        f"held-out accuracy {result.eval_accuracy:.3f} on {result.eval_pairs} pairs "
-        f"(prefer-longer rule: {result.longer_baseline_accuracy:.3f}), "
-        f"rank loss {result.eval_rank_loss:.4f}\n"
+        "\n".join(result_lines(vars(result)))
+        + f"\nreward model folder: {result.reward_model_dir}, held-out rank loss "
+        f"{result.eval_rank_loss:.4f}\n"
         f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
     )
     return 0
@@ -338,8 +337,12 @@ def _score(args: argparse.Namespace) -> int:
         for row in result.rows:
             print(json.dumps(row, ensure_ascii=False))
     if result.pairwise_accuracy is not None:
+        stats = result.pairwise_accuracy
         print(
-            f"pairwise accuracy: {result.pairwise_accuracy:.3f} on {len(result.rows)} pairs",
+            f"pairwise accuracy: {stats['accuracy']:.3f} (95% interval "
+            f"{stats['accuracy_ci95_low']:.3f} to {stats['accuracy_ci95_high']:.3f}) on "
+            f"{stats['n']} pairs, {stats['ties']} ties counted as half; prefer-longer rule "
+            f"{stats['longer_baseline_accuracy']:.3f}",
             file=sys.stderr if not args.out else sys.stdout,
         )
     return 0

@@ -442,12 +442,7 @@ def _train_reward(reward_config: Any, resume: bool) -> dict[str, Any]:
 
     result = train_reward_model(dataclasses.replace(reward_config, resume=resume))
     return {
-        "reward_model_dir": str(result.reward_model_dir),
-        "eval_accuracy": result.eval_accuracy,
-        "longer_baseline_accuracy": result.longer_baseline_accuracy,
-        "eval_rank_loss": result.eval_rank_loss,
-        "eval_pairs": result.eval_pairs,
-        "train_pairs": result.train_pairs,
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items() if k != "run_dir"
     }
 
 
@@ -537,11 +532,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     reward = summary.get("reward_model")
     if reward:
-        lines.append(
-            f"reward model: held-out accuracy {reward['eval_accuracy']:.3f} on "
-            f"{reward['eval_pairs']} pairs (prefer-longer rule "
-            f"{reward['longer_baseline_accuracy']:.3f})"
-        )
+        from rlhfkit.train.reward import result_lines
+
+        lines.extend(result_lines(reward))
     rl = summary["rl"]
     change = rl["eval_reward_after"] - rl["eval_reward_before"]
     kl = rl.get("kl_last_5_steps")

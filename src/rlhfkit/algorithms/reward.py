@@ -14,7 +14,7 @@ class RewardLoss(NamedTuple):
     Attributes:
         loss: scalar to minimise (rank loss plus the centering term).
         rank_loss: mean -log sigmoid(r_chosen - r_rejected - margin), detached.
-        accuracy: fraction of pairs with r_chosen > r_rejected, detached.
+        accuracy: fraction of pairs with r_chosen > r_rejected, a tie counting 1/2, detached.
         margin: mean r_chosen - r_rejected, detached.
     """
 
@@ -50,6 +50,6 @@ def bradley_terry_loss(
     return RewardLoss(
         loss=loss,
         rank_loss=rank_loss.detach(),
-        accuracy=(diff > 0).float().mean().detach(),
+        accuracy=((diff > 0).float() + 0.5 * (diff == 0).float()).mean().detach(),
         margin=diff.mean().detach(),
     )

@@ -12,6 +12,7 @@ from rlhfkit.data.formats import load_dataset
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import DatasetError
+from rlhfkit.eval.stats import length_order, pair_accuracy
 from rlhfkit.fileio import atomic_write_jsonl
 from rlhfkit.models.loading import load_tokenizer
 from rlhfkit.models.reward import ResponseBatch, RewardModel, load_reward_model
@@ -20,7 +21,8 @@ from rlhfkit.models.reward import ResponseBatch, RewardModel, load_reward_model
 @dataclass
 class ScoreResult:
     rows: list[dict[str, Any]]
-    pairwise_accuracy: float | None
+    pairwise_accuracy: dict[str, float | int] | None
+    """For a preference file: `eval.stats.pair_accuracy` of the rewards (ties count half)."""
 
 
 def encoder_for(model: RewardModel, tokenizer) -> PromptEncoder:
@@ -87,7 +89,9 @@ def score_file(
             )
         groups = [[r.extra[response_field]] for r in records]
     rewards = score_texts(model, encoder, [r.messages for r in records], groups)
-    rows, correct = [], 0
+    rows: list[dict[str, Any]] = []
+    diffs: list[float] = []
+    orders: list[int] = []
     for record, group, reward in zip(records, groups, rewards, strict=True):
         row: dict[str, Any] = {"source": str(record.source), "prompt": record.text}
         if isinstance(record, PreferenceRecord):
@@ -98,11 +102,13 @@ def score_file(
                 reward_0=reward[0],
                 reward_1=reward[1],
             )
-            correct += int((reward[0] > reward[1]) == (record.choice == 0))
+            chosen, rejected = reward[record.choice], reward[1 - record.choice]
+            diffs.append(chosen - rejected)
+            orders.append(length_order(group[record.choice], group[1 - record.choice]))
         else:
             row.update(response=group[0], reward=reward[0])
         rows.append(row)
-    accuracy = correct / len(rows) if dataset.kind == "preference" else None
+    accuracy = pair_accuracy(diffs, orders) if dataset.kind == "preference" else None
     return ScoreResult(rows, accuracy)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 CHOICES = ("A", "B", "TIE")
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """The Wilson score interval for a proportion (95% with the default z).
 
     Wilson (1927), "Probable inference, the law of succession, and statistical inference",
@@ -97,3 +97,57 @@ def win_rates(choices: Sequence[str]) -> dict[str, float | int | list[float]]:
     rates["ties"] = counts["TIE"]
     rates["tie_rate"] = counts["TIE"] / n if n else 0.0
     return rates
+
+
+def pair_accuracy(diffs: Sequence[float], length_order: Sequence[int]) -> dict[str, float | int]:
+    """How often a scorer ranks the chosen answer first, overall and split by length.
+
+    One definition everywhere: a pair counts 1 when the chosen answer's score is higher,
+    0 when it is lower and 1/2 on a tie (a coin toss); ties are also counted on their own.
+    `accuracy_ci95_low/high` is the 95% Wilson interval (see `wilson_interval`).
+
+    Args:
+        diffs: score of the chosen minus score of the rejected answer, per pair.
+        length_order: per pair, 1 when the chosen answer is longer, -1 when shorter, 0 when
+            both have the same length.
+
+    Returns:
+        `n`, `accuracy`, `accuracy_ci95_low`, `accuracy_ci95_high`, `ties`,
+        `accuracy_chosen_longer` and `accuracy_chosen_shorter` (NaN when no such pair) with
+        their counts `n_chosen_longer` and `n_chosen_shorter`, and
+        `longer_baseline_accuracy`: the rule "prefer the longer answer" scored the same way.
+    """
+    if len(diffs) != len(length_order):
+        raise ValueError(f"{len(diffs)} score differences for {len(length_order)} pairs")
+    credit = [1.0 if d > 0 else 0.0 if d < 0 else 0.5 for d in diffs]
+    n = len(credit)
+    low, high = wilson_interval(sum(credit), n)
+    out: dict[str, float | int] = {
+        "n": n,
+        "accuracy": sum(credit) / n if n else math.nan,
+        "accuracy_ci95_low": low,
+        "accuracy_ci95_high": high,
+        "ties": sum(d == 0 for d in diffs),
+    }
+    for name, sign in (("chosen_longer", 1), ("chosen_shorter", -1)):
+        part = [c for c, order in zip(credit, length_order, strict=True) if order == sign]
+        out[f"accuracy_{name}"] = sum(part) / len(part) if part else math.nan
+        out[f"n_{name}"] = len(part)
+    rule = [1.0 if order > 0 else 0.0 if order < 0 else 0.5 for order in length_order]
+    out["longer_baseline_accuracy"] = sum(rule) / n if n else math.nan
+    return out
+
+
+def length_order(chosen: str, rejected: str) -> int:
+    """1 when the chosen answer is longer (in characters), -1 when shorter, 0 when equal."""
+    return (len(chosen) > len(rejected)) - (len(chosen) < len(rejected))
+
+
+def pairs_to_tell_from_chance(accuracy: float, z: float = 1.959964) -> int | None:
+    """About how many pairs a held-out set needs for an accuracy of `accuracy` to have a
+    95% interval that excludes 0.5: the n where z * sqrt(p(1-p)/n) = p - 0.5 (the normal
+    approximation of the interval's half-width). None when `accuracy` is at most 0.5."""
+    if not accuracy > 0.5:
+        return None
+    p = min(accuracy, 1.0 - 1e-9)
+    return math.ceil(z * z * p * (1 - p) / (p - 0.5) ** 2)

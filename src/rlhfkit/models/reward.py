@@ -173,7 +173,10 @@ class RewardModel(nn.Module):
                 hidden = shared_prompt_forward(trunk, *tensors)[1]  # (B*k, A, H)
         last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
         final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
-        return self.head(final.float()).squeeze(-1)
+        # the head runs in fp32 even under autocast: bf16 rewards would round distinct
+        # answers to the same value (a tie) and differ from machine to machine
+        with torch.autocast(final.device.type, enabled=False):
+            return self.head(final.float()).squeeze(-1)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,19 @@ from rlhfkit.algorithms.reward import bradley_terry_loss
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
 from rlhfkit.data.prompts import PromptEncoder
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.eval.stats import length_order, pair_accuracy, pairs_to_tell_from_chance
 from rlhfkit.fileio import atomic_write_json
 from rlhfkit.models.compiled import compile_blocks, compile_param, resolve_compile
 from rlhfkit.models.generate import padded_width
+from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.reward import (
     ALL_LINEAR,
     ResponseBatch,
     RewardModel,
     RewardModelSpec,
     build_reward_model,
+    load_reward_model,
 )
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
@@ -32,6 +37,7 @@ from rlhfkit.train.common import (
     prepare_optimization,
     progress_bar,
     release_free_memory,
+    restore_weights,
     resume_point,
     sample_indices,
     split_held_out,
@@ -64,7 +70,23 @@ class RewardConfig(DataConfig):
     eval_fraction: float = param(
         0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
     )
-    reward_model_train_steps: int = param(1000, "Optimizer steps.")
+    reward_model_train_steps: int = param(
+        1000, "Optimizer steps (num_epochs, when set, wins and sets the steps instead)."
+    )
+    num_epochs: float | None = param(
+        None,
+        "Passes over the training pairs; when set, the run takes ceil(num_epochs * pairs / "
+        "batch_size) steps and reward_model_train_steps is ignored.",
+    )
+    validation_fraction: float = param(
+        0.1,
+        "Share of the training pairs set aside for validation: evaluated every eval_every "
+        "steps, and the step with the lowest validation rank loss becomes reward_model/. "
+        "0: no validation; the last step is kept and the held-out pairs are evaluated instead.",
+    )
+    early_stopping_patience: int = param(
+        0, "Stop after this many validations without a lower rank loss (0: never stop early)."
+    )
     reward_model_learning_rate_multiplier: float = param(
         1.0, f"Multiplies the base learning rate {REWARD_BASE_LEARNING_RATE:g}."
     )
@@ -141,6 +163,25 @@ class RewardConfig(DataConfig):
             self.eval_fraction,
             "must be between 0 and 1 (exclusive)",
         )
+        check(
+            0.0 <= self.validation_fraction < 1.0,
+            "validation_fraction",
+            self.validation_fraction,
+            "must be in [0, 1): 0 turns validation off",
+        )
+        if self.num_epochs is not None:
+            check(self.num_epochs > 0, "num_epochs", self.num_epochs, "must be positive")
+        check(
+            self.early_stopping_patience >= 0,
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            "must be >= 0 (0: never stop early)",
+        )
+        if self.early_stopping_patience and not self.validation_fraction:
+            raise ConfigError(
+                f"early_stopping_patience={self.early_stopping_patience} needs validation "
+                "pairs: set validation_fraction > 0 (e.g. 0.1) or early_stopping_patience=0"
+            )
         check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
         check(
             bool(self.lora_targets),
@@ -165,11 +206,18 @@ class EncodedPair:
     chosen: list[int]
     rejected: list[int]
     margin: float
+    length_order: int = 0
+    """1 when the chosen answer is longer (in characters), -1 when shorter, 0 when equal."""
 
 
 @dataclass
 class RewardResult:
-    """What a finished run produced."""
+    """What a finished run produced: the kept model's figures on the held-out pairs.
+
+    `eval_accuracy` counts a tie as half a pair (`eval_ties` says how many there were);
+    `eval_accuracy_ci95` is its 95% Wilson interval; `best_step` is the step whose weights
+    were kept (the lowest validation rank loss, or the last step without validation).
+    """
 
     run_dir: Path
     reward_model_dir: Path
@@ -178,6 +226,15 @@ class RewardResult:
     longer_baseline_accuracy: float
     train_pairs: int
     eval_pairs: int
+    eval_accuracy_ci95: list[float]
+    eval_ties: int
+    eval_accuracy_chosen_longer: float
+    eval_accuracy_chosen_shorter: float
+    validation_pairs: int
+    steps: int
+    best_step: int
+    stopped_early: bool
+    verdict: str
 
 
 def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> list[EncodedPair]:
@@ -191,6 +248,7 @@ def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> lis
                 chosen=encoder.encode_response(record.chosen).ids,
                 rejected=encoder.encode_response(record.rejected).ids,
                 margin=float(margin),
+                length_order=length_order(record.chosen, record.rejected),
             )
         )
     return pairs
@@ -228,45 +286,103 @@ def micro_batches(
 
 
 @torch.no_grad()
-def evaluate_pairs(
+def score_pairs(
     model: RewardModel,
     pairs: list[EncodedPair],
     pad_id: int,
     max_tokens: int,
     use_bf16: bool,
     multiple: int = 1,
-) -> dict[str, float]:
-    """Held-out rank loss, accuracy and margin over all pairs."""
+) -> torch.Tensor:
+    """Rewards of every pair's chosen and rejected answer, in the order of `pairs`.
+
+    Returns:
+        fp32 rewards, column 0 the chosen and column 1 the rejected answer. Shape: (N, 2)
+    """
     was_training = model.training
     model.eval()
-    chosen, rejected, margins = [], [], []
+    position = {id(pair): index for index, pair in enumerate(pairs)}
+    out = torch.zeros(len(pairs), 2)
     for chunk in micro_batches(pairs, max_tokens, multiple):
-        batch, margin = pair_batch(chunk, pad_id, multiple)
+        batch, _ = pair_batch(chunk, pad_id, multiple)
         with autocast(model.device, use_bf16):
-            rewards = model(batch.to(model.device)).float().cpu()
-        chosen.append(rewards[0::2])
-        rejected.append(rewards[1::2])
-        margins.append(margin)
+            rewards = model(batch.to(model.device)).float().cpu()  # (2 * len(chunk),)
+        rows = torch.tensor([position[id(pair)] for pair in chunk])
+        out[rows] = rewards.view(-1, 2)
     model.train(was_training)
-    stats = bradley_terry_loss(torch.cat(chosen), torch.cat(rejected), torch.cat(margins))
+    return out
+
+
+def pair_statistics(rewards: torch.Tensor, pairs: list[EncodedPair], prefix: str) -> dict:
+    """Rank loss, margin and accuracy (with its interval, ties, the split by length and the
+    prefer-longer rule) of `rewards` (N, 2) on `pairs`, keys named `{prefix}/...`."""
+    margins = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    loss = bradley_terry_loss(rewards[:, 0], rewards[:, 1], margins)
+    diffs = (rewards[:, 0] - rewards[:, 1]).tolist()
+    accuracy = pair_accuracy(diffs, [p.length_order for p in pairs])
     return {
-        "eval/rank_loss": stats.rank_loss.item(),
-        "eval/accuracy": stats.accuracy.item(),
-        "eval/margin": stats.margin.item(),
+        f"{prefix}/rank_loss": loss.rank_loss.item(),
+        f"{prefix}/margin": loss.margin.item(),
+        **{f"{prefix}/{key}": value for key, value in accuracy.items()},
     }
 
 
-def longer_answer_accuracy(records: list) -> float:
-    """Accuracy of the trivial rule "prefer the longer answer" (ties count half)."""
-    if not records:
-        return float("nan")
-    score = 0.0
-    for r in records:
-        if len(r.chosen) != len(r.rejected):
-            score += float(len(r.chosen) > len(r.rejected))
-        else:
-            score += 0.5
-    return score / len(records)
+def training_steps(config: RewardConfig, train_pairs: int) -> int:
+    """Optimizer steps of the run: from num_epochs when set, else reward_model_train_steps."""
+    if config.num_epochs is None:
+        return config.reward_model_train_steps
+    return max(1, math.ceil(config.num_epochs * train_pairs / config.batch_size))
+
+
+def verdict(stats: dict, prefix: str = "eval") -> str:
+    """One sentence on whether the held-out figure tells the model from chance."""
+    n, accuracy = stats[f"{prefix}/n"], stats[f"{prefix}/accuracy"]
+    low, high = stats[f"{prefix}/accuracy_ci95_low"], stats[f"{prefix}/accuracy_ci95_high"]
+    baseline = stats[f"{prefix}/longer_baseline_accuracy"]
+    if low > 0.5:
+        rule = "above" if low > baseline else "not clearly above"
+        return (
+            f"better than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f}); "
+            f"{rule} the prefer-longer rule ({baseline:.3f})"
+        )
+    if high < 0.5:
+        return f"worse than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f})"
+    needed = pairs_to_tell_from_chance(accuracy)
+    more = (
+        f"at an accuracy of {accuracy:.3f} about {needed} held-out pairs would be needed to tell"
+        if needed
+        else "the model ranks no better than a coin"
+    )
+    return (
+        f"cannot be told from chance on {n} held-out pairs (95% interval {low:.3f} to "
+        f"{high:.3f} includes 0.5); {more}"
+    )
+
+
+def result_lines(result: dict[str, Any]) -> list[str]:
+    """A finished run's figures as printed (from `RewardResult` fields, e.g. summary.json)."""
+    low, high = result["eval_accuracy_ci95"]
+    ties = result["eval_ties"]
+    lines = [
+        f"reward model: held-out accuracy {result['eval_accuracy']:.3f} (95% interval "
+        f"{low:.3f} to {high:.3f}{f', {ties} ties counted as half' if ties else ''}) on "
+        f"{result['eval_pairs']} pairs; prefer-longer rule "
+        f"{result['longer_baseline_accuracy']:.3f}; where the chosen answer is longer "
+        f"{_figure(result['eval_accuracy_chosen_longer'])}, shorter "
+        f"{_figure(result['eval_accuracy_chosen_shorter'])}",
+        f"  {result['verdict']}",
+    ]
+    if result["validation_pairs"]:
+        stop = ", stopped early" if result["stopped_early"] else ""
+        lines.append(
+            f"  kept step {result['best_step']} of {result['steps']}{stop}: the lowest "
+            f"validation rank loss on {result['validation_pairs']} pairs set aside from training"
+        )
+    return lines
+
+
+def _figure(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def train_reward_model(config: RewardConfig) -> RewardResult:
@@ -276,16 +392,17 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
 
 @dataclass
 class PreparedData:
-    """Encoded training and held-out pairs."""
+    """Encoded training, validation and held-out pairs."""
 
     train: list[EncodedPair]
+    validation: list[EncodedPair]
     eval: list[EncodedPair]
-    eval_records: list
     pad_id: int
 
 
 def prepare_data(config: RewardConfig) -> PreparedData:
-    """Load the preference data, hold out the eval pairs and encode everything."""
+    """Load the preference data, hold out the eval pairs, set validation pairs aside from
+    the training pairs, and encode everything."""
     from rlhfkit.data.formats import load_dataset, load_preferences
     from rlhfkit.models.loading import load_tokenizer
 
@@ -294,14 +411,18 @@ def prepare_data(config: RewardConfig) -> PreparedData:
     if config.eval_dataset:
         eval_records = load_dataset(config.eval_dataset, kind="preference").records[:EVAL_ROWS_MAX]
     else:
-        if len(train_records) < 2:
-            raise RlhfkitError(
-                f"{config.preference_dataset} has {len(train_records)} pair(s): at least 2 are "
-                "needed to hold one out; add rows or set eval_dataset"
-            )
-        train_idx, eval_idx = split_held_out(len(train_records), config.eval_fraction, config.seed)
-        eval_records = [train_records[i] for i in eval_idx]
-        train_records = [train_records[i] for i in train_idx]
+        train_records, eval_records = _split(train_records, config.eval_fraction, config.seed)
+    validation_records: list = []
+    if config.validation_fraction:
+        train_records, validation_records = _split(
+            train_records, config.validation_fraction, config.seed + 1
+        )
+    if not train_records:
+        raise RlhfkitError(
+            f"{config.preference_dataset}: no training pair is left after holding out "
+            "evaluation and validation pairs; add rows, set eval_dataset, or lower "
+            "eval_fraction / validation_fraction"
+        )
     for warning in train_set.warnings:
         logger.warning(warning)
     tokenizer = load_tokenizer(config.large_model_reference)
@@ -311,10 +432,41 @@ def prepare_data(config: RewardConfig) -> PreparedData:
         "training pairs: %s",
         encoder.counts.summary(config.prompt_sequence_length, config.target_sequence_length),
     )
-    held_out = encode_pairs(
-        eval_records, PromptEncoder.from_settings(tokenizer, config), config.use_margin
+    held_out = PromptEncoder.from_settings(tokenizer, config)
+    return PreparedData(
+        train,
+        encode_pairs(validation_records, held_out, config.use_margin),
+        encode_pairs(eval_records, held_out, config.use_margin),
+        tokenizer.pad_token_id,
     )
-    return PreparedData(train, held_out, eval_records, tokenizer.pad_token_id)
+
+
+def _split(records: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(kept, set aside): a seeded random `fraction` of the records (at least one)."""
+    if len(records) < 2:
+        raise RlhfkitError(
+            f"{len(records)} preference pair(s): at least 2 are needed to set one aside for "
+            "evaluation or validation; add rows, or set eval_dataset"
+        )
+    kept, aside = split_held_out(len(records), fraction, seed)
+    return [records[i] for i in kept], [records[i] for i in aside]
+
+
+@dataclass
+class BestStep:
+    """The validation step with the lowest rank loss so far, and evaluations since then."""
+
+    step: int = 0
+    rank_loss: float = math.inf
+    since: int = 0
+
+    def update(self, step: int, rank_loss: float) -> bool:
+        """Record a validation; True when it is a new best."""
+        if rank_loss < self.rank_loss:
+            self.step, self.rank_loss, self.since = step, rank_loss, 0
+            return True
+        self.since += 1
+        return False
 
 
 class RewardTrainer:
@@ -328,9 +480,20 @@ class RewardTrainer:
         self.parallel = Parallel(config.device, config.sharding)
         self.parallel.check_divides(batch_size=config.batch_size)
         self.start_step, state = resume_point(config.resume, self.run_dir)
+        self.best = BestStep(**(state["extra"].get("best", {}) if state else {}))
         torch.manual_seed(config.seed)
-        # step 1. data: load, hold out, encode
+        # step 1. data: load, hold out, set validation pairs aside, encode
         self.data = prepare_data(config)
+        self.total_steps = training_steps(config, len(self.data.train))
+        if config.num_epochs is not None:
+            logger.info(
+                "num_epochs=%g over %d training pairs at batch_size %d: %d steps "
+                "(num_epochs wins over reward_model_train_steps)",
+                config.num_epochs,
+                len(self.data.train),
+                config.batch_size,
+                self.total_steps,
+            )
         # step 2. model, optimizer, schedule (restored when resuming)
         device = resolve_device(config.device)
         self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
@@ -341,7 +504,7 @@ class RewardTrainer:
         blocks = decoder_blocks(self.model)
         if device.type == "cpu":
             trim_heap_during_forward(blocks)  # lowers the memory peak at no cost in speed
-        steps = config.reward_model_train_steps
+        steps = self.total_steps
         self.compiled = resolve_compile(config.compile, device, self.parallel.sharding, steps)
         if self.compiled:
             compile_blocks(blocks)
@@ -349,7 +512,6 @@ class RewardTrainer:
         self.train_model, self.params, self.optimizer, self.scheduler = prepare_optimization(
             self.parallel, self.model, config, steps, state
         )
-        self.baseline = longer_answer_accuracy(self.data.eval_records)
 
     def run(self) -> RewardResult:
         from rlhfkit.tracking import MetricsLogger
@@ -358,31 +520,43 @@ class RewardTrainer:
         if main:
             write_config(self.run_dir, to_dict(config))
         logger.info(
-            "reward model: %d train pairs, %d held-out pairs, %d trainable parameters, "
-            "prefer-longer baseline on held-out pairs %.3f",
+            "reward model: %d train pairs, %d validation pairs, %d held-out pairs, %d "
+            "trainable parameters",
             len(data.train),
+            len(data.validation),
             len(data.eval),
             sum(getattr(p, "ds_numel", p.numel()) for p in self.params.values()),
-            self.baseline,
         )
         metrics = MetricsLogger(self.run_dir, resume_step=self.start_step, enabled=main)
         try:
-            last_eval = self._loop(metrics)
+            done = self._loop(metrics)
+            # step 5. the kept weights become the reward model; its held-out figures
+            kept = self.best.step if data.validation and self.best.step else done
+            out = self._save_reward_model(kept, done)
+            held_out = self._held_out(out, kept, done)
+            metrics.log(done, {**held_out, "best_step": kept})
         finally:
             metrics.close()
-        # step 5. the reward model for scoring and RL
-        out = self.run_dir / "reward_model"
-        weights = self.parallel.trainable_state(self.params)
-        if main:
-            self.model.save(out, weights)
         result = RewardResult(
-            self.run_dir,
-            out,
-            last_eval["eval/accuracy"],
-            last_eval["eval/rank_loss"],
-            self.baseline,
-            len(data.train),
-            len(data.eval),
+            run_dir=self.run_dir,
+            reward_model_dir=out,
+            eval_accuracy=held_out["eval/accuracy"],
+            eval_rank_loss=held_out["eval/rank_loss"],
+            longer_baseline_accuracy=held_out["eval/longer_baseline_accuracy"],
+            train_pairs=len(data.train),
+            eval_pairs=len(data.eval),
+            eval_accuracy_ci95=[
+                held_out["eval/accuracy_ci95_low"],
+                held_out["eval/accuracy_ci95_high"],
+            ],
+            eval_ties=held_out["eval/ties"],
+            eval_accuracy_chosen_longer=held_out["eval/accuracy_chosen_longer"],
+            eval_accuracy_chosen_shorter=held_out["eval/accuracy_chosen_shorter"],
+            validation_pairs=len(data.validation),
+            steps=done,
+            best_step=kept,
+            stopped_early=done < self.total_steps,
+            verdict=verdict(held_out),
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
         if main:
@@ -390,12 +564,15 @@ class RewardTrainer:
         self.parallel.barrier()
         return result
 
-    def _loop(self, metrics) -> dict[str, float]:
-        config, total = self.config, self.config.reward_model_train_steps
-        last_eval: dict[str, float] = {}
+    def _loop(self, metrics) -> int:
+        """Train from the start (or resumed) step; returns the last step done."""
+        config, total = self.config, self.total_steps
+        patience = config.early_stopping_patience
         window: list[dict[str, float]] = []
         bar = progress_bar(total, self.start_step, "train-reward", enabled=self.parallel.is_main)
-        for step in range(self.start_step, total):
+        done = self.start_step
+        stopped = bool(patience) and self.best.since >= patience
+        for step in range(self.start_step, total if not stopped else self.start_step):
             indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
             lr = self.scheduler.get_last_lr()[0]
             stats = self._step([self.data.train[i] for i in self.parallel.shard(indices)])
@@ -408,22 +585,41 @@ class RewardTrainer:
             if is_due(done, config.log_every, total):
                 row.update(window_mean(window))
                 row["learning_rate"] = lr
+            improved = False
             if is_due(done, config.eval_every, total):
-                last_eval = self.evaluate()
-                row.update(last_eval)
-                bar.write(
-                    f"step {done}: held-out accuracy {last_eval['eval/accuracy']:.3f}, "
-                    f"rank loss {last_eval['eval/rank_loss']:.4f}"
-                )
+                row.update(self._periodic_evaluation(done, bar))
+                improved = self.best.step == done
+                stopped = bool(patience) and self.best.since >= patience
             if row:
                 metrics.log(done, row)
-            if is_due(done, config.save_every, total):
+            if is_due(done, config.save_every, total) or improved or stopped:
                 self._save_checkpoint(done)
+            if stopped:
+                bar.write(
+                    f"step {done}: no lower validation rank loss in {patience} evaluations; "
+                    f"stopping early (best step {self.best.step})"
+                )
+                break
         bar.close()
-        return last_eval or self.evaluate()  # resumed after the final step: evaluate once
+        return done
+
+    def _periodic_evaluation(self, done: int, bar) -> dict[str, float]:
+        """Validation pairs when there are some (tracking the best step), else held-out."""
+        pairs, prefix = (
+            (self.data.validation, "valid") if self.data.validation else (self.data.eval, "eval")
+        )
+        stats = self.evaluate(pairs, prefix)
+        if self.data.validation:
+            self.best.update(done, stats["valid/rank_loss"])
+        bar.write(
+            f"step {done}: {'validation' if self.data.validation else 'held-out'} accuracy "
+            f"{stats[f'{prefix}/accuracy']:.3f}, rank loss {stats[f'{prefix}/rank_loss']:.4f}"
+        )
+        return stats
 
     def _save_checkpoint(self, done: int) -> None:
-        """Every rank gathers its part of the state; rank 0 writes it."""
+        """Every rank gathers its part of the state; rank 0 writes it. The best validation
+        step's checkpoint is kept besides the newest ones."""
         trainable = self.parallel.trainable_state(self.params)
         optimizer = self.parallel.optimizer_state(self.params)
         if self.parallel.is_main:
@@ -433,27 +629,61 @@ class RewardTrainer:
                 trainable,
                 optimizer,
                 self.scheduler,
-                extra={"config": to_dict(self.config)},
+                extra={"config": to_dict(self.config), "best": vars(self.best)},
+                score=-self.best.rank_loss if self.best.step == done else None,
+                keep_best=1,
             )
 
-    def evaluate(self) -> dict[str, float]:
-        """Held-out statistics over every held-out pair (each rank scores a share)."""
-        share = self.parallel.spread(self.data.eval)
-        stats = {"eval/rank_loss": 0.0, "eval/accuracy": 0.0, "eval/margin": 0.0}
-        if share:
-            with self.parallel.full_weights(self.model):
-                stats = evaluate_pairs(
-                    self.model,
-                    share,
+    def _save_reward_model(self, kept: int, done: int) -> Path:
+        """Write `reward_model/` from the weights of step `kept`: the model's own when it is
+        the last step, else the kept checkpoint's."""
+        out = self.run_dir / "reward_model"
+        if kept == done:
+            weights = self.parallel.trainable_state(self.params)
+        else:
+            weights = ckpt.load_checkpoint(ckpt.checkpoint_dir(self.run_dir, kept))["trainable"]
+        if self.parallel.is_main:
+            self.model.save(out, weights)
+            logger.info("reward model from step %d written to %s", kept, out)
+        self.parallel.barrier()
+        return out
+
+    def _held_out(self, out: Path, kept: int, done: int) -> dict[str, float]:
+        """Held-out statistics of the kept weights (loaded back where they are sharded)."""
+        if kept != done:
+            if self.parallel.sharding == "none":
+                state = ckpt.load_checkpoint(ckpt.checkpoint_dir(self.run_dir, kept))
+                restore_weights(state, trainable_parameters(self.model))
+            else:
+                kept_model = load_reward_model(out, self.config.dtype, self.config.device)
+                return self.evaluate(self.data.eval, "eval", kept_model, sharded=False)
+        return self.evaluate(self.data.eval, "eval")
+
+    def evaluate(
+        self,
+        pairs: list[EncodedPair],
+        prefix: str,
+        model: RewardModel | None = None,
+        sharded: bool = True,
+    ) -> dict[str, float]:
+        """Statistics over every pair of `pairs` (each rank scores a share)."""
+        indices = self.parallel.spread(list(range(len(pairs))))
+        share: list = []
+        if indices:
+            model = model or self.model
+            with self.parallel.full_weights(model) if sharded else nullcontext():
+                rewards = score_pairs(
+                    model,
+                    [pairs[i] for i in indices],
                     self.data.pad_id,
                     self.config.micro_batch_tokens * 2,
                     self.autocast,
                     self.config.pad_to_multiple,
                 )
-        keys = sorted(stats)
-        sums = self.parallel.sum(torch.tensor([stats[k] * len(share) for k in keys]))
-        stats = {k: v / len(self.data.eval) for k, v in zip(keys, sums.tolist(), strict=True)}
-        return {**stats, "eval/longer_baseline_accuracy": self.baseline}
+            share = [(i, *row) for i, row in zip(indices, rewards.tolist(), strict=True)]
+        rows = sorted(self.parallel.gather(share))
+        rewards = torch.tensor([row[1:] for row in rows], dtype=torch.float32).view(-1, 2)
+        return pair_statistics(rewards, pairs, prefix)
 
     def _step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
         """One optimizer step over `batch_pairs`; returns the step's statistics."""
