@@ -303,7 +303,9 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
         ]
 
     a, b = strip(read_metrics(tmp_path / "a")), strip(read_metrics(tmp_path / "b"))
-    assert [r["step"] for r in b] == list(range(1, 41))
+    # forty training steps, then the kept weights' held-out evaluation
+    assert [r["step"] for r in b] == [*range(1, 41), 40]
+    assert "eval/accuracy" in b[-1] and "best_step" in b[-1]
     assert a == b
 
 
