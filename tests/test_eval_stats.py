@@ -173,6 +173,8 @@ def test_length_order_and_pairs_needed_to_tell_from_chance():
         -1,
         0,
     )
-    # 1.96^2 * 0.6 * 0.4 / 0.1^2 = 92.2 -> 93 pairs
-    assert pairs_to_tell_from_chance(0.6) == 93
-    assert pairs_to_tell_from_chance(0.5) is None and pairs_to_tell_from_chance(0.4) is None
+    # 1.96^2 / (4 * 0.1^2) = 96.04 -> 97 pairs, where the Wilson interval leaves 0.5
+    assert pairs_to_tell_from_chance(0.6) == pairs_to_tell_from_chance(0.4) == 97
+    assert wilson_interval(0.6 * 97, 97)[0] > 0.5 >= wilson_interval(0.6 * 96, 96)[0]
+    assert pairs_to_tell_from_chance(1.0) == 4 and wilson_interval(4, 4)[0] > 0.5
+    assert pairs_to_tell_from_chance(0.5) is None

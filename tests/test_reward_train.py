@@ -34,6 +34,7 @@ from rlhfkit.train.reward import (
     micro_batches,
     padded_tokens,
     train_reward_model,
+    training_steps,
 )
 
 WORDS = [
@@ -245,6 +246,8 @@ def test_num_epochs_sets_the_steps(tmp_path):
     config = tiny_config(tmp_path, data, num_epochs=1.5, reward_model_train_steps=1000)
     result = train_reward_model(config)
     assert (result.train_pairs, result.steps) == (32, 6)
+    # 1.1 * 100 / 10 is 11.000000000000002 in floating point: still 11 steps
+    assert training_steps(dataclasses.replace(config, num_epochs=1.1, batch_size=10), 100) == 11
 
 
 def test_existing_run_needs_resume_and_bad_config_is_refused(tmp_path):

@@ -144,10 +144,10 @@ def length_order(chosen: str, rejected: str) -> int:
 
 
 def pairs_to_tell_from_chance(accuracy: float, z: float = 1.959964) -> int | None:
-    """About how many pairs a held-out set needs for an accuracy of `accuracy` to have a
-    95% interval that excludes 0.5: the n where z * sqrt(p(1-p)/n) = p - 0.5 (the normal
-    approximation of the interval's half-width). None when `accuracy` is at most 0.5."""
-    if not accuracy > 0.5:
+    """The fewest pairs at which an accuracy of `accuracy` has a 95% Wilson interval that
+    excludes 0.5. The Wilson interval inverts the score test, whose variance at 0.5 is 1/4,
+    so it excludes 0.5 exactly when n > z^2 / (4 (p - 0.5)^2). None at an accuracy of 0.5."""
+    gap = abs(accuracy - 0.5)
+    if not gap > 0:
         return None
-    p = min(accuracy, 1.0 - 1e-9)
-    return math.ceil(z * z * p * (1 - p) / (p - 0.5) ** 2)
+    return math.floor(z * z / (4 * gap * gap)) + 1

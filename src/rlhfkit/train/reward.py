@@ -331,7 +331,8 @@ def training_steps(config: RewardConfig, train_pairs: int) -> int:
     """Optimizer steps of the run: from num_epochs when set, else reward_model_train_steps."""
     if config.num_epochs is None:
         return config.reward_model_train_steps
-    return max(1, math.ceil(config.num_epochs * train_pairs / config.batch_size))
+    # rounded first: 1.1 * 100 / 10 is 11.000000000000002 in floating point, not 12 steps
+    return max(1, math.ceil(round(config.num_epochs * train_pairs / config.batch_size, 9)))
 
 
 def verdict(stats: dict, prefix: str = "eval") -> str:
@@ -340,7 +341,9 @@ def verdict(stats: dict, prefix: str = "eval") -> str:
     low, high = stats[f"{prefix}/accuracy_ci95_low"], stats[f"{prefix}/accuracy_ci95_high"]
     baseline = stats[f"{prefix}/longer_baseline_accuracy"]
     if low > 0.5:
-        rule = "above" if low > baseline else "not clearly above"
+        rule = (
+            "above" if low > baseline else ("below" if accuracy < baseline else "not clearly above")
+        )
         return (
             f"better than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f}); "
             f"{rule} the prefer-longer rule ({baseline:.3f})"
@@ -349,9 +352,10 @@ def verdict(stats: dict, prefix: str = "eval") -> str:
         return f"worse than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f})"
     needed = pairs_to_tell_from_chance(accuracy)
     more = (
-        f"at an accuracy of {accuracy:.3f} about {needed} held-out pairs would be needed to tell"
+        f"at an accuracy of {accuracy:.3f}, {needed} held-out pairs would be needed for the "
+        "interval to exclude 0.5"
         if needed
-        else "the model ranks no better than a coin"
+        else "an accuracy of exactly 0.5"
     )
     return (
         f"cannot be told from chance on {n} held-out pairs (95% interval {low:.3f} to "
@@ -411,11 +415,17 @@ def prepare_data(config: RewardConfig) -> PreparedData:
     if config.eval_dataset:
         eval_records = load_dataset(config.eval_dataset, kind="preference").records[:EVAL_ROWS_MAX]
     else:
-        train_records, eval_records = _split(train_records, config.eval_fraction, config.seed)
+        train_records, eval_records = _split(
+            train_records, config.eval_fraction, config.seed, "evaluation", "set eval_dataset"
+        )
     validation_records: list = []
     if config.validation_fraction:
         train_records, validation_records = _split(
-            train_records, config.validation_fraction, config.seed + 1
+            train_records,
+            config.validation_fraction,
+            config.seed + 1,
+            "validation",
+            "set validation_fraction=0",
         )
     if not train_records:
         raise RlhfkitError(
@@ -441,12 +451,15 @@ def prepare_data(config: RewardConfig) -> PreparedData:
     )
 
 
-def _split(records: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(kept, set aside): a seeded random `fraction` of the records (at least one)."""
+def _split(
+    records: list, fraction: float, seed: int, purpose: str, instead: str
+) -> tuple[list, list]:
+    """(kept, set aside for `purpose`): a seeded random `fraction` of the records (at least
+    one); `instead` says how to do without the split."""
     if len(records) < 2:
         raise RlhfkitError(
-            f"{len(records)} preference pair(s): at least 2 are needed to set one aside for "
-            "evaluation or validation; add rows, or set eval_dataset"
+            f"{len(records)} training preference pair(s): at least 2 are needed to set one "
+            f"aside for {purpose}; add rows, or {instead}"
         )
     kept, aside = split_held_out(len(records), fraction, seed)
     return [records[i] for i in kept], [records[i] for i in aside]
@@ -481,6 +494,9 @@ class RewardTrainer:
         self.parallel.check_divides(batch_size=config.batch_size)
         self.start_step, state = resume_point(config.resume, self.run_dir)
         self.best = BestStep(**(state["extra"].get("best", {}) if state else {}))
+        # training statistics of the steps since the last log line (kept in checkpoints, so
+        # that a resumed run logs the same means)
+        self.window: list[dict[str, float]] = state["extra"].get("window", []) if state else []
         torch.manual_seed(config.seed)
         # step 1. data: load, hold out, set validation pairs aside, encode
         self.data = prepare_data(config)
@@ -514,7 +530,7 @@ class RewardTrainer:
         )
 
     def run(self) -> RewardResult:
-        from rlhfkit.tracking import MetricsLogger
+        from rlhfkit.tracking import MetricsLogger, read_metrics
 
         config, data, main = self.config, self.data, self.parallel.is_main
         if main:
@@ -534,7 +550,8 @@ class RewardTrainer:
             kept = self.best.step if data.validation and self.best.step else done
             out = self._save_reward_model(kept, done)
             held_out = self._held_out(out, kept, done)
-            metrics.log(done, {**held_out, "best_step": kept})
+            if not any(r["step"] == done and "best_step" in r for r in read_metrics(self.run_dir)):
+                metrics.log(done, {**held_out, "best_step": kept})  # once, also when resumed
         finally:
             metrics.close()
         result = RewardResult(
@@ -567,8 +584,7 @@ class RewardTrainer:
     def _loop(self, metrics) -> int:
         """Train from the start (or resumed) step; returns the last step done."""
         config, total = self.config, self.total_steps
-        patience = config.early_stopping_patience
-        window: list[dict[str, float]] = []
+        patience, window = config.early_stopping_patience, self.window
         bar = progress_bar(total, self.start_step, "train-reward", enabled=self.parallel.is_main)
         done = self.start_step
         stopped = bool(patience) and self.best.since >= patience
@@ -582,14 +598,14 @@ class RewardTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
             row: dict[str, Any] = {}
-            if is_due(done, config.log_every, total):
-                row.update(window_mean(window))
-                row["learning_rate"] = lr
             improved = False
             if is_due(done, config.eval_every, total):
                 row.update(self._periodic_evaluation(done, bar))
                 improved = self.best.step == done
-                stopped = bool(patience) and self.best.since >= patience
+                stopped = bool(patience) and self.best.since >= patience and done < total
+            if is_due(done, config.log_every, total) or stopped:
+                row.update(window_mean(window))
+                row["learning_rate"] = lr
             if row:
                 metrics.log(done, row)
             if is_due(done, config.save_every, total) or improved or stopped:
@@ -629,7 +645,11 @@ class RewardTrainer:
                 trainable,
                 optimizer,
                 self.scheduler,
-                extra={"config": to_dict(self.config), "best": vars(self.best)},
+                extra={
+                    "config": to_dict(self.config),
+                    "best": vars(self.best),
+                    "window": self.window,
+                },
                 score=-self.best.rank_loss if self.best.step == done else None,
                 keep_best=1,
             )
