@@ -82,6 +82,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "reward_model_learning_rate_multiplier": 10.0,
         "lr_schedule": "constant",
     },
+    "mean_x10": {"reward_model_learning_rate_multiplier": 10.0, "head_pooling": "mean"},
+    "mean_fit": {"head_pooling": "mean", "head_warm_start": True},
+    "mean_fit_x4": {
+        "head_pooling": "mean",
+        "head_warm_start": True,
+        "reward_model_learning_rate_multiplier": 4.0,
+    },
+    "last_fit": {"head_warm_start": True},
 }
 """The sweep: overrides of the rlhfkit defaults (RewardConfig), by name."""
 

@@ -112,6 +112,70 @@ def test_shared_prompt_scoring_equals_scoring_whole_sequences(tokenizer):
     torch.testing.assert_close(shared, torch.cat(whole), atol=1e-5, rtol=1e-5)
 
 
+def test_mean_pooling_reads_the_mean_of_the_answer_tokens_and_is_saved(tmp_path):
+    spec = RewardModelSpec(base_model="tiny-random-llama", pooling="mean")
+    model = build_reward_model(spec, dtype="fp32", device="cpu", head_std=0.1).eval()
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    responses = [[20, 21, 2], [22, 2], [30, 2], [31, 32, 33, 2]]
+    batch = ResponseBatch.build(prompts, responses, pad_id=2)
+    with torch.no_grad():
+        hidden = shared_prompt_forward(
+            model.trunk,
+            batch.prompt_ids,
+            batch.prompt_mask,
+            batch.response_ids,
+            batch.response_mask,
+        )[1]
+        expected = torch.stack([hidden[i, : len(r)].mean(0) for i, r in enumerate(responses)])
+        torch.testing.assert_close(model.features(batch), expected, atol=1e-5, rtol=1e-5)
+        rewards = model(batch)
+    torch.testing.assert_close(rewards, model.head(expected).squeeze(-1), atol=1e-5, rtol=1e-5)
+    model.save(tmp_path / "rm")
+    loaded = load_reward_model(tmp_path / "rm", dtype="fp32", device="cpu")
+    assert loaded.spec.pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), rewards, atol=1e-5, rtol=1e-5)
+    # a folder written before pooling was a setting reads its last token, as it was trained
+    spec_file = tmp_path / "rm" / "rlhfkit_reward.json"
+    written = json.loads(spec_file.read_text())
+    del written["pooling"]
+    spec_file.write_text(json.dumps(written))
+    assert load_reward_model(tmp_path / "rm", dtype="fp32", device="cpu").spec.pooling == "last"
+
+
+def test_warm_started_head_is_the_fit_on_training_features_and_not_refit_on_resume(tmp_path):
+    from rlhfkit.algorithms.reward import fit_linear_head
+    from rlhfkit.train.reward import RewardTrainer, pair_features
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 60)
+    config = tiny_config(
+        tmp_path,
+        data,
+        head_pooling="mean",
+        head_warm_start=True,
+        reward_model_train_steps=2,
+        save_every=1,
+        validation_fraction=0,
+    )
+    trainer = RewardTrainer(config)
+    fresh = build_reward_model(
+        RewardModelSpec(base_model="tiny-random-llama", pooling="mean"), "fp32", "cpu", 0.0, seed=0
+    )
+    features = pair_features(fresh, trainer.data.train, trainer.data.pad_id, 4096, False)
+    expected = fit_linear_head(features[:, 0] - features[:, 1]).weight
+    torch.testing.assert_close(trainer.model.head.weight.detach().view(-1), expected)
+    assert trainer.model.head.weight.abs().sum() > 0
+    # the fitted head already ranks the keyword rule before any training step
+    trainer.run()
+    rows = read_metrics(tmp_path / "run")
+    assert rows[0]["rank_loss"] < 0.3
+    # resuming restores the trained head of the last checkpoint (step 2, also the kept
+    # step without validation) instead of fitting the head again
+    resumed = RewardTrainer(dataclasses.replace(config, resume=True, reward_model_train_steps=3))
+    saved = load_reward_model(tmp_path / "run" / "reward_model", dtype="fp32", device="cpu")
+    torch.testing.assert_close(resumed.model.head.weight, saved.head.weight)
+
+
 def test_sampling_depends_only_on_seed_and_step():
     a = [sample_indices(s, 3, 10, seed=1) for s in range(7)]
     assert a == [sample_indices(s, 3, 10, seed=1) for s in range(7)]

@@ -1,6 +1,7 @@
 """Reward model: a language-model trunk (LoRA or fully trainable) and a scalar head.
 
-The head reads the final hidden state of the last non-padding token of each response.
+The head reads the final hidden states of each response: those of its last token
+(`pooling="last"`) or their mean over the response's tokens (`pooling="mean"`).
 Responses that share a prompt are scored with the prompt computed once. In training the
 prompt and its responses are packed into one row with a block mask; when scoring without
 gradients (and for attention implementations that take no such mask) the responses run on
@@ -34,6 +35,9 @@ REWARD_CONFIG_FILE = "rlhfkit_reward.json"
 HEAD_FILE = "head.safetensors"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every linear layer of a Llama decoder block: the default LoRA targets."""
+POOLINGS = ("last", "mean")
+"""What the head reads: the last response token's final hidden state, or the mean of the
+response tokens' final hidden states."""
 
 
 @dataclass
@@ -49,6 +53,7 @@ class RewardModelSpec:
     prompt_sequence_length: int = 512
     target_sequence_length: int = 64
     use_chat_template: bool = True
+    pooling: str = "last"
 
 
 @dataclass
@@ -160,7 +165,25 @@ class RewardModel(nn.Module):
         with active_adapter(self.backbone, self.adapter_name):
             return self._forward(batch)
 
+    def features(self, batch: ResponseBatch) -> torch.Tensor:
+        """What the head reads for every response (see `POOLINGS`), in fp32.
+
+        Returns:
+            pooled final hidden states. Shape: (B*k, H)
+        """
+        if self.adapter_name is None:
+            return self._features(batch)
+        with active_adapter(self.backbone, self.adapter_name):
+            return self._features(batch)
+
     def _forward(self, batch: ResponseBatch) -> torch.Tensor:
+        final = self._features(batch)
+        # the head runs in fp32 even under autocast: bf16 rewards would round distinct
+        # answers to the same value (a tie) and differ from machine to machine
+        with torch.autocast(final.device.type, enabled=False):
+            return self.head(final).squeeze(-1)
+
+    def _features(self, batch: ResponseBatch) -> torch.Tensor:
         trunk = self.trunk
         tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
         with uncast_lora_inputs(self._lora_layers, self.device):
@@ -171,12 +194,11 @@ class RewardModel(nn.Module):
                 hidden = packed_forward(trunk, *tensors, multiple=batch.multiple)[1]
             else:
                 hidden = shared_prompt_forward(trunk, *tensors)[1]  # (B*k, A, H)
+        if self.spec.pooling == "mean":
+            mask = batch.response_mask.unsqueeze(-1).float()  # (B*k, A, 1)
+            return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last = (batch.response_mask.sum(1) - 1).clamp(min=0)  # (B*k,)
-        final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B*k, H)
-        # the head runs in fp32 even under autocast: bf16 rewards would round distinct
-        # answers to the same value (a tie) and differ from machine to machine
-        with torch.autocast(final.device.type, enabled=False):
-            return self.head(final.float()).squeeze(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
