@@ -33,6 +33,7 @@ from rlhfkit.train.reward import (
     RewardConfig,
     micro_batches,
     padded_tokens,
+    result_lines,
     train_reward_model,
     training_steps,
 )
@@ -423,3 +424,28 @@ def test_packed_pass_equals_the_key_value_cache_pass_with_gradients():
     assert packed_grads.keys() == cached_grads.keys() and packed_grads
     for name, grad in packed_grads.items():
         torch.testing.assert_close(grad, cached_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_fitted_head_is_validated_at_step_0_and_kept_when_training_only_hurts(tmp_path):
+    data = keyword_preferences(tmp_path / "p.jsonl", 60)
+    config = tiny_config(
+        tmp_path,
+        data,
+        head_pooling="mean",
+        head_warm_start=True,
+        validation_fraction=0.25,
+        reward_model_train_steps=3,
+        eval_every=3,
+        reward_model_learning_rate_multiplier=2000,  # steps of 1.0: training only wrecks it
+        warmup_steps=0,
+        lr_schedule="constant",
+        max_grad_norm=0,
+    )
+    result = train_reward_model(config)
+    rows = read_metrics(result.run_dir)
+    assert rows[0]["step"] == 0 and "valid/rank_loss" in rows[0]
+    assert [r["step"] for r in rows if "valid/rank_loss" in r] == [0, 3]
+    assert result.best_step == 0
+    fitted = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
+    assert fitted.head.weight.abs().sum() > 0
+    assert "step 0: the fitted head" in "\n".join(result_lines(vars(result)))

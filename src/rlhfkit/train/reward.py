@@ -429,6 +429,11 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"  kept step {result['best_step']} of {result['steps']}{stop}: the lowest "
             f"validation rank loss on {result['validation_pairs']} pairs set aside from training"
+            + (
+                " (step 0: the fitted head, before any training step)"
+                if not result["best_step"]
+                else ""
+            )
         )
     return lines
 
@@ -520,6 +525,11 @@ class BestStep:
     step: int = 0
     rank_loss: float = math.inf
     since: int = 0
+
+    @property
+    def found(self) -> bool:
+        """Whether any validation was recorded (step 0 is a candidate: a fitted head)."""
+        return math.isfinite(self.rank_loss)
 
     def update(self, step: int, rank_loss: float) -> bool:
         """Record a validation; True when it is a new best."""
@@ -632,7 +642,7 @@ class RewardTrainer:
         try:
             done = self._loop(metrics)
             # step 5. the kept weights become the reward model; its held-out figures
-            kept = self.best.step if data.validation and self.best.step else done
+            kept = self.best.step if data.validation and self.best.found else done
             out = self._save_reward_model(kept, done)
             held_out = self._held_out(out, kept, done)
             if not any(r["step"] == done and "best_step" in r for r in read_metrics(self.run_dir)):
@@ -672,6 +682,10 @@ class RewardTrainer:
         patience, window = config.early_stopping_patience, self.window
         bar = progress_bar(total, self.start_step, "train-reward", enabled=self.parallel.is_main)
         done = self.start_step
+        if done == 0 and config.head_warm_start and self.data.validation and not self.best.found:
+            # the fitted head is a candidate too: training must beat it on validation pairs
+            metrics.log(0, self._periodic_evaluation(0, bar))
+            self._save_checkpoint(0)
         stopped = bool(patience) and self.best.since >= patience
         for step in range(self.start_step, total if not stopped else self.start_step):
             indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
