@@ -367,6 +367,10 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
         lora_rank=args.lora_rank,
         lora_alpha=float(args.lora_alpha),
         lora_targets=list(LORA_TARGETS),
+        # the peer's head: the last token, no fit before training (a one-off pass over the
+        # training pairs that TRL does not make; steps are timed the same either way)
+        head_pooling="last",
+        head_warm_start=False,
         prompt_sequence_length=args.prompt_length,
         target_sequence_length=args.answer_length,
         log_every=1,

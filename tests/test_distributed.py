@@ -91,15 +91,16 @@ def test_two_ranks_of_four_pairs_train_like_one_process_of_eight(tmp_path):
     assert [r.get("rank_loss") for r in metrics(tmp_path / "accelerate")] == [
         r.get("rank_loss") for r in rows_two
     ]
-    # rank 0 alone wrote them: four training steps, then the held-out evaluation
-    assert [r["step"] for r in rows_two] == [1, 2, 3, 4, 4]
+    # rank 0 alone wrote them: the fitted head's validation (the ranks computed the
+    # features of half the pairs each), four training steps, then the held-out evaluation
+    assert [r["step"] for r in rows_two] == [0, 1, 2, 3, 4, 4]
     assert "eval/accuracy" in rows_two[-1] and "rank_loss" not in rows_two[-1]
     # tolerance: the same sums in another order (fp32), and other padding widths per rank
     for a, b in zip(rows_one, rows_two, strict=True):
         for key in ("rank_loss", "accuracy", "margin", "grad_norm", "eval/rank_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], abs=2e-5), (a["step"], key)
-    assert rows_one[-2]["rank_loss"] != rows_one[0]["rank_loss"]  # it did train
+    assert rows_one[-2]["rank_loss"] != rows_one[1]["rank_loss"]  # it did train
     weights_one = load_file(next((tmp_path / "one" / "reward_model").rglob("*.safetensors")))
     weights_two = load_file(next((tmp_path / "two" / "reward_model").rglob("*.safetensors")))
     assert weights_one.keys() == weights_two.keys() and weights_one

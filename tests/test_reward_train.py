@@ -219,6 +219,8 @@ def test_tiny_run_loss_falls_and_weights_change(tmp_path):
         save_every=30,
         reward_model_learning_rate_multiplier=10,
         head_init_std=0.02,
+        head_pooling="last",
+        head_warm_start=False,  # training alone must lower the loss here
     )
     initial = build_reward_model(
         RewardModelSpec(base_model="tiny-random-llama"), "fp32", "cpu", 0.02, seed=0
@@ -279,6 +281,7 @@ def test_best_validation_step_is_kept_and_early_stopping_ends_the_run(tmp_path):
         early_stopping_patience=2,
         reward_model_learning_rate_multiplier=10,
         head_init_std=0.02,
+        head_warm_start=False,  # a fitted head would learn the opposite rule before step 1
     )
     result = train_reward_model(config)
     metrics = read_metrics(result.run_dir)
@@ -371,8 +374,9 @@ def test_sigkilled_run_resumes_with_identical_metrics(tmp_path):
         ]
 
     a, b = strip(read_metrics(tmp_path / "a")), strip(read_metrics(tmp_path / "b"))
-    # forty training steps, then the kept weights' held-out evaluation
-    assert [r["step"] for r in b] == [*range(1, 41), 40]
+    # the fitted head's validation (step 0), forty training steps, then the kept weights'
+    # held-out evaluation
+    assert [r["step"] for r in b] == [0, *range(1, 41), 40]
     assert "eval/accuracy" in b[-1] and "best_step" in b[-1]
     assert a == b
 

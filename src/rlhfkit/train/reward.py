@@ -108,13 +108,13 @@ class RewardConfig(DataConfig):
     full_finetune: bool = param(False, "Train every weight instead of a LoRA adapter.")
     head_init_std: float = param(0.0, "Std of the reward head's initial weights (0: zeros).")
     head_pooling: str = param(
-        "last",
+        "mean",
         "What the head reads: the final hidden state of the answer's last token, or the "
         "mean over the answer's tokens.",
         choices=POOLINGS,
     )
     head_warm_start: bool = param(
-        False,
+        True,
         "Before training, fit the head on the training pairs' features of the untrained "
         "model (L2-regularised logistic regression, L2 weight by 5-fold cross-validation).",
     )
