@@ -146,7 +146,7 @@ def test_mean_pooling_reads_the_mean_of_the_answer_tokens_and_is_saved(tmp_path)
 
 def test_warm_started_head_is_the_fit_on_training_features_and_not_refit_on_resume(tmp_path):
     from rlhfkit.algorithms.reward import fit_linear_head
-    from rlhfkit.train.reward import RewardTrainer, pair_features
+    from rlhfkit.train.reward import RewardTrainer, pair_outputs
 
     data = keyword_preferences(tmp_path / "p.jsonl", 60)
     config = tiny_config(
@@ -162,7 +162,9 @@ def test_warm_started_head_is_the_fit_on_training_features_and_not_refit_on_resu
     fresh = build_reward_model(
         RewardModelSpec(base_model="tiny-random-llama", pooling="mean"), "fp32", "cpu", 0.0, seed=0
     )
-    features = pair_features(fresh, trainer.data.train, trainer.data.pad_id, 4096, False)
+    features = pair_outputs(
+        fresh, fresh.features, trainer.data.train, trainer.data.pad_id, 4096, False, 1
+    )
     expected = fit_linear_head(features[:, 0] - features[:, 1]).weight
     torch.testing.assert_close(trainer.model.head.weight.detach().view(-1), expected)
     assert trainer.model.head.weight.abs().sum() > 0

@@ -310,27 +310,11 @@ def score_pairs(
     Returns:
         fp32 rewards, column 0 the chosen and column 1 the rejected answer. Shape: (N, 2)
     """
-    return _over_pairs(model, model, pairs, pad_id, max_tokens, use_bf16, multiple)
-
-
-def pair_features(
-    model: RewardModel,
-    pairs: list[EncodedPair],
-    pad_id: int,
-    max_tokens: int,
-    use_bf16: bool,
-    multiple: int = 1,
-) -> torch.Tensor:
-    """What the head reads for every pair's chosen and rejected answer, in fp32.
-
-    Returns:
-        features, [:, 0] of the chosen and [:, 1] of the rejected answer. Shape: (N, 2, H)
-    """
-    return _over_pairs(model, model.features, pairs, pad_id, max_tokens, use_bf16, multiple)
+    return pair_outputs(model, model, pairs, pad_id, max_tokens, use_bf16, multiple)
 
 
 @torch.no_grad()
-def _over_pairs(
+def pair_outputs(
     model: RewardModel,
     function,
     pairs: list[EncodedPair],
@@ -340,7 +324,8 @@ def _over_pairs(
     multiple: int,
 ) -> torch.Tensor:
     """`function(batch)` of every pair's two answers (one row each), in the order of
-    `pairs`, run in micro-batches of similar length with `model` in eval mode.
+    `pairs`, run in micro-batches of similar length with `model` in eval mode: rewards
+    with `model` itself, the head's features with `model.features`.
 
     Returns:
         fp32 outputs. Shape: (N, 2, ...)
@@ -598,8 +583,9 @@ class RewardTrainer:
         pairs = self.data.train
         indices = self.parallel.spread(list(range(len(pairs))))
         started = time.perf_counter()
-        features = pair_features(
+        features = pair_outputs(
             self.model,
+            self.model.features,
             [pairs[i] for i in indices],
             self.data.pad_id,
             self.config.micro_batch_tokens * 2,
