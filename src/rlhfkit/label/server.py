@@ -439,6 +439,8 @@ def serve(config: LabelServeConfig) -> int:
     if threading.current_thread() is threading.main_thread():
         # before the URL is printed: a `kill` as soon as it shows must stop cleanly too
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, `timeout`, a container stop
+        # Ctrl-C stops it even where SIGINT came in ignored (a shell's background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for note in opened.notes:
             print(f"note: {note}", flush=True)
