@@ -16,7 +16,7 @@ near coin flips, as human labels are.
 
 Run from the repository root, on an otherwise idle machine, one recipe after another:
 
-    .venv/bin/python bench/learning.py --recipes default,lr_x10,full_ft
+    .venv/bin/python bench/learning.py --recipes last,mean_fit
     .venv/bin/python bench/learning.py --table        # the results so far, as a table
 
 Each finished recipe appends one row to bench/results/learning.jsonl; a recipe already there
@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import random
 import sys
@@ -58,11 +59,15 @@ COMMON = {
     "eval_every": 10,
     "log_every": 5,
     "save_every": 1000,
+    "head_pooling": "last",
+    "head_warm_start": False,
 }
-"""Settings every recipe shares unless it overrides them."""
+"""Settings every recipe shares unless it overrides them. The head is pinned to the last
+token without a fit, so that a recipe's name means the same settings whatever rlhfkit's
+defaults are; `mean_fit` is today's default recipe."""
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
+    "last": {},
     "lr_x4": {"reward_model_learning_rate_multiplier": 4.0},
     "lr_x10": {"reward_model_learning_rate_multiplier": 10.0},
     "lr_x10_r16": {
@@ -90,8 +95,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "reward_model_learning_rate_multiplier": 4.0,
     },
     "last_fit": {"head_warm_start": True},
+    "mean": {"head_pooling": "mean"},
 }
-"""The sweep: overrides of the rlhfkit defaults (RewardConfig), by name."""
+"""The sweep: RewardConfig settings over COMMON, by name."""
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -118,17 +124,10 @@ def noisy_labels(rows: list[dict], tau: float, seed: int) -> list[dict]:
     return out
 
 
-def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
-
-
 def prepare(tau: float, noise_seed: int) -> tuple[Path, Path, dict]:
     """Write the training and held-out files; return them and the data's baselines."""
+    from rlhfkit.eval.stats import wilson_interval
+
     rows = noisy_labels(read_jsonl(DATA_FILE), tau, noise_seed)
     train, held_out = rows[:-HELD_OUT], rows[-HELD_OUT:]
     assert not {r["id"] for r in train} & {r["id"] for r in held_out}
@@ -144,7 +143,7 @@ def prepare(tau: float, noise_seed: int) -> tuple[Path, Path, dict]:
         "train_and_validation_pairs": len(train),
         "held_out_pairs": len(held_out),
         "held_out_grader_agreement": agree / len(held_out),
-        "held_out_grader_agreement_ci95": list(wilson(agree, len(held_out))),
+        "held_out_grader_agreement_ci95": list(wilson_interval(agree, len(held_out))),
     }
     return train_file, held_out_file, data
 
@@ -203,7 +202,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--recipes", default="default", help="comma-separated: " + ",".join(RECIPES)
+        "--recipes", default="mean_fit", help="comma-separated: " + ",".join(RECIPES)
     )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--tau", type=float, default=TAU, help="label-noise temperature")
@@ -241,7 +240,7 @@ def main() -> None:
                 "seed": seed,
                 "data": data,
                 "machine": f"{platform.processor() or platform.machine()}, "
-                f"{len(__import__('os').sched_getaffinity(0))} cores",
+                f"{len(os.sched_getaffinity(0))} cores",
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)

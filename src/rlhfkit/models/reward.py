@@ -160,10 +160,11 @@ class RewardModel(nn.Module):
         Returns:
             rewards in fp32. Shape: (B*k,)
         """
-        if self.adapter_name is None:
-            return self._forward(batch)
-        with active_adapter(self.backbone, self.adapter_name):
-            return self._forward(batch)
+        final = self.features(batch)
+        # the head runs in fp32 even under autocast: bf16 rewards would round distinct
+        # answers to the same value (a tie) and differ from machine to machine
+        with torch.autocast(final.device.type, enabled=False):
+            return self.head(final).squeeze(-1)
 
     def features(self, batch: ResponseBatch) -> torch.Tensor:
         """What the head reads for every response (see `POOLINGS`), in fp32.
@@ -175,13 +176,6 @@ class RewardModel(nn.Module):
             return self._features(batch)
         with active_adapter(self.backbone, self.adapter_name):
             return self._features(batch)
-
-    def _forward(self, batch: ResponseBatch) -> torch.Tensor:
-        final = self._features(batch)
-        # the head runs in fp32 even under autocast: bf16 rewards would round distinct
-        # answers to the same value (a tie) and differ from machine to machine
-        with torch.autocast(final.device.type, enabled=False):
-            return self.head(final).squeeze(-1)
 
     def _features(self, batch: ResponseBatch) -> torch.Tensor:
         trunk = self.trunk
