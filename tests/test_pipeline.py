@@ -248,3 +248,31 @@ def test_data_synth_labels_pairs_with_a_grader(tmp_path, inputs, capsys):
     assert len(load_preferences(out)) == len(rows)
     assert main(["data", "synth", f"prompt_dataset={out}", "out=x.jsonl"]) == 2
     assert "exactly one labeller" in capsys.readouterr().err
+
+
+def test_rl_reward_picks_what_rl_maximises_and_the_grader_stays_a_judge(tmp_path, inputs):
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.pipeline import load_pipeline_config, plan
+
+    def planned(**values):
+        settings = {**inputs, "large_model_reference": "tiny-random-llama", **values}
+        problems: list[str] = []
+        result = plan(load_pipeline_config(None, settings), False, problems)
+        assert problems == []
+        return result
+
+    auto = planned(method="rloo")  # auto: grpo / rloo maximise the grader when there is one
+    assert auto.rl.grader == inputs["grader"] and auto.rl.reward_model is None
+    learned = planned(method="rloo", rl_reward="reward_model")
+    assert learned.rl.grader is None and learned.rl.reward_model.endswith("reward_model")
+    assert set(learned.autoraters) == {"reward_model", "grader"}  # an independent judge
+    ppo = planned(method="ppo", rl_reward="grader")
+    assert ppo.rl.grader == inputs["grader"] and ppo.rl.reward_model is None
+    assert planned(method="ppo").rl.reward_model is not None
+    without = {k: v for k, v in inputs.items() if k != "grader"}
+    with pytest.raises(ConfigError, match="grader needs a grader file"):
+        load_pipeline_config(None, {**without, "rl_reward": "grader"})
+    without = {k: v for k, v in inputs.items() if k != "preference_dataset"}
+    with pytest.raises(ConfigError, match="preference_dataset=None is invalid"):
+        load_pipeline_config(None, {**without, "method": "rloo", "rl_reward": "reward_model"})
+    assert load_pipeline_config(None, {**without, "rl_reward": "grader"}).reward_source == "grader"

@@ -455,3 +455,46 @@ def test_fitted_head_is_validated_at_step_0_and_kept_when_training_only_hurts(tm
     fitted = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
     assert fitted.head.weight.abs().sum() > 0
     assert "step 0: the fitted head" in "\n".join(result_lines(vars(result)))
+
+
+def test_zero_steps_keeps_the_fitted_head_and_needs_the_warm_start(tmp_path):
+    from rlhfkit.errors import ConfigError
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 60)
+    with pytest.raises(ConfigError, match="0 only with head_warm_start=true"):
+        tiny_config(tmp_path, data, reward_model_train_steps=0, head_warm_start=False)
+    config = tiny_config(
+        tmp_path, data, reward_model_train_steps=0, head_warm_start=True, head_pooling="mean"
+    )
+    result = train_reward_model(config)
+    assert (result.steps, result.best_step) == (0, 0)
+    fitted = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
+    assert fitted.head.weight.abs().sum() > 0
+    assert result.eval_accuracy > 0.5  # the keyword rule, learned by the fit alone
+    assert "fitted on the base model's features alone" in "\n".join(result_lines(vars(result)))
+
+
+def test_verdict_compares_with_the_better_length_rule():
+    from rlhfkit.train.reward import length_rule, verdict
+
+    assert length_rule(0.7) == ("prefer-longer", 0.7)
+    assert length_rule(0.25) == ("prefer-shorter", 0.75)
+
+    def stats(accuracy, low, high, longer):
+        return {
+            "eval/n": 200,
+            "eval/accuracy": accuracy,
+            "eval/accuracy_ci95_low": low,
+            "eval/accuracy_ci95_high": high,
+            "eval/longer_baseline_accuracy": longer,
+        }
+
+    # beating prefer-longer (0.25) is not enough when prefer-shorter scores 0.75
+    assert "not clearly above the better length rule, prefer-shorter (0.750)" in verdict(
+        stats(0.78, 0.72, 0.83, 0.25)
+    )
+    assert "above the better length rule, prefer-longer (0.600)" in verdict(
+        stats(0.70, 0.63, 0.76, 0.60)
+    )
+    assert "below" in verdict(stats(0.55, 0.51, 0.60, 0.30))
+    assert "cannot be told from chance" in verdict(stats(0.52, 0.45, 0.59, 0.30))

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
 STAGE_FILE = "stage.json"
 METHODS = ("ppo", "grpo", "rloo")
+RL_REWARDS = ("auto", "reward_model", "grader")
 
 
 @dataclass
@@ -69,14 +70,21 @@ class PipelineConfig(DataConfig):
     reinforcement_learning_rate_multiplier: float = param(
         1.0, "Multiplies the RL base learning rate."
     )
-    reward_model_train_steps: int = param(1000, "Reward-model optimizer steps.")
+    reward_model_train_steps: int = param(
+        1000, "Reward-model optimizer steps (0: its head fitted on the base model's features)."
+    )
     reinforcement_learning_train_steps: int = param(1000, "Reinforcement-learning steps.")
     kl_coeff: float = param(0.1, "Weight of the KL penalty to the base model.")
     method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
     grader: str | None = param(
         None,
-        "Grader file: the reward of grpo / rloo; with any method also an independent side-by-side "
-        "autorater.",
+        "Grader file: a side-by-side autorater, and RL's reward where rl_reward picks it.",
+    )
+    rl_reward: str = param(
+        "auto",
+        "What RL maximises: reward_model (trained on preference_dataset), grader, or auto "
+        "(ppo: the reward model; grpo / rloo: the grader when set, else the reward model).",
+        choices=RL_REWARDS,
     )
     autorater: str | None = param(
         None, "Side-by-side autorater (default: the trained reward model); see rlhfkit sxs."
@@ -100,19 +108,42 @@ class PipelineConfig(DataConfig):
         super().validate()
         check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
         check(
-            bool(self.preference_dataset) or (self.method != "ppo" and bool(self.grader)),
+            bool(self.preference_dataset) or self.reward_source == "grader",
             "preference_dataset",
             self.preference_dataset,
-            "is required (a reward model is trained on it); only method=grpo or rloo with "
-            "a grader can do without",
+            "is required (a reward model is trained on it); only a grader as RL's reward "
+            "(method=grpo or rloo with a grader, or rl_reward=grader) can do without",
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
-        for name in ("reward_model_train_steps", "reinforcement_learning_train_steps"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        check(
+            self.reward_source != "grader" or bool(self.grader),
+            "rl_reward",
+            self.rl_reward,
+            "grader needs a grader file: set grader=PATH, or rl_reward=reward_model",
+        )
+        check(
+            self.reinforcement_learning_train_steps >= 1,
+            "reinforcement_learning_train_steps",
+            self.reinforcement_learning_train_steps,
+            "must be at least 1",
+        )
+        check(
+            self.reward_model_train_steps >= 0,
+            "reward_model_train_steps",
+            self.reward_model_train_steps,
+            "must be >= 0 (0: the reward model's fitted head alone, no training step)",
+        )
 
     @property
     def trains_reward_model(self) -> bool:
         return bool(self.preference_dataset)
+
+    @property
+    def reward_source(self) -> str:
+        """`reward_model` or `grader`: what RL maximises (rl_reward with auto resolved)."""
+        if self.rl_reward != "auto":
+            return self.rl_reward
+        return "grader" if self.method != "ppo" and self.grader else "reward_model"
 
 
 @dataclass
@@ -199,9 +230,9 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
         "method": config.method,
         "prompt_dataset": _data(run_dir, "prompts.jsonl"),
         "kl_coeff": config.kl_coeff,
-        "grader": config.grader if config.method != "ppo" else None,
+        "grader": config.grader if config.reward_source == "grader" else None,
         "reward_model": str(rm_dir / "reward_model")
-        if config.method == "ppo" or not config.grader
+        if config.reward_source == "reward_model"
         else None,
     }
     eval_prompts = _data(run_dir, "eval.jsonl")

@@ -72,7 +72,9 @@ class RewardConfig(DataConfig):
         0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
     )
     reward_model_train_steps: int = param(
-        1000, "Optimizer steps (num_epochs, when set, wins and sets the steps instead)."
+        1000,
+        "Optimizer steps (num_epochs, when set, wins and sets the steps instead); 0 with "
+        "head_warm_start keeps the fitted head on the untrained model, with no training step.",
     )
     num_epochs: float | None = param(
         None,
@@ -150,10 +152,10 @@ class RewardConfig(DataConfig):
             "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl",
         )
         check(
-            self.reward_model_train_steps >= 1,
+            self.reward_model_train_steps >= (0 if self.head_warm_start else 1),
             "reward_model_train_steps",
             self.reward_model_train_steps,
-            "must be at least 1",
+            "must be at least 1 (0 only with head_warm_start=true: the fitted head alone)",
         )
         check(
             self.reward_model_learning_rate_multiplier > 0,
@@ -368,18 +370,26 @@ def training_steps(config: RewardConfig, train_pairs: int) -> int:
     return max(1, math.ceil(round(config.num_epochs * train_pairs / config.batch_size, 9)))
 
 
+def length_rule(longer_accuracy: float) -> tuple[str, float]:
+    """The better of "prefer the longer answer" and "prefer the shorter one" (its accuracy is
+    1 - the other's: equal lengths count half either way), named, with its accuracy."""
+    if longer_accuracy >= 0.5:
+        return "prefer-longer", longer_accuracy
+    return "prefer-shorter", 1.0 - longer_accuracy
+
+
 def verdict(stats: dict, prefix: str = "eval") -> str:
     """One sentence on whether the held-out figure tells the model from chance."""
     n, accuracy = stats[f"{prefix}/n"], stats[f"{prefix}/accuracy"]
     low, high = stats[f"{prefix}/accuracy_ci95_low"], stats[f"{prefix}/accuracy_ci95_high"]
-    baseline = stats[f"{prefix}/longer_baseline_accuracy"]
+    name, baseline = length_rule(stats[f"{prefix}/longer_baseline_accuracy"])
     if low > 0.5:
         rule = (
             "above" if low > baseline else ("below" if accuracy < baseline else "not clearly above")
         )
         return (
             f"better than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f}); "
-            f"{rule} the prefer-longer rule ({baseline:.3f})"
+            f"{rule} the better length rule, {name} ({baseline:.3f})"
         )
     if high < 0.5:
         return f"worse than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f})"
@@ -409,7 +419,9 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         f"{_figure(result['eval_accuracy_chosen_shorter'])}",
         f"  {result['verdict']}",
     ]
-    if result["validation_pairs"]:
+    if not result["steps"]:
+        lines.append("  the head fitted on the base model's features alone: no training step")
+    elif result["validation_pairs"]:
         stop = ", stopped early" if result["stopped_early"] else ""
         lines.append(
             f"  kept step {result['best_step']} of {result['steps']}{stop}: the lowest "
