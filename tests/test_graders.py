@@ -568,3 +568,15 @@ def test_key_facts_example_grades_a_demo_row():
     assert result.reward == pytest.approx(share + 0.5 * expected_rouge - 0.5)
     # the reference keeps every fact, matches itself and is short: 1 + 0.5
     assert perfect.reward == pytest.approx(1.5)
+
+
+def test_brief_summary_length_factor_keeps_a_tenth_at_48_words_and_nothing_from_49():
+    from rlhfkit.graders import load_grader
+
+    item = {"facts": ["Crancombe"], "reference": "A cafe in Crancombe serves free lunches."}
+    with load_grader(EXAMPLES / "brief_summary.yaml") as grader:
+        factors = [
+            grader.grade(" ".join(["word"] * n), item).sub_rewards["length"]
+            for n in (0, 39, 40, 48, 49)
+        ]
+    assert factors == pytest.approx([0.0, 1.0, 0.9, 0.1, 0.0])

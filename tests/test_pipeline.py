@@ -102,6 +102,8 @@ def test_pipeline_runs_every_stage_then_skips_redoes_and_forces(tmp_path, inputs
         "eval_rows": 3,
     }
     assert summary["rl"]["steps"] == 2 and summary["report"].endswith("report.html")
+    assert summary["rl"]["method"] == "ppo"
+    assert summary["rl"]["reward"] == f"reward_model:{run / 'reward_model' / 'reward_model'}"
     assert summary["side_by_side"]["grader"]["n"] == 3
     tuned = [json.loads(x) for x in (run / "infer" / "tuned.jsonl").read_text().splitlines()]
     assert [r["id"] for r in tuned] == ["e0", "e1", "e2"]
@@ -185,6 +187,7 @@ def test_rlhf_pipeline_function_grpo_with_a_grader_and_preference_eval(tmp_path,
     assert summary["data"]["eval_kind"] == "preference"
     assert summary["reward_model"]["eval_pairs"] == 4
     assert summary["rl"]["steps"] == 2
+    assert summary["rl"]["reward"] == f"grader:{inputs['grader']}"  # grpo's default with a grader
     assert set(summary["side_by_side"]) == {"reward_model", "grader"}
     assert summary["side_by_side"]["grader"]["n"] == 4
     assert result.report.is_file()
@@ -276,3 +279,17 @@ def test_rl_reward_picks_what_rl_maximises_and_the_grader_stays_a_judge(tmp_path
     with pytest.raises(ConfigError, match="preference_dataset=None is invalid"):
         load_pipeline_config(None, {**without, "method": "rloo", "rl_reward": "reward_model"})
     assert load_pipeline_config(None, {**without, "rl_reward": "grader"}).reward_source == "grader"
+
+
+def test_the_demo_config_plans_rloo_on_the_reward_model_judged_by_its_grader():
+    from rlhfkit.pipeline import load_pipeline_config, plan
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo" / "pipeline.yaml"
+    config = load_pipeline_config(demo, {"large_model_reference": "tiny-random-llama"})
+    problems: list[str] = []
+    stages = plan(config, False, problems)
+    assert problems == []
+    assert stages.reward.reward_model_train_steps == 0 and stages.reward.head_warm_start
+    assert stages.rl.method == "rloo" and stages.rl.grader is None
+    assert stages.rl.reward_model.endswith("reward_model")
+    assert set(stages.autoraters) == {"reward_model", "grader"}

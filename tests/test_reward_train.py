@@ -463,11 +463,15 @@ def test_zero_steps_keeps_the_fitted_head_and_needs_the_warm_start(tmp_path):
     data = keyword_preferences(tmp_path / "p.jsonl", 60)
     with pytest.raises(ConfigError, match="0 only with head_warm_start=true"):
         tiny_config(tmp_path, data, reward_model_train_steps=0, head_warm_start=False)
+    with pytest.raises(ConfigError, match="unset num_epochs"):
+        tiny_config(tmp_path, data, reward_model_train_steps=0, num_epochs=1)
     config = tiny_config(
         tmp_path, data, reward_model_train_steps=0, head_warm_start=True, head_pooling="mean"
     )
     result = train_reward_model(config)
     assert (result.steps, result.best_step) == (0, 0)
+    # no step to choose, so no validation pairs are set aside (the default 0.1 would)
+    assert result.validation_pairs == 0 and result.train_pairs + result.eval_pairs == 60
     fitted = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
     assert fitted.head.weight.abs().sum() > 0
     assert result.eval_accuracy > 0.5  # the keyword rule, learned by the fit alone

@@ -425,7 +425,9 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
         )
     # step 3. reinforcement learning
     grader_digest = file_digest(config.grader) if config.grader else None
-    rl_key = stage_key("rl", to_dict(stages.rl), [import_key, rm_key, grader_digest])
+    # RL depends on what it maximises only: a judging grader or reward model can change freely
+    reward_key = grader_digest if config.reward_source == "grader" else rm_key
+    rl_key = stage_key("rl", to_dict(stages.rl), [import_key, reward_key])
     rl = runner.run("rl", rl_key, lambda f, resume: _train_rl(stages.rl, resume))
     # step 4. base and tuned answers to the eval prompts
     infer_key = stage_key("infer", {"shared": _shared(config)}, [rl_key, import_key])
@@ -494,6 +496,10 @@ def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
         "eval_prompts": result.eval_prompts,
         "steps": result.steps,
         "kl_last_5_steps": sum(r["objective/kl"] for r in last) / len(last) if last else None,
+        "method": rl_config.method,
+        "reward": f"grader:{rl_config.grader}"
+        if rl_config.grader
+        else f"reward_model:{rl_config.reward_model}",
     }
 
 
@@ -569,8 +575,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     rl = summary["rl"]
     change = rl["eval_reward_after"] - rl["eval_reward_before"]
     kl = rl.get("kl_last_5_steps")
+    maximised = f" ({rl['method']} on {rl['reward']})" if "reward" in rl else ""
     lines.append(
-        f"RL: held-out reward {rl['eval_reward_before']:.4f} before, "
+        f"RL{maximised}: held-out reward {rl['eval_reward_before']:.4f} before, "
         f"{rl['eval_reward_after']:.4f} after ({change:+.4f}) on {rl['eval_prompts']} "
         f"prompts, {rl['steps']} steps"
         + (f", KL {kl:.3f} (mean of the last 5 steps)" if kl else "")

@@ -185,6 +185,13 @@ class RewardConfig(DataConfig):
         )
         if self.num_epochs is not None:
             check(self.num_epochs > 0, "num_epochs", self.num_epochs, "must be positive")
+            check(
+                self.reward_model_train_steps != 0,
+                "reward_model_train_steps",
+                0,
+                f"asks for no training step while num_epochs={self.num_epochs:g} asks for "
+                "some: unset num_epochs, or set reward_model_train_steps >= 1",
+            )
         check(
             self.early_stopping_patience >= 0,
             "early_stopping_patience",
@@ -469,7 +476,9 @@ def prepare_data(config: RewardConfig) -> PreparedData:
             train_records, config.eval_fraction, config.seed, "evaluation", "set eval_dataset"
         )
     validation_records: list = []
-    if config.validation_fraction:
+    # with no training step there is no step to choose: every pair goes to the head's fit
+    trains = config.num_epochs is not None or config.reward_model_train_steps > 0
+    if config.validation_fraction and trains:
         train_records, validation_records = _split(
             train_records,
             config.validation_fraction,
