@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
-import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -112,20 +110,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def noisy_labels(rows: list[dict], tau: float, seed: int) -> list[dict]:
-    """Each row's `choice` drawn from sigmoid(grade gap / tau); the grader's kept aside."""
-    rng = random.Random(seed)
-    out = []
-    for row in rows:
-        grade_0, grade_1 = row["grades"]
-        p_first = 1 / (1 + math.exp(-(grade_0 - grade_1) / tau))
-        choice = 0 if rng.random() < p_first else 1
-        out.append({**row, "choice": choice, "grader_choice": row["choice"]})
-    return out
-
-
 def prepare(tau: float, noise_seed: int) -> tuple[Path, Path, dict]:
     """Write the training and held-out files; return them and the data's baselines."""
+    from rlhfkit.data.synth import noisy_labels
     from rlhfkit.eval.stats import wilson_interval
 
     rows = noisy_labels(read_jsonl(DATA_FILE), tau, noise_seed)

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from rlhfkit.data.synth import noisy_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
@@ -81,25 +81,6 @@ def synthesize(documents: list[dict], out: Path) -> None:
     prompts.unlink()
 
 
-def add_label_noise(rows: list[dict], tau: float, seed: int) -> list[dict]:
-    """Each row's `choice` drawn from sigmoid(grade gap / tau); the grader's is kept."""
-    rng = random.Random(seed)
-    out = []
-    for row in rows:
-        grade_0, grade_1 = row["grades"]
-        p_first = 1 / (1 + math.exp(-(grade_0 - grade_1) / tau))
-        choice = 0 if rng.random() < p_first else 1
-        out.append(
-            {
-                **row,
-                "choice": choice,
-                "grader_choice": row["choice"],
-                "label_source": f"{row['label_source']} with Bradley-Terry noise (tau={tau})",
-            }
-        )
-    return out
-
-
 def describe(rows: list[dict]) -> None:
     """Print how often the noisy labels agree with the grader and pick the shorter answer."""
     agree = sum(r["choice"] == r["grader_choice"] for r in rows) / len(rows)
@@ -128,7 +109,7 @@ def main() -> None:
         synth = (args.synth or Path(scratch) / "synth.jsonl").resolve()
         if not synth.exists():
             synthesize(documents, synth)
-        pairs = add_label_noise(read_jsonl(synth), args.tau, NOISE_SEED)
+        pairs = noisy_labels(read_jsonl(synth), args.tau, NOISE_SEED)
     describe(pairs)
     write_jsonl(DEMO / "preferences.jsonl", pairs)
     write_jsonl(DEMO / "prompts.jsonl", documents[PREFERENCE_DOCS:PROMPT_DOCS])

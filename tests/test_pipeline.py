@@ -293,3 +293,17 @@ def test_the_demo_config_plans_rloo_on_the_reward_model_judged_by_its_grader():
     assert stages.rl.method == "rloo" and stages.rl.grader is None
     assert stages.rl.reward_model.endswith("reward_model")
     assert set(stages.autoraters) == {"reward_model", "grader"}
+
+
+def test_noisy_labels_flip_close_pairs_often_and_clear_pairs_almost_never():
+    from rlhfkit.data.synth import noisy_labels
+
+    def rows(gap):
+        return [{"grades": [0.5 + gap, 0.5], "choice": 0, "label_source": "g"}] * 2000
+
+    close, clear = noisy_labels(rows(0.0), 0.15, 0), noisy_labels(rows(0.9), 0.15, 0)
+    assert 0.45 < sum(r["choice"] == 0 for r in close) / 2000 < 0.55  # sigmoid(0) = 1/2
+    assert sum(r["choice"] == 1 for r in clear) <= 10  # sigmoid(-6): about 5 in 2000
+    assert all(r["grader_choice"] == 0 for r in close + clear)
+    assert clear[0]["label_source"] == "g with Bradley-Terry noise (tau=0.15)"
+    assert noisy_labels(rows(0.1), 0.15, 3) == noisy_labels(rows(0.1), 0.15, 3)  # seeded

@@ -15,6 +15,8 @@ continues where it stopped; the folder is removed once OUT is written.
 from __future__ import annotations
 
 import logging
+import math
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,3 +168,30 @@ def _drop_reason(config: SynthConfig, pair, judgment) -> str | None:
     if judgment.score_a is None and judgment.confidence < config.min_confidence:
         return "low_confidence"
     return None
+
+
+def noisy_labels(rows: list[dict], tau: float, seed: int) -> list[dict]:
+    """Graded pairs relabelled with noise like people's: each row's `choice` drawn from a
+    Bradley-Terry model of its two grades, P(candidate_0 chosen) = sigmoid((grade_0 -
+    grade_1) / tau), so that close pairs are nearly coin flips and clear ones nearly always
+    go to the better answer. The grader's own choice is kept as `grader_choice`.
+
+    Args:
+        rows: `data synth` rows labelled by a grader (with `grades` and `choice`).
+        tau: the noise's temperature, in grade units (smaller: fewer flipped labels).
+        seed: seed of the draws; the same rows, tau and seed give the same labels.
+
+    Returns:
+        the rows with the drawn `choice`, `grader_choice`, and the noise in `label_source`.
+    """
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        grade_0, grade_1 = row["grades"]
+        p_first = 1 / (1 + math.exp(-(grade_0 - grade_1) / tau))
+        choice = 0 if rng.random() < p_first else 1
+        source = f"{row.get('label_source', 'grades')} with Bradley-Terry noise (tau={tau:g})"
+        out.append(
+            {**row, "choice": choice, "grader_choice": row["choice"], "label_source": source}
+        )
+    return out
