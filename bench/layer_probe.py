@@ -9,11 +9,13 @@ No training step: this measures what the features carry, the ceiling of the fitt
 
     RLHFKIT_HOME=... .venv/bin/python bench/layer_probe.py     # about 8 minutes on 2 cores
 
-The features are cached in bench/results/tmp/layer_probe.pt; a second run only refits.
+The features are cached in bench/results/tmp/ (named by the preference file's digest); a
+second run only refits. `bench/judge_probe.py` reuses them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -31,8 +33,12 @@ from rlhfkit.train.reward import (
     prepare_data,
 )
 
-CACHE = Path("bench/results/tmp/layer_probe.pt")
 POOLINGS = ("mean", "eos", "before eos")
+
+
+def cache_path(config: RewardConfig) -> Path:
+    digest = hashlib.sha256(Path(config.preference_dataset).read_bytes()).hexdigest()[:12]
+    return Path(f"bench/results/tmp/layer_probe-{digest}.pt")
 
 
 def demo_config() -> RewardConfig:
@@ -81,19 +87,25 @@ def layer_features(model, pairs: list[EncodedPair], pad_id: int, max_tokens: int
     return torch.stack(out)
 
 
+def features(config: RewardConfig, data) -> dict[str, torch.Tensor]:
+    """Every layer's pooled features of the training and held-out pairs, cached."""
+    cache = cache_path(config)
+    if cache.exists():
+        return torch.load(cache)
+    model = build_reward_model(_spec(config), "auto", "auto", 0.0, 0).eval()
+    cached = {
+        split: layer_features(model, pairs, data.pad_id, config.micro_batch_tokens * 2)
+        for split, pairs in (("train", data.train), ("eval", data.eval))
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cached, cache)
+    return cached
+
+
 def main() -> None:
     config = demo_config()
     data = prepare_data(config)
-    if CACHE.exists():
-        cached = torch.load(CACHE)
-    else:
-        model = build_reward_model(_spec(config), "auto", "auto", 0.0, 0).eval()
-        cached = {
-            split: layer_features(model, pairs, data.pad_id, config.micro_batch_tokens * 2)
-            for split, pairs in (("train", data.train), ("eval", data.eval))
-        }
-        CACHE.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cached, CACHE)
+    cached = features(config, data)
     train, held = cached["train"].float(), cached["eval"].float()
     margins = torch.tensor([p.margin for p in data.train])
     order = torch.tensor([p.length_order for p in data.eval])

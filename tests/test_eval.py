@@ -573,3 +573,31 @@ def test_a_killed_sxs_continues_without_asking_the_judge_again(tmp_path):
     assert [r["prompt"] for r in rows] == [f"Tell me about {t}." for t in topics]
     assert not journal.exists()
     assert json.loads((out / "metrics.json").read_text())["model_b_wins"] == 16
+
+
+def test_score_cli_names_the_better_length_rule_on_preference_pairs(
+    tmp_path, tiny_reward_model, capsys
+):
+    # the chosen answer is the shorter one in 3 of 4 pairs: prefer-shorter is the rule to beat
+    rows = [
+        {
+            "input_text": "q1",
+            "candidate_0": "short",
+            "candidate_1": "a much longer one",
+            "choice": 0,
+        },
+        {"input_text": "q2", "candidate_0": "tiny", "candidate_1": "longer than tiny", "choice": 0},
+        {
+            "input_text": "q3",
+            "candidate_0": "brief",
+            "candidate_1": "not brief at all",
+            "choice": 0,
+        },
+        {"input_text": "q4", "candidate_0": "x", "candidate_1": "a long answer", "choice": 1},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli("score", "--reward-model", str(tiny_reward_model), "--data", str(data)) == 0
+    err = capsys.readouterr().err
+    assert "on 4 pairs" in err
+    assert "the better length rule, prefer-shorter, 0.750" in err

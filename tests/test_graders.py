@@ -580,3 +580,23 @@ def test_brief_summary_length_factor_keeps_a_tenth_at_48_words_and_nothing_from_
             for n in (0, 39, 40, 48, 49)
         ]
     assert factors == pytest.approx([0.0, 1.0, 0.9, 0.1, 0.0])
+
+
+def test_summary_content_grades_the_share_of_facts_and_half_the_rouge_without_counting_words():
+    item = {
+        "facts": ["Crancombe", "Tuesday", "12 per cent"],
+        "reference": "A cafe in Crancombe raised prices by 12 per cent on Tuesday.",
+    }
+    padded = "In CRANCOMBE, prices rose by 12 per cent. " + "word " * 60
+    with load_grader(EXAMPLES / "summary_content.yaml") as grader:
+        result = grader.grade(padded, item)
+        perfect = grader.grade(item["reference"], item)
+        empty = grader.grade("", item)
+    # two of three facts, case-insensitive; no word limit, only ROUGE-L's precision
+    assert result.errors == []
+    assert result.sub_rewards["facts"] == pytest.approx(2 / 3)
+    rouge = rouge_l(padded, item["reference"])
+    assert 0 < rouge < 0.3
+    assert result.reward == pytest.approx(0.5 * 2 / 3 + 0.5 * rouge)
+    assert perfect.reward == pytest.approx(1.0)
+    assert empty.reward == 0.0

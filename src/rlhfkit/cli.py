@@ -337,12 +337,15 @@ def _score(args: argparse.Namespace) -> int:
         for row in result.rows:
             print(json.dumps(row, ensure_ascii=False))
     if result.pairwise_accuracy is not None:
+        from rlhfkit.train.reward import length_rule
+
         stats = result.pairwise_accuracy
+        rule, baseline = length_rule(stats["longer_baseline_accuracy"])
         print(
             f"pairwise accuracy: {stats['accuracy']:.3f} (95% interval "
             f"{stats['accuracy_ci95_low']:.3f} to {stats['accuracy_ci95_high']:.3f}) on "
-            f"{stats['n']} pairs, {stats['ties']} ties counted as half; prefer-longer rule "
-            f"{stats['longer_baseline_accuracy']:.3f}",
+            f"{stats['n']} pairs, {stats['ties']} ties counted as half; the better length "
+            f"rule, {rule}, {baseline:.3f}",
             file=sys.stderr if not args.out else sys.stdout,
         )
     return 0
