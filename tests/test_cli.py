@@ -58,18 +58,41 @@ def test_inspect_readable_output_and_plots(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bad_dataset_exits_2_with_file_line_and_no_traceback(tmp_path):
+def test_bad_rows_stop_convert_but_are_statistics_in_inspect_and_skip_lists_them(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"input_text": "a", "candidate_0": "x", "candidate_1": "y", "choice": 1}\n'
         '{"input_text": "b", "candidate_0": "x", "candidate_1": "y", "choice": 2}\n'
         "{not json\n"
     )
-    result = run("data", "inspect", str(bad))
+    out = tmp_path / "out.jsonl"
+    result = run("data", "convert", str(bad), str(out), "--to", "trl")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{bad}:2" in result.stderr and "choice" in result.stderr
-    assert f"{bad}:3" in result.stderr
+    assert f"{bad}:3" in result.stderr and "bad_rows=skip" in result.stderr
+    assert not out.exists()
+    # inspect describes the valid rows and counts the others; --strict makes them an error
+    result = run("data", "inspect", str(bad), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 1
+    assert report["bad_rows"]["rows"] == 2
+    assert report["bad_rows"]["by_reason"] == {
+        "choice must be 0 or 1 (the index of the preferred candidate)": 1,
+        "invalid JSON: Expecting property name enclosed in double quotes at column 2": 1,
+    }
+    assert report["bad_rows"]["first"][0].startswith(f"{bad}:2: choice must be 0 or 1")
+    result = run("data", "inspect", str(bad), "--strict")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "bad rows:" in result.stdout and f"{bad}:3" in result.stdout
+    # skip: the valid row is written, the others counted and listed beside the output
+    result = run("data", "convert", str(bad), str(out), "--to", "trl", "--bad-rows", "skip")
+    assert result.returncode == 0, result.stderr
+    assert len(out.read_text().splitlines()) == 1
+    listed = [json.loads(line) for line in (tmp_path / "out.dropped_rows.jsonl").open()]
+    assert [row["line"] for row in listed] == [2, 3]
+    assert "left out 2 bad row(s) of 3 (bad_rows=skip)" in result.stderr
 
 
 def test_bad_override_exits_2(tmp_path):

@@ -25,6 +25,11 @@ from rlhfkit.data.records import (
 )
 from rlhfkit.errors import RlhfkitError
 
+FIX = (
+    "fix or remove these rows, or set bad_rows=skip (--bad-rows skip in data convert and "
+    "score) to leave them out, counted and listed"
+)
+
 
 def user(text: str) -> Message:
     return Message("user", text)
@@ -564,7 +569,7 @@ def test_mixed_formats_name_both_rows(tmp_path):
         ],
     )
     error = problems_of(load_dataset, path)
-    assert error.summary == f"dataset {path}: 2 bad row(s), 2 problem(s); fix or remove these rows"
+    assert error.summary == f"dataset {path}: 2 bad row(s), 2 problem(s); {FIX}"
     assert error.problems == [
         f"{path}:2 is format rlhf_text but the dataset's first row ({path}:1) is format trl; "
         "one dataset must use one format",
@@ -591,7 +596,7 @@ def test_read_and_validation_problems_are_reported_together_in_line_order(tmp_pa
         '{"prompt": "q", "chosen": "", "rejected": "b"}\n',
     )
     error = problems_of(load_preferences, path)
-    assert error.summary == f"dataset {path}: 3 bad row(s), 3 problem(s); fix or remove these rows"
+    assert error.summary == f"dataset {path}: 3 bad row(s), 3 problem(s); {FIX}"
     assert error.problems == [
         f"{path}:2: missing key 'rejected'",
         f"{path}:3: invalid JSON: Expecting property name enclosed in double quotes at column 2",
@@ -606,7 +611,7 @@ def test_more_than_twenty_bad_rows_are_capped_in_the_message(tmp_path):
     error = problems_of(load_preferences, path)
     assert len(error.problems) == 24
     lines = str(error).splitlines()
-    assert lines[0] == f"dataset {path}: 24 bad row(s), 24 problem(s); fix or remove these rows"
+    assert lines[0] == f"dataset {path}: 24 bad row(s), 24 problem(s); {FIX}"
     assert lines[1] == f"  - {path}:2: rejected is empty (or whitespace only)"
     assert lines[20] == f"  - {path}:21: rejected is empty (or whitespace only)"
     assert lines[21:] == ["  ... and 4 more problem(s)"]
@@ -674,3 +679,89 @@ def test_json_list_sources_reach_the_records(tmp_path):
     ]
     path = write_text(tmp_path / "d.json", json.dumps(rows, indent=2))
     assert [str(r.source) for r in load_preferences(path).records] == [f"{path}:2", f"{path}:7"]
+
+
+# ---------------------------------------------------------------- bad_rows=skip
+
+
+def bad_rows_file(tmp_path):
+    return write_text(
+        tmp_path / "p.jsonl",
+        '{"input_text": "q1", "candidate_0": "a", "candidate_1": "b", "choice": 0}\n'
+        '{"input_text": "q2", "candidate_0": " ", "candidate_1": "b", "choice": 1}\n'
+        '{"input_text": "q3", "candidate_0": "a", "candidate_1": "b", "choice": 0}\n'
+        '{"input_text": "q4", "candidate_0": "", "candidate_1": "b", "choice": 5}\n'
+        "{oops}\n"
+        '{"input_text": "q6", "candidate_0": "", "candidate_1": "b", "choice": 1}\n',
+    )
+
+
+def test_skip_leaves_out_bad_rows_and_counts_them_by_reason(tmp_path):
+    path = bad_rows_file(tmp_path)
+    dataset = load_preferences(path, bad_rows="skip")
+    assert [r.text for r in dataset.records] == ["q1", "q3"]
+    assert [row["input_text"] for row in dataset.rows] == ["q1", "q3"]
+    assert dataset.dropped_rows == 4
+    assert [str(source) for source, _ in dataset.dropped] == [
+        f"{path}:2",
+        f"{path}:4",
+        f"{path}:4",
+        f"{path}:5",
+        f"{path}:6",
+    ]
+    # a row with two problems counts under both reasons; values found are not part of one
+    assert dataset.dropped_reasons() == {
+        "candidate_0 is empty (or whitespace only)": 3,
+        "choice must be 0 or 1 (the index of the preferred candidate)": 1,
+        "invalid JSON: Expecting property name enclosed in double quotes at column 2": 1,
+    }
+    note = dataset.dropped_note("prefs", "runs/x/dropped_rows.jsonl")
+    assert note == (
+        "prefs: left out 4 bad row(s) of 6 (bad_rows=skip): 3 x candidate_0 is empty (or "
+        "whitespace only); 1 x choice must be 0 or 1 (the index of the preferred candidate); "
+        "1 x invalid JSON: Expecting property name enclosed in double quotes at column 2 "
+        f"(at {path}:2, {path}:4, {path}:5 and 1 more); all listed in runs/x/dropped_rows.jsonl"
+    )
+    # the default still stops, and says how to go on
+    error = problems_of(load_preferences, path)
+    assert error.summary == f"dataset {path}: 4 bad row(s), 5 problem(s); {FIX}"
+
+
+def test_record_dropped_lists_every_problem_atomically_and_nothing_when_clean(tmp_path):
+    from rlhfkit.data.formats import record_dropped
+
+    path = bad_rows_file(tmp_path)
+    dataset = load_preferences(path, bad_rows="skip")
+    out = tmp_path / "run" / "dropped_rows.jsonl"
+    lines = record_dropped({"prefs.jsonl": dataset}, out)
+    assert lines == [dataset.dropped_note("prefs.jsonl", out)]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["dataset"], r["line"]) for r in rows] == [
+        ("prefs.jsonl", n) for n in (2, 4, 4, 5, 6)
+    ]
+    assert rows[0]["problem"] == f"{path}:2: candidate_0 is empty (or whitespace only)"
+    assert rows[0]["file"] == str(path)
+    clean = load_preferences(
+        path.with_name("clean.jsonl").write_text(path.read_text().split("\n")[0] + "\n")
+        and path.with_name("clean.jsonl")
+    )
+    assert record_dropped({"clean": clean}, tmp_path / "none.jsonl") == []
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_skip_never_skips_an_unreadable_file_nor_returns_an_empty_dataset(tmp_path):
+    path = write_text(
+        tmp_path / "all_bad.jsonl", '{"prompt": "q", "chosen": "", "rejected": "b"}\n'
+    )
+    error = problems_of(lambda p: load_preferences(p, bad_rows="skip"), path)
+    assert error.summary == (
+        f"dataset {path} has no valid row: bad_rows=skip left out all 1 of its rows; fix them"
+    )
+    assert error.problems == [f"{path}:1: chosen is empty (or whitespace only)"]
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"not gzip at all")
+    error = problems_of(lambda p: load_prompts(p, bad_rows="skip"), broken)
+    assert error.summary.endswith("; fix or remove these rows")
+    assert error.problems[0].startswith(f"{broken}: cannot be read")
+    with pytest.raises(RlhfkitError, match="bad_rows='maybe': choose one of error, skip"):
+        load_prompts(path, bad_rows="maybe")

@@ -601,3 +601,25 @@ def test_score_cli_names_the_better_length_rule_on_preference_pairs(
     err = capsys.readouterr().err
     assert "on 4 pairs" in err
     assert "the better length rule, prefer-shorter, 0.750" in err
+
+
+def test_score_cli_skips_bad_rows_when_asked_and_lists_them_beside_the_output(
+    tmp_path, tiny_reward_model, capsys
+):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        '{"input_text": "q1", "candidate_0": "a", "candidate_1": "bb", "choice": 0}\n'
+        '{"input_text": "q2", "candidate_0": "", "candidate_1": "bb", "choice": 0}\n'
+    )
+    args = ["score", "--reward-model", str(tiny_reward_model), "--data", str(data)]
+    assert cli(*args) == 2
+    assert "bad_rows=skip" in capsys.readouterr().err
+    out = tmp_path / "scores.jsonl"
+    assert cli(*args, "--out", str(out), "--bad-rows", "skip") == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 scored rows" in printed
+    assert "left out 1 bad row(s) of 2 (bad_rows=skip): 1 x candidate_0 is empty" in printed
+    listed = [json.loads(line) for line in (tmp_path / "scores.dropped_rows.jsonl").open()]
+    assert [row["line"] for row in listed] == [2]
+    assert cli(*args, "--bad-rows", "skip") == 0  # no file to list them in: all on stderr
+    assert f"  - {data}:2: candidate_0 is empty" in capsys.readouterr().err

@@ -307,3 +307,29 @@ def test_noisy_labels_flip_close_pairs_often_and_clear_pairs_almost_never():
     assert all(r["grader_choice"] == 0 for r in close + clear)
     assert clear[0]["label_source"] == "g with Bradley-Terry noise (tau=0.15)"
     assert noisy_labels(rows(0.1), 0.15, 3) == noisy_labels(rows(0.1), 0.15, 3)  # seeded
+
+
+def test_bad_rows_skip_imports_the_valid_rows_lists_the_others_and_reaches_every_stage(
+    tmp_path, inputs
+):
+    from rlhfkit.pipeline import import_data, load_pipeline_config, plan, validate_inputs
+
+    prefs = Path(inputs["preference_dataset"])
+    rows = prefs.read_text().splitlines()
+    rows[1] = json.dumps({**json.loads(rows[1]), "candidate_1": "   "})
+    prefs.write_text("\n".join(rows) + "\n")
+    values = dict(arg.split("=", 1) for arg in tiny_args(inputs, tmp_path / "run"))
+    config = load_pipeline_config(None, values)
+    _, problems = validate_inputs(config)
+    assert len(problems) == 1 and f"{prefs}:2: candidate_1 is empty" in problems[0]
+    assert "bad_rows=skip" in problems[0]
+    config = load_pipeline_config(None, {**values, "bad_rows": "skip"})
+    datasets, problems = validate_inputs(config)
+    assert problems == []
+    out = import_data(config, datasets, tmp_path / "data")
+    assert out["preference_pairs"] == len(rows) - 1
+    listed = [json.loads(line) for line in (tmp_path / "data" / "dropped_rows.jsonl").open()]
+    assert [(row["dataset"], row["line"]) for row in listed] == [(str(prefs), 2)]
+    assert out["dropped_rows"][0].startswith(f"{prefs}: left out 1 bad row(s) of {len(rows)}")
+    stages = plan(config, False, problems)
+    assert stages.reward.bad_rows == "skip" and stages.rl.bad_rows == "skip"

@@ -502,3 +502,27 @@ def test_verdict_compares_with_the_better_length_rule():
     )
     assert "below" in verdict(stats(0.55, 0.51, 0.60, 0.30))
     assert "cannot be told from chance" in verdict(stats(0.52, 0.45, 0.59, 0.30))
+
+
+def test_bad_rows_skip_trains_on_the_valid_pairs_and_lists_the_others(tmp_path):
+    from rlhfkit.errors import DatasetError
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    lines = data.read_text().splitlines()
+    lines[4] = json.dumps({**json.loads(lines[4]), "candidate_0": " "})  # as in TL;DR
+    lines[9] = json.dumps({**json.loads(lines[9]), "choice": 3})
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match="or set bad_rows=skip"):
+        train_reward_model(tiny_config(tmp_path, data, reward_model_train_steps=0))
+    config = tiny_config(tmp_path, data, reward_model_train_steps=0, bad_rows="skip")
+    result = train_reward_model(config)
+    assert result.train_pairs + result.eval_pairs == 38
+    listed = [json.loads(line) for line in (result.run_dir / "dropped_rows.jsonl").open()]
+    assert [(row["dataset"], row["line"]) for row in listed] == [(str(data), 5), (str(data), 10)]
+    assert result.dropped_rows == [
+        f"{data}: left out 2 bad row(s) of 40 (bad_rows=skip): 1 x candidate_0 is empty (or "
+        "whitespace only); 1 x choice must be 0 or 1 (the index of the preferred candidate) "
+        f"(at {data}:5, {data}:10); all listed in {result.run_dir / 'dropped_rows.jsonl'}"
+    ]
+    printed = result_lines(json.loads((result.run_dir / "summary.json").read_text()))
+    assert f"  {result.dropped_rows[0]}" in printed

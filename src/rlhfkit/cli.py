@@ -97,6 +97,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_bad_rows_argument(parser: argparse.ArgumentParser, beside: str) -> None:
+    """`--bad-rows error|skip`: the flag form of the stage commands' `bad_rows=`."""
+    parser.add_argument(
+        "--bad-rows",
+        choices=("error", "skip"),
+        default="error",
+        help="invalid rows: error (stop, listing every problem) or skip (leave them out, "
+        f"counted by reason, printed, and listed beside {beside})",
+    )
+
+
 def stage_command(
     commands: argparse._SubParsersAction, name: str, handler: Handler, **texts: str
 ) -> argparse.ArgumentParser:
@@ -132,6 +143,9 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument("--model", help="tokenizer to count tokens with (large_model_reference)")
     inspect.add_argument("--plot", metavar="DIR", help="write PNG histograms of token lengths")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--strict", action="store_true", help="exit 2 when some rows are invalid (default: 0)"
+    )
     add_config_arguments(inspect)
     inspect.set_defaults(handler=_data_inspect)
 
@@ -144,6 +158,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("dst", help="output .jsonl or .jsonl.gz")
     convert.add_argument("--to", required=True, choices=("rlhf", "trl"))
     convert.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
+    add_bad_rows_argument(convert, "DST")
     convert.set_defaults(handler=_data_convert)
 
     stage_command(
@@ -170,7 +185,8 @@ def _data_inspect(args: argparse.Namespace) -> int:
     if args.model:
         overrides.append(f"large_model_reference={args.model}")
     config = load_config(DataConfig, args.config, overrides)
-    dataset = load_dataset(args.path, kind=args.kind)
+    # row problems are statistics here: the valid rows are described, the others counted
+    dataset = load_dataset(args.path, kind=args.kind, bad_rows="skip")
     tokenizer = load_tokenizer(config.large_model_reference)
     report = inspect_dataset(dataset, tokenizer, config)
     if args.plot:
@@ -180,13 +196,13 @@ def _data_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False))
     else:
         print_inspect_report(report)
-    return 0
+    return 2 if args.strict and dataset.dropped else 0
 
 
 def _data_convert(args: argparse.Namespace) -> int:
     from rlhfkit.data.convert import convert_file
 
-    count = convert_file(args.src, args.dst, to=args.to, kind=args.kind)
+    count = convert_file(args.src, args.dst, to=args.to, kind=args.kind, bad_rows=args.bad_rows)
     print(f"wrote {count} rows in {args.to} format to {args.dst}")
     return 0
 
@@ -285,6 +301,7 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--response-field", default="prediction", help="response column of a prompt file"
     )
+    add_bad_rows_argument(score, "--out")
     score.set_defaults(handler=_score)
 
 
@@ -321,21 +338,29 @@ def _train_rl(args: argparse.Namespace) -> int:
             for c in result.best_checkpoints or []
         ),
         f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})",
+        *result.dropped_rows,
     ]
     print("\n".join(lines))
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
+    from rlhfkit.data.formats import dropped_rows_path, record_dropped
     from rlhfkit.eval.score import score_file, write_scores
 
-    result = score_file(args.reward_model, args.data, args.response_field)
+    result = score_file(args.reward_model, args.data, args.response_field, args.bad_rows)
     if args.out:
         write_scores(result, args.out)
         print(f"wrote {len(result.rows)} scored rows to {args.out}")
+        for line in record_dropped({args.data: result.dataset}, dropped_rows_path(args.out)):
+            print(line)
     else:
         for row in result.rows:
             print(json.dumps(row, ensure_ascii=False))
+        if result.dataset.dropped:  # no file to list them in: every problem to stderr
+            print(result.dataset.dropped_note(args.data), file=sys.stderr)
+            for _, problem in result.dataset.dropped:
+                print(f"  - {problem}", file=sys.stderr)
     if result.pairwise_accuracy is not None:
         from rlhfkit.train.reward import length_rule
 
@@ -511,6 +536,7 @@ def _infer(args: argparse.Namespace) -> int:
     result = infer(load_infer_config(args.config, args.overrides))
     resumed = f" ({result.resumed_rows} from an interrupted run)" if result.resumed_rows else ""
     print(f"wrote {result.rows} predictions{resumed} by {result.model} to {result.out}")
+    print("\n".join(result.dropped_rows), end="\n" if result.dropped_rows else "")
     return 0
 
 

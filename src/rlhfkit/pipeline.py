@@ -289,7 +289,7 @@ def validate_inputs(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
         if not path:
             continue
         try:
-            datasets[name] = load_dataset(path, kind=kind)
+            datasets[name] = load_dataset(path, kind=kind, bad_rows=config.bad_rows)
         except DatasetError as exc:
             problems.append(f"{name}: {exc}")
         except RlhfkitError as exc:
@@ -446,11 +446,21 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
 
 
 def import_data(config: PipelineConfig, datasets: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Write the datasets into the run: every input row kept as it was, the prompts split
-    into training and eval prompts when no eval_dataset is given."""
+    """Write the datasets into the run: every valid input row kept as it was, the prompts
+    split into training and eval prompts when no eval_dataset is given, the rows that
+    bad_rows=skip left out listed in dropped_rows.jsonl."""
+    from rlhfkit.data.formats import DROPPED_ROWS_FILE, record_dropped
     from rlhfkit.train.common import split_held_out
 
     outputs: dict[str, Any] = {}
+    dropped = record_dropped(
+        {getattr(config, name): dataset for name, dataset in datasets.items()},
+        folder / DROPPED_ROWS_FILE,
+    )
+    for line in dropped:
+        logger.warning(line)
+    if dropped:
+        outputs["dropped_rows"] = dropped
     if "preference_dataset" in datasets:
         outputs["preference_pairs"] = atomic_write_jsonl(
             folder / "preferences.jsonl", datasets["preference_dataset"].rows
@@ -566,7 +576,7 @@ def _summary(
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The summary as the lines `rlhfkit run` prints."""
-    lines = []
+    lines = list(summary.get("data", {}).get("dropped_rows", []))
     reward = summary.get("reward_model")
     if reward:
         from rlhfkit.train.reward import result_lines

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.config import check, param
+from rlhfkit.data.formats import BAD_ROWS
 from rlhfkit.models import DEFAULT_MODEL
 
 
@@ -31,6 +32,12 @@ class DataConfig:
     use_chat_template: bool = param(
         True, "Apply the model's chat template to prompts when the tokenizer has one."
     )
+    bad_rows: str = param(
+        "error",
+        "Invalid data rows: error (stop, listing every problem) or skip (leave them out; "
+        "they are counted by reason, printed and listed in the run's dropped_rows.jsonl).",
+        choices=BAD_ROWS,
+    )
 
     def validate(self) -> None:
         check(
@@ -48,7 +55,8 @@ class DataConfig:
 
 
 DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
-"""The parameters that decide how text becomes tokens, shared by every stage."""
+"""The parameters that decide which rows are read and how text becomes tokens, shared by
+every stage."""
 
 
 def data_settings(config: DataConfig) -> dict[str, Any]:

@@ -12,15 +12,17 @@ fields (`extra`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.data.formats import Dataset, load_dataset
+from rlhfkit.data.formats import Dataset, dropped_rows_path, load_dataset, record_dropped
 from rlhfkit.data.records import Message, PreferenceRecord, PromptRecord
 from rlhfkit.errors import DatasetError, RlhfkitError
 from rlhfkit.fileio import atomic_write_jsonl
 
+logger = logging.getLogger(__name__)
 TARGETS = ("rlhf", "trl")
 OUTPUT_SUFFIXES = (".jsonl", ".jsonl.gz")
 _AUTHORS = ("user", "assistant")
@@ -30,7 +32,9 @@ class _CannotWrite(Exception):
     """A record that the target format cannot express (reported with its file:line)."""
 
 
-def convert_file(src: str | Path, dst: str | Path, to: str, kind: str | None = None) -> int:
+def convert_file(
+    src: str | Path, dst: str | Path, to: str, kind: str | None = None, bad_rows: str = "error"
+) -> int:
     """Read a dataset in any supported format and write it in another.
 
     Args:
@@ -38,6 +42,8 @@ def convert_file(src: str | Path, dst: str | Path, to: str, kind: str | None = N
         dst: the output file, `.jsonl` or `.jsonl.gz` (gzip); written atomically.
         to: "rlhf" or "trl".
         kind: "preference", "prompt", or None to detect it.
+        bad_rows: "error" or "skip": invalid rows are left out, logged as a warning and
+            listed beside `dst` (`dropped_rows_path`).
 
     Returns:
         The number of rows written.
@@ -51,8 +57,11 @@ def convert_file(src: str | Path, dst: str | Path, to: str, kind: str | None = N
         raise RlhfkitError(
             f"cannot write {dst}: the output must end in .jsonl or .jsonl.gz (gzip-compressed)"
         )
-    dataset = load_dataset(src, kind)
-    return atomic_write_jsonl(dst, to_rows(dataset, to))
+    dataset = load_dataset(src, kind, bad_rows)
+    count = atomic_write_jsonl(dst, to_rows(dataset, to))
+    for line in record_dropped({str(src): dataset}, dropped_rows_path(dst)):
+        logger.warning(line)
+    return count
 
 
 def to_rows(dataset: Dataset, to: str) -> list[dict[str, Any]]:

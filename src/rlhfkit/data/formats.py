@@ -17,7 +17,9 @@ conversation) and `openai_rft` (`messages` with `role`, ending with a user turn)
 field that is not the format's own is kept in the record's `extra`.
 
 Every problem names `file:line`, the field and the reason; all problems of a dataset are
-collected and raised together as one `DatasetError`.
+collected and raised together as one `DatasetError`, or, with `bad_rows="skip"`, the rows
+that have them are left out and kept in `Dataset.dropped` (never silently: every command
+that skips rows counts them by reason and lists them).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from typing import Any, NamedTuple
 from rlhfkit.data.reader import RowScan, json_type_name, not_an_object, scan_rows, sort_issues
 from rlhfkit.data.records import Message, PreferenceRecord, PromptRecord, Source
 from rlhfkit.errors import DatasetError, RlhfkitError
+from rlhfkit.fileio import atomic_write_jsonl
 
 KINDS = ("preference", "prompt")
+BAD_ROWS = ("error", "skip")
+"""What to do with invalid rows: stop with every problem listed, or leave those rows out."""
 
 FORMAT_KEYS: dict[str, dict[str, str]] = {
     "preference": {
@@ -93,6 +98,8 @@ class Dataset:
         warnings: rows that are valid but suspicious, each starting with `file:line`.
         rows: the input rows, every field as in the file, in record order (for writing
             them out again with something added, as inference and the pipeline do).
+        dropped: with `bad_rows="skip"`, every problem of the rows left out, as (source,
+            message), in file then line order; empty otherwise.
     """
 
     kind: str
@@ -101,12 +108,85 @@ class Dataset:
     files: list[str]
     warnings: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[tuple[Source, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def dropped_rows(self) -> int:
+        """How many rows were left out."""
+        return len({source for source, _ in self.dropped})
 
-def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
+    def dropped_reasons(self) -> dict[str, int]:
+        """Rows left out per reason (a row with two problems counts under both), most first."""
+        rows: dict[str, set[Source]] = {}
+        for source, message in self.dropped:
+            rows.setdefault(problem_reason(source, message), set()).add(source)
+        counts = {reason: len(sources) for reason, sources in rows.items()}
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def dropped_note(self, name: str, listed_in: str | Path | None = None) -> str | None:
+        """One line on the rows left out of `name` (None when none were): how many, why,
+        where the first are, and where the whole list is."""
+        if not self.dropped:
+            return None
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in self.dropped_reasons().items())
+        first = sorted({source for source, _ in self.dropped}, key=lambda s: (s.file, s.line))
+        shown = ", ".join(str(source) for source in first[:3])
+        more = f" and {len(first) - 3} more" if len(first) > 3 else ""
+        listed = f"; all listed in {listed_in}" if listed_in else ""
+        return (
+            f"{name}: left out {self.dropped_rows} bad row(s) of {self.dropped_rows + len(self)} "
+            f"(bad_rows=skip): {reasons} (at {shown}{more}){listed}"
+        )
+
+
+DROPPED_ROWS_FILE = "dropped_rows.jsonl"
+"""Where a run directory lists the rows `bad_rows=skip` left out: one {dataset, file, line,
+problem} object per problem."""
+
+
+def record_dropped(datasets: dict[str, Dataset], path: str | Path) -> list[str]:
+    """List the rows left out of `datasets` (by name) in the JSON-lines file `path`, written
+    atomically, and return one line per dataset that lost rows (none: [], no file)."""
+    lossy = {name: dataset for name, dataset in datasets.items() if dataset.dropped}
+    if not lossy:
+        return []
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(
+        path,
+        (
+            {"dataset": name, "file": source.file, "line": source.line, "problem": message}
+            for name, dataset in lossy.items()
+            for source, message in dataset.dropped
+        ),
+    )
+    return [str(dataset.dropped_note(name, path)) for name, dataset in lossy.items()]
+
+
+def dropped_rows_path(out: str | Path) -> Path:
+    """Where the rows left out of an output file's input are listed: beside it, e.g.
+    base.dropped_rows.jsonl for base.jsonl."""
+    out = Path(out)
+    stem = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return out.parent / f"{stem}.dropped_rows.jsonl"
+
+
+def problem_reason(source: Source, message: str) -> str:
+    """A problem without its `file:line` and the value found: what rows have in common."""
+    reason = message.removeprefix(f"{source}: ")
+    return reason.split(", found ")[0]
+
+
+def check_bad_rows(value: str) -> str:
+    """`value` when it is one of `BAD_ROWS`, else an error naming the choices."""
+    if value not in BAD_ROWS:
+        raise RlhfkitError(f"bad_rows={value!r}: choose one of {', '.join(BAD_ROWS)}")
+    return value
+
+
+def load_dataset(path: str | Path, kind: str | None = None, bad_rows: str = "error") -> Dataset:
     """Read, detect, validate and normalise a dataset.
 
     Args:
@@ -114,27 +194,31 @@ def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
             `rlhfkit.data.reader.find_files`).
         kind: "preference", "prompt", or None to detect it from the first row whose format
             is known (preference formats win when a row has their keys).
+        bad_rows: "error" stops at invalid rows; "skip" leaves them out and keeps their
+            problems in `Dataset.dropped`.
 
     Returns:
         The dataset; `warnings` lists rows that are valid but suspicious.
 
     Raises:
-        DatasetError: the path names no dataset, the dataset has no rows, or some rows are
-            invalid; the error lists every problem with its `file:line`.
-        RlhfkitError: `kind` is not one of the choices.
+        DatasetError: the path names no dataset, a file cannot be read, the dataset has no
+            (valid) rows, or some rows are invalid and `bad_rows` is "error"; the error
+            lists every problem with its `file:line`.
+        RlhfkitError: `kind` or `bad_rows` is not one of the choices.
     """
     _check_kind(kind)
-    return _build_dataset(str(path), scan_rows(path), kind)
+    check_bad_rows(bad_rows)
+    return _build_dataset(str(path), scan_rows(path), kind, bad_rows)
 
 
-def load_preferences(path: str | Path) -> Dataset:
-    """`load_dataset(path, "preference")`: records are `PreferenceRecord`s."""
-    return load_dataset(path, "preference")
+def load_preferences(path: str | Path, bad_rows: str = "error") -> Dataset:
+    """`load_dataset(path, "preference", bad_rows)`: records are `PreferenceRecord`s."""
+    return load_dataset(path, "preference", bad_rows)
 
 
-def load_prompts(path: str | Path) -> Dataset:
-    """`load_dataset(path, "prompt")`: records are `PromptRecord`s."""
-    return load_dataset(path, "prompt")
+def load_prompts(path: str | Path, bad_rows: str = "error") -> Dataset:
+    """`load_dataset(path, "prompt", bad_rows)`: records are `PromptRecord`s."""
+    return load_dataset(path, "prompt", bad_rows)
 
 
 def load_pairs(path: str | Path) -> Dataset:
@@ -267,7 +351,7 @@ class _Check:
         self.problems.append(f"{self.source}: {message}")
 
 
-def _build_dataset(name: str, scan: RowScan, kind: str | None) -> Dataset:
+def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "error") -> Dataset:
     issues = list(scan.issues)
     first: _First | None = None
     records: list[Any] = []
@@ -290,19 +374,34 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None) -> Dataset:
             )
         records.append(record)
         rows.append(row)
-    if issues:
-        bad_rows = len({source for source, _ in issues})
+    issues = sort_issues(issues, scan.files)
+    # a file that cannot be read at all (line 0) is not a bad row: it is never skipped
+    unreadable = [issue for issue in issues if issue[0].line == 0]
+    if issues and (bad_rows == "error" or unreadable):
+        count = len({source for source, _ in issues})
         raise DatasetError(
-            f"dataset {name}: {bad_rows} bad row(s), {len(issues)} problem(s); "
-            "fix or remove these rows",
-            [problem for _, problem in sort_issues(issues, scan.files)],
+            f"dataset {name}: {count} bad row(s), {len(issues)} problem(s); fix or remove "
+            "these rows"
+            + (
+                ""
+                if unreadable
+                else ", or set bad_rows=skip (--bad-rows skip in data convert and score) to leave "
+                "them out, counted and listed"
+            ),
+            [problem for _, problem in issues],
         )
-    if first is None:
+    if first is None or not records:
+        if not issues:
+            raise DatasetError(
+                f"dataset {name} has no rows; add at least one JSON object (one per line in "
+                ".jsonl files)"
+            )
         raise DatasetError(
-            f"dataset {name} has no rows; add at least one JSON object (one per line in "
-            ".jsonl files)"
+            f"dataset {name} has no valid row: bad_rows=skip left out all "
+            f"{len({source for source, _ in issues})} of its rows; fix them",
+            [problem for _, problem in issues],
         )
-    return Dataset(first.kind, first.format, records, list(scan.files), warnings, rows)
+    return Dataset(first.kind, first.format, records, list(scan.files), warnings, rows, issues)
 
 
 def _row_kind_format(

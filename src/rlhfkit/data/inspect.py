@@ -14,6 +14,8 @@ from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 
 EXAMPLES_SHOWN = 3
+BAD_ROWS_SHOWN = 5
+"""Problems of invalid rows shown by `data inspect` (all are counted)."""
 
 
 @dataclass
@@ -88,6 +90,11 @@ def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dic
         "rows": sum(_row_truncated(i, tokens, config) for i in range(len(records))),
     }
     report["duplicates"] = _duplicates(records)
+    report["bad_rows"] = {
+        "rows": dataset.dropped_rows,
+        "by_reason": dataset.dropped_reasons(),
+        "first": [problem for _, problem in dataset.dropped[:BAD_ROWS_SHOWN]],
+    }
     report["warnings"] = list(dataset.warnings)
     report["examples"] = [_example(r) for r in records[:EXAMPLES_SHOWN]]
     report["tokenizer"] = config.large_model_reference

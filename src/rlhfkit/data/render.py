@@ -52,6 +52,21 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
     if "pairs" in dup:
         line += f", {dup['pairs']} repeated pairs"
     console.print(line)
+    bad = report["bad_rows"]
+    if bad["rows"]:
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in bad["by_reason"].items())
+        console.print(
+            f"[yellow]bad rows:[/yellow] {bad['rows']} left out of these statistics: "
+            f"{escape(reasons)}"
+        )
+        for problem in bad["first"]:
+            console.print(f"  - {escape(problem)}")
+        console.print(
+            "  other commands stop at these rows; fix them, or pass bad_rows=skip "
+            "(--bad-rows skip) to leave them out"
+        )
+    else:
+        console.print("bad rows: none")
     for warning in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for example in report["examples"]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 
 from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
 from rlhfkit.data.config import DATA_FIELDS, DataConfig
-from rlhfkit.data.formats import load_dataset
+from rlhfkit.data.formats import dropped_rows_path, load_dataset, record_dropped
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import ModelLoadError
@@ -74,6 +74,8 @@ class InferResult:
     rows: int
     model: str
     resumed_rows: int
+    dropped_rows: list[str] = field(default_factory=list)
+    """One line when `bad_rows=skip` left prompt rows out (listed beside `out`)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def infer(config: InferConfig) -> InferResult:
     from rlhfkit.train.common import progress_bar
 
     # step 1. prompts, in file order, and the raw rows they came from
-    dataset = load_dataset(config.prompt_dataset)
+    dataset = load_dataset(config.prompt_dataset, bad_rows=config.bad_rows)
     records = [r.prompt_record() if isinstance(r, PreferenceRecord) else r for r in dataset.records]
     raw = dataset.rows
     # step 2. the model and the prompt encoding
@@ -202,7 +204,8 @@ def infer(config: InferConfig) -> InferResult:
     rows = [{**raw[i], PREDICTION: done[i]} for i in range(len(records))]
     atomic_write_jsonl(out, rows)
     journal.remove()
-    return InferResult(out, len(rows), resolved.describe(), resumed)
+    dropped = record_dropped({config.prompt_dataset: dataset}, dropped_rows_path(out))
+    return InferResult(out, len(rows), resolved.describe(), resumed, dropped)
 
 
 def _fingerprint(config: InferConfig, resolved: ResolvedModel, prompt_ids: list[list[int]]) -> str:

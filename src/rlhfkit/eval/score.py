@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.data.formats import load_dataset
+from rlhfkit.data.formats import Dataset, load_dataset
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import DatasetError
@@ -23,6 +23,8 @@ class ScoreResult:
     rows: list[dict[str, Any]]
     pairwise_accuracy: dict[str, float | int] | None
     """For a preference file: `eval.stats.pair_accuracy` of the rewards (ties count half)."""
+    dataset: Dataset | None = None
+    """The scored dataset (its `dropped` rows were left out by bad_rows=skip)."""
 
 
 def encoder_for(model: RewardModel, tokenizer) -> PromptEncoder:
@@ -67,13 +69,17 @@ def score_texts(
 
 
 def score_file(
-    reward_model: str | Path, data: str | Path, response_field: str = "prediction"
+    reward_model: str | Path,
+    data: str | Path,
+    response_field: str = "prediction",
+    bad_rows: str = "error",
 ) -> ScoreResult:
-    """Score a preference file (both candidates) or a prompt file with a response column."""
+    """Score a preference file (both candidates) or a prompt file with a response column;
+    with `bad_rows="skip"`, invalid rows are left out (`ScoreResult.dataset.dropped`)."""
+    dataset = load_dataset(data, bad_rows=bad_rows)
     model = load_reward_model(reward_model)
     tokenizer = load_tokenizer(model.spec.base_model)
     encoder = encoder_for(model, tokenizer)
-    dataset = load_dataset(data)
     records = dataset.records
     if dataset.kind == "preference":
         groups = [list(r.candidates) for r in records]
@@ -109,7 +115,7 @@ def score_file(
             row.update(response=group[0], reward=reward[0])
         rows.append(row)
     accuracy = pair_accuracy(diffs, orders) if dataset.kind == "preference" else None
-    return ScoreResult(rows, accuracy)
+    return ScoreResult(rows, accuracy, dataset)
 
 
 def write_scores(result: ScoreResult, out: str | Path) -> None:

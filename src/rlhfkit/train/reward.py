@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from rlhfkit.algorithms.reward import bradley_terry_loss, fit_linear_head
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
+from rlhfkit.data.formats import DROPPED_ROWS_FILE, Dataset, record_dropped
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.eval.stats import length_order, pair_accuracy, pairs_to_tell_from_chance
@@ -256,6 +257,8 @@ class RewardResult:
     best_step: int
     stopped_early: bool
     verdict: str
+    dropped_rows: list[str] = field(default_factory=list)
+    """One line per dataset that lost rows to `bad_rows=skip` (listed in dropped_rows.jsonl)."""
 
 
 def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> list[EncodedPair]:
@@ -426,6 +429,7 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         f"{_figure(result['eval_accuracy_chosen_shorter'])}",
         f"  {result['verdict']}",
     ]
+    lines += [f"  {line}" for line in result.get("dropped_rows", [])]
     if not result["steps"]:
         lines.append("  the head fitted on the base model's features alone: no training step")
     elif result["validation_pairs"]:
@@ -459,6 +463,8 @@ class PreparedData:
     validation: list[EncodedPair]
     eval: list[EncodedPair]
     pad_id: int
+    sources: dict[str, Dataset]
+    """The datasets read, by path (their `dropped` rows are reported)."""
 
 
 def prepare_data(config: RewardConfig) -> PreparedData:
@@ -467,10 +473,13 @@ def prepare_data(config: RewardConfig) -> PreparedData:
     from rlhfkit.data.formats import load_dataset, load_preferences
     from rlhfkit.models.loading import load_tokenizer
 
-    train_set = load_preferences(config.preference_dataset)
+    train_set = load_preferences(config.preference_dataset, config.bad_rows)
+    sources = {config.preference_dataset: train_set}
     train_records = train_set.records
     if config.eval_dataset:
-        eval_records = load_dataset(config.eval_dataset, kind="preference").records[:EVAL_ROWS_MAX]
+        held_out = load_dataset(config.eval_dataset, "preference", config.bad_rows)
+        sources[config.eval_dataset] = held_out
+        eval_records = held_out.records[:EVAL_ROWS_MAX]
     else:
         train_records, eval_records = _split(
             train_records, config.eval_fraction, config.seed, "evaluation", "set eval_dataset"
@@ -507,6 +516,7 @@ def prepare_data(config: RewardConfig) -> PreparedData:
         encode_pairs(validation_records, held_out, config.use_margin),
         encode_pairs(eval_records, held_out, config.use_margin),
         tokenizer.pad_token_id,
+        sources,
     )
 
 
@@ -635,8 +645,12 @@ class RewardTrainer:
         from rlhfkit.tracking import MetricsLogger, read_metrics
 
         config, data, main = self.config, self.data, self.parallel.is_main
+        dropped: list[str] = []
         if main:
             write_config(self.run_dir, to_dict(config))
+            dropped = record_dropped(data.sources, self.run_dir / DROPPED_ROWS_FILE)
+            for line in dropped:
+                logger.warning(line)
         logger.info(
             "reward model: %d train pairs, %d validation pairs, %d held-out pairs, %d "
             "trainable parameters",
@@ -676,6 +690,7 @@ class RewardTrainer:
             best_step=kept,
             stopped_early=done < self.total_steps,
             verdict=verdict(held_out),
+            dropped_rows=dropped,
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
         if main:

@@ -32,6 +32,7 @@ from rlhfkit.algorithms.ppo import (
 )
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
+from rlhfkit.data.formats import DROPPED_ROWS_FILE, record_dropped
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
@@ -263,16 +264,20 @@ class RLResult:
     eval_prompts: int
     steps: int
     best_checkpoints: list[dict[str, Any]] | None = None
+    dropped_rows: list[str] = field(default_factory=list)
+    """One line per dataset that lost rows to `bad_rows=skip` (listed in dropped_rows.jsonl)."""
 
 
 @dataclass
 class PromptData:
-    """Training and held-out prompt records, with their token ids."""
+    """Training and held-out prompt records, with their token ids, and the datasets read
+    (by path: their `dropped` rows are reported)."""
 
     train: list
     train_ids: list[list[int]]
     eval: list
     eval_ids: list[list[int]]
+    sources: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,12 +337,15 @@ def prepare_prompts(config: RLCommonConfig, tokenizer) -> PromptData:
     """Load the prompts, hold out the evaluation prompts and encode both."""
     from rlhfkit.data.formats import load_prompts
 
-    dataset = load_prompts(config.prompt_dataset)
+    dataset = load_prompts(config.prompt_dataset, config.bad_rows)
+    sources = {config.prompt_dataset: dataset}
     for warning in dataset.warnings:
         logger.warning(warning)
     records = dataset.records
     if config.held_out_dataset:
-        eval_records = load_prompts(config.held_out_dataset).records
+        held_out = load_prompts(config.held_out_dataset, config.bad_rows)
+        sources[config.held_out_dataset] = held_out
+        eval_records = held_out.records
     else:
         if len(records) < 2:
             raise RlhfkitError(
@@ -356,7 +364,7 @@ def prepare_prompts(config: RLCommonConfig, tokenizer) -> PromptData:
     )
     eval_encoder = PromptEncoder.from_settings(tokenizer, config)
     eval_ids = [eval_encoder.encode_prompt(r.messages).ids for r in eval_records]
-    return PromptData(records, train_ids, eval_records, eval_ids)
+    return PromptData(records, train_ids, eval_records, eval_ids, sources)
 
 
 def _missing_end_penalty(rewards: torch.Tensor, ended: list[bool], penalty: float) -> torch.Tensor:
@@ -510,8 +518,12 @@ class RLTrainer(ABC):
         from rlhfkit.tracking import MetricsLogger, truncate_metrics
 
         config, main = self.config, self.parallel.is_main
+        dropped: list[str] = []
         if main:
             write_config(self.run_dir, to_dict(config))
+            dropped = record_dropped(self.data.sources, self.run_dir / DROPPED_ROWS_FILE)
+            for line in dropped:
+                logger.warning(line)
         if self.start_step and main:
             truncate_metrics(self.run_dir / "samples.jsonl", self.start_step)
         logger.info(
@@ -553,6 +565,7 @@ class RLTrainer(ABC):
             len(self.data.eval),
             self.total_steps,
             self._best_checkpoints(),
+            dropped,
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
         if main:
