@@ -35,7 +35,7 @@ def test_inspect_json_reports_kind_format_rows_and_statistics(capsys):
     assert set(report["length_tokens"]) == {"prompt", "chosen", "rejected"}
     stats = report["length_tokens"]["prompt"]
     assert stats["min"] <= stats["median"] <= stats["p95"] <= stats["max"]
-    assert report["duplicates"] == {"prompts": 0, "pairs": 0}
+    assert report["duplicates"] == {"prompts": 0, "pairs": 0, "conflicts": 0}
     assert len(report["examples"]) == 3
 
 
@@ -127,3 +127,30 @@ def test_model_check_answers_with_the_tiny_model(capsys):
     assert main(["model", "check", "tiny-random-llama", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "tiny-random-llama" in out and "answer:" in out
+
+
+def test_inspect_flags_conflicting_pairs_counts_an_epoch_and_overlays_lengths(tmp_path):
+    rows = [
+        {"prompt": "q1", "chosen": "a short one", "rejected": "a much longer answer here"},
+        {"prompt": "q1", "chosen": "a much longer answer here", "rejected": "a short one"},
+        {"prompt": "q1", "chosen": "a short one", "rejected": "a much longer answer here"},
+        {"prompt": "q2", "chosen": "yes", "rejected": "no"},
+        {"prompt": "q3", "chosen": "fine", "rejected": "bad"},
+    ]
+    data = tmp_path / "trl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plots = tmp_path / "plots"
+    result = run("data", "inspect", str(data), "--json", "--batch-size", "2", "--plot", str(plots))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    # TRL rows have no candidate order, so no choice balance to report
+    assert "choice_balance" not in report
+    assert report["duplicates"] == {"prompts": 2, "pairs": 2, "conflicts": 1}
+    assert report["steps_per_epoch"] == {"batch_size": 2, "steps": 3}
+    overlay = plots / "chosen_vs_rejected_tokens.png"
+    assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(overlay) in report["plots"]
+    result = run("data", "inspect", str(data))
+    assert "1 conflicting pair(s)" in " ".join(result.stdout.split())
+    assert "one epoch: 1 step(s) at batch_size 16" in " ".join(result.stdout.split())
+    assert "choice balance" not in result.stdout

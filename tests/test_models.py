@@ -109,6 +109,23 @@ def test_a_failed_conversion_leaves_no_cache(monkeypatch, tmp_path):
     assert list(models.iterdir()) == []  # the temporary folder is gone too
 
 
+def test_tokenizer_alone_is_read_without_converting_the_model_and_matches_it(
+    monkeypatch, tmp_path, tokenizer
+):
+    monkeypatch.setenv("RLHFKIT_HOME", str(tmp_path))
+    alone = load_tokenizer()
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["smollm2-135m-instruct-tokenizer"]
+    assert not list(models.rglob("*.safetensors"))
+    text = "Summarize in less than 40 words: Galdmore's £203,000 homes."
+    assert alone(text).input_ids == tokenizer(text).input_ids
+    assert alone.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False
+    ) == tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+    monkeypatch.setattr(loading, "_bundled_gguf_dir", lambda: 1 / 0)  # now from the cache
+    assert load_tokenizer()(text).input_ids == tokenizer(text).input_ids
+
+
 @pytest.mark.integration
 def test_bundled_model_converts_reloads_from_cache_and_answers(monkeypatch, tmp_path):
     monkeypatch.setenv("RLHFKIT_HOME", str(tmp_path))

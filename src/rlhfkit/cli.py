@@ -97,6 +97,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def add_bad_rows_argument(parser: argparse.ArgumentParser, beside: str) -> None:
     """`--bad-rows error|skip`: the flag form of the stage commands' `bad_rows=`."""
     parser.add_argument(
@@ -146,6 +157,12 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument(
         "--strict", action="store_true", help="exit 2 when some rows are invalid (default: 0)"
     )
+    inspect.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="count a preference dataset's steps per epoch at N pairs (default: train-reward's 16)",
+    )
     add_config_arguments(inspect)
     inspect.set_defaults(handler=_data_inspect)
 
@@ -177,7 +194,7 @@ def _data_inspect(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config
     from rlhfkit.data.config import DataConfig
     from rlhfkit.data.formats import load_dataset
-    from rlhfkit.data.inspect import inspect_dataset, write_plots
+    from rlhfkit.data.inspect import REWARD_BATCH_SIZE, inspect_dataset, write_plots
     from rlhfkit.data.render import print_inspect_report
     from rlhfkit.models import load_tokenizer
 
@@ -188,7 +205,7 @@ def _data_inspect(args: argparse.Namespace) -> int:
     # row problems are statistics here: the valid rows are described, the others counted
     dataset = load_dataset(args.path, kind=args.kind, bad_rows="skip")
     tokenizer = load_tokenizer(config.large_model_reference)
-    report = inspect_dataset(dataset, tokenizer, config)
+    report = inspect_dataset(dataset, tokenizer, config, args.batch_size or REWARD_BATCH_SIZE)
     if args.plot:
         report["plots"] = [str(p) for p in write_plots(report, args.plot)]
     report.pop("_token_lengths")

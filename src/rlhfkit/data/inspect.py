@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 
 EXAMPLES_SHOWN = 3
+REWARD_BATCH_SIZE = 16
+"""The batch size `steps_per_epoch` is counted at unless `--batch-size` says otherwise
+(train-reward's default)."""
+CANDIDATE_FORMATS = ("rlhf_text", "rlhf_chat")
+"""Preference formats with a candidate order (`choice`), whose balance is worth a line."""
 BAD_ROWS_SHOWN = 5
 """Problems of invalid rows shown by `data inspect` (all are counted)."""
 
@@ -41,8 +47,11 @@ class LengthStats:
         )
 
 
-def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dict[str, Any]:
-    """Statistics of a loaded dataset as one JSON-ready dict."""
+def inspect_dataset(
+    dataset: Dataset, tokenizer: Any, config: DataConfig, batch_size: int = REWARD_BATCH_SIZE
+) -> dict[str, Any]:
+    """Statistics of a loaded dataset as one JSON-ready dict (`batch_size`: what a
+    preference dataset's steps per epoch are counted at)."""
     encoder = PromptEncoder(
         tokenizer,
         instruction=config.instruction,
@@ -69,11 +78,16 @@ def inspect_dataset(dataset: Dataset, tokenizer: Any, config: DataConfig) -> dic
             tokens[name] = [
                 encoder.encode_response(text, add_eos=True).full_length for text in fields[name]
             ]
-        choices = Counter(r.choice for r in records)
-        report["choice_balance"] = {"0": choices.get(0, 0), "1": choices.get(1, 0)}
+        if dataset.format in CANDIDATE_FORMATS:  # other formats have no candidate order
+            choices = Counter(r.choice for r in records)
+            report["choice_balance"] = {"0": choices.get(0, 0), "1": choices.get(1, 0)}
         longer = sum(len(r.chosen) > len(r.rejected) for r in records)
         report["chosen_longer_fraction"] = round(longer / len(records), 4)
         report["with_margin"] = sum(r.margin is not None for r in records)
+        report["steps_per_epoch"] = {
+            "batch_size": batch_size,
+            "steps": math.ceil(len(records) / batch_size),
+        }
     report["length_chars"] = {
         k: vars(LengthStats.of([len(t) for t in v])) for k, v in fields.items()
     }
@@ -112,11 +126,17 @@ def _row_truncated(i: int, tokens: dict[str, list[int]], config: DataConfig) -> 
 
 
 def _duplicates(records: list) -> dict[str, int]:
+    """Repeated prompts and pairs; for preference data also `conflicts`: pairs (the same
+    prompt and the same two answers) that some row prefers one way and another the other."""
     prompts = Counter(r.messages for r in records)
     out = {"prompts": sum(c - 1 for c in prompts.values() if c > 1)}
     if records and isinstance(records[0], PreferenceRecord):
         pairs = Counter((r.messages, frozenset((r.chosen, r.rejected))) for r in records)
         out["pairs"] = sum(c - 1 for c in pairs.values() if c > 1)
+        chosen: dict[Any, set[str]] = {}
+        for r in records:
+            chosen.setdefault((r.messages, frozenset((r.chosen, r.rejected))), set()).add(r.chosen)
+        out["conflicts"] = sum(len(answers) > 1 for answers in chosen.values())
     return out
 
 
@@ -160,4 +180,32 @@ def write_plots(report: dict[str, Any], folder: str | Path) -> list[Path]:
             fig.savefig(tmp, format="png")
         plt.close(fig)
         written.append(path)
+    if "chosen" in report["_token_lengths"]:
+        written.append(_overlaid_lengths(report, folder, plt))
     return written
+
+
+def _overlaid_lengths(report: dict[str, Any], folder: Path, plt) -> Path:
+    """Chosen and rejected answer lengths on one axis, same bins: a length bias shows as
+    one histogram shifted from the other."""
+    from rlhfkit.fileio import atomic_path
+
+    chosen, rejected = report["_token_lengths"]["chosen"], report["_token_lengths"]["rejected"]
+    low, high = min(chosen + rejected), max(chosen + rejected)
+    bins = min(40, max(5, high - low + 1))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, lengths, color in (("chosen", chosen, "#55A868"), ("rejected", rejected, "#C44E52")):
+        median = statistics.median(lengths)
+        label = f"{name} (median {median:g})"
+        ax.hist(lengths, bins=bins, range=(low, high + 1), alpha=0.55, color=color, label=label)
+    share = report["chosen_longer_fraction"]
+    ax.set_title(f"answer length: chosen longer in {share:.0%} of {report['rows']} pairs")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("answers")
+    ax.legend()
+    fig.tight_layout()
+    path = folder / "chosen_vs_rejected_tokens.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

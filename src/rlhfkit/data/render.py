@@ -26,13 +26,21 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
         f"tokenizer: {report['tokenizer']} "
         f"(chat template: {'on' if report['chat_template'] else 'off'})"
     )
-    if "choice_balance" in report:
-        balance = report["choice_balance"]
-        console.print(
-            f"choice balance: candidate_0 preferred {balance['0']}, candidate_1 preferred "
-            f"{balance['1']}   chosen longer than rejected: "
-            f"{report['chosen_longer_fraction']:.1%}   rows with margin: {report['with_margin']}"
-        )
+    if "chosen_longer_fraction" in report:
+        parts = []
+        if "choice_balance" in report:
+            balance = report["choice_balance"]
+            parts.append(
+                f"choice balance: candidate_0 preferred {balance['0']}, candidate_1 preferred "
+                f"{balance['1']}"
+            )
+        epoch = report["steps_per_epoch"]
+        parts += [
+            f"chosen longer than rejected: {report['chosen_longer_fraction']:.1%}",
+            f"rows with margin: {report['with_margin']}",
+            f"one epoch: {epoch['steps']} step(s) at batch_size {epoch['batch_size']}",
+        ]
+        console.print("   ".join(parts))
     table = Table(title="lengths (min / median / p95 / max)")
     table.add_column("field")
     table.add_column("characters", justify="right")
@@ -51,6 +59,11 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
     line = f"duplicates: {dup['prompts']} repeated prompts"
     if "pairs" in dup:
         line += f", {dup['pairs']} repeated pairs"
+    if dup.get("conflicts"):
+        line += (
+            f", [yellow]{dup['conflicts']} conflicting pair(s)[/yellow] (the same prompt and "
+            "answers, preferred one way in one row and the other way in another)"
+        )
     console.print(line)
     bad = report["bad_rows"]
     if bad["rows"]:

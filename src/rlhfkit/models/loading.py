@@ -101,8 +101,7 @@ def load_tokenizer(reference: str = DEFAULT_MODEL):
     from transformers import AutoTokenizer
 
     if reference in (DEFAULT_MODEL, TINY_MODEL):
-        folder = ensure_default_model()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(ensure_default_tokenizer())
     else:
         tokenizer = _from_reference(AutoTokenizer, reference)
     if tokenizer.pad_token is None:
@@ -196,6 +195,24 @@ def ensure_default_model() -> Path:
     model.config.name_or_path = DEFAULT_MODEL
     with atomic_path(folder) as tmp:
         model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder
+
+
+def ensure_default_tokenizer() -> Path:
+    """A folder with the bundled model's tokenizer: the converted model's when it exists,
+    else the tokenizer alone, read from the GGUF file once and cached (a few seconds, where
+    converting the whole model takes longer and writes about 520 MB)."""
+    full = default_model_cache()
+    if (full / "tokenizer.json").is_file():
+        return full
+    folder = full.with_name(f"{full.name}-tokenizer")
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_bundled_gguf_dir(), gguf_file=_GGUF_FILE)
+    with atomic_path(folder) as tmp:
         tokenizer.save_pretrained(tmp)
     return folder
 
