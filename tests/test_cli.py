@@ -93,6 +93,8 @@ def test_bad_rows_stop_convert_but_are_statistics_in_inspect_and_skip_lists_them
     listed = [json.loads(line) for line in (tmp_path / "out.dropped_rows.jsonl").open()]
     assert [row["line"] for row in listed] == [2, 3]
     assert "left out 2 bad row(s) of 3 (bad_rows=skip)" in result.stderr
+    # log lines for people: a warning says so, without the logger's module name
+    assert result.stderr.startswith(f"warning: {bad}: left out"), result.stderr
 
 
 def test_bad_override_exits_2(tmp_path):

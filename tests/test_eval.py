@@ -410,8 +410,13 @@ def test_plot_writes_a_png_per_scalar(tmp_path, capsys):
     # a pipeline folder: one folder of plots per stage
     fake_run(tmp_path / "pipe" / "reward_model")
     fake_run(tmp_path / "pipe" / "rl")
+    capsys.readouterr()
     assert cli("plot", str(tmp_path / "pipe")) == 0
     assert (tmp_path / "pipe" / "plots" / "rl" / "kl_loss.png").is_file()
+    plots = tmp_path / "pipe" / "plots"
+    assert f"wrote 6 plots: 3 to {plots / 'reward_model'}, 3 to {plots / 'rl'}" in (
+        capsys.readouterr().out
+    )
     assert cli("plot", str(tmp_path / "nothing")) == 2
     assert "does not exist" in capsys.readouterr().err
 

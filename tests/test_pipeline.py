@@ -2,6 +2,7 @@
 and redoing by hash, validation before training, and `rlhfkit data synth`."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_pipeline_runs_every_stage_then_skips_redoes_and_forces(tmp_path, inputs
     out = capsys.readouterr().out
     for stage in ("import", "reward_model", "rl", "infer", "sxs"):
         assert f"== stage {stage}" in out
+        assert re.search(rf"== stage {stage} done in \d+ min \d+ s", out), out
     assert "side by side (reward_model:" in out and "side by side (grader:" in out
     for path in (
         "config.yaml",

@@ -321,3 +321,27 @@ def test_ppo_learns_a_known_reward_with_the_bundled_model(tmp_path):
     assert last > first + 0.3, (first, last)
     assert result.eval_reward_after > result.eval_reward_before + 0.4
     assert max(r["objective/kl"] for r in rows) < 15.0
+
+
+def test_ppo_mini_batch_follows_batch_size_unless_set():
+    from rlhfkit.config import build_config
+    from rlhfkit.errors import ConfigError
+
+    def mini(**values):
+        return build_config(RLConfig, {"prompt_dataset": "p.jsonl", **values}).mini_batch_size
+
+    # the old default 8 where it divides the batch, else the largest divisor below it
+    assert [mini(batch_size=b) for b in (4, 8, 12, 16, 7)] == [4, 8, 6, 8, 7]
+    assert mini(batch_size=16, ppo_mini_batch_size=4) == 4
+    with pytest.raises(ConfigError, match="ppo_mini_batch_size=8 is invalid: must divide"):
+        mini(batch_size=4, ppo_mini_batch_size=8)
+
+
+def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it(caplog):
+    from rlhfkit.train.common import warmup_steps
+
+    assert warmup_steps(10, 50) == 10
+    assert caplog.records == []
+    assert warmup_steps(10, 4) == 0
+    assert warmup_steps(10, 10) == 1
+    assert "warmup_steps=10 is not shorter than the run's 4 steps" in caplog.text

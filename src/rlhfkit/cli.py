@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 
 from rlhfkit import __version__
@@ -35,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if rank > 0:  # a distributed run's other ranks: rank 0 reports; errors still show
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(args.verbose, rank))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s"
-        if rank == 0
-        else f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     _quiet_libraries(args.verbose)
     if not hasattr(args, "handler"):
@@ -87,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launch_command(commands)
     _add_pipeline_command(commands)
     return parser
+
+
+class LogFormatter(logging.Formatter):
+    """Log lines for people: progress as the message alone, problems after "warning:" or
+    "error:"; with --verbose, every line names its level and module."""
+
+    def __init__(self, verbose: bool, rank: int) -> None:
+        super().__init__()
+        self.verbose = verbose
+        self.prefix = f"[rank {rank}] " if rank else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and self.verbose:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.verbose:
+            return f"{self.prefix}{record.levelname} {record.name}: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"{self.prefix}{record.levelname.lower()}: {message}"
+        return f"{self.prefix}{message}"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -589,8 +610,9 @@ def _plot(args: argparse.Namespace) -> int:
     from rlhfkit.eval.plot import plot_run
 
     written = plot_run(args.run_dir, args.out, args.smoothing)
-    folder = written[0].parent if written else args.out
-    print(f"wrote {len(written)} plots to {folder} (tensorboard --logdir {args.run_dir})")
+    folders = Counter(str(path.parent) for path in written)
+    where = ", ".join(f"{n} to {folder}" for folder, n in folders.items()) or f"to {args.out}"
+    print(f"wrote {len(written)} plots: {where} (tensorboard --logdir {args.run_dir})")
     return 0
 
 

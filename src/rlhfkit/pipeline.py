@@ -376,16 +376,18 @@ class StageRunner:
         atomic_write_json(record_path, {"key": key, "status": "running", "started": started})
         print(f"== stage {name}{' (continuing)' if resume else ''}", flush=True)
         outputs = work(folder, resume)
+        seconds = round(time.time() - started, 1)
         atomic_write_json(
             record_path,
             {
                 "key": key,
                 "status": "done",
                 "started": started,
-                "seconds": round(time.time() - started, 1),
+                "seconds": seconds,
                 "outputs": outputs,
             },
         )
+        print(f"== stage {name} done in {seconds // 60:.0f} min {seconds % 60:.0f} s", flush=True)
         return outputs
 
 

@@ -19,7 +19,8 @@ def _preview(text: str) -> str:
 
 
 def print_inspect_report(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    # soft wrap: piped into a file or another program, lines stay whole (no 80-column cut)
+    console = console or Console(highlight=False, soft_wrap=True)
     console.print(f"[bold]{escape(report['path'])}[/bold]")
     console.print(
         f"kind: {report['kind']}   format: {report['format']}   rows: {report['rows']}   "

@@ -63,6 +63,22 @@ def lr_factor(total: int, warmup: int, schedule: str):
     return factor
 
 
+def warmup_steps(asked: int, total: int) -> int:
+    """The warm-up a run of `total` steps gets: `asked`, unless the run is not longer than
+    that (the learning rate would never reach its peak): then a tenth of the run, said once."""
+    if asked < total:
+        return asked
+    capped = total // 10
+    logger.warning(
+        "warmup_steps=%d is not shorter than the run's %d steps: warming up for %d instead "
+        "(a tenth of the run)",
+        asked,
+        total,
+        capped,
+    )
+    return capped
+
+
 def is_due(done: int, every: int, total: int) -> bool:
     """True every `every` steps and at the last step."""
     return done % every == 0 or done == total
@@ -134,7 +150,8 @@ def prepare_optimization(
     )
     params = trainable_parameters(model)  # FSDP replaces them with shards
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(total_steps, config.warmup_steps, config.lr_schedule)
+        optimizer,
+        lr_factor(total_steps, warmup_steps(config.warmup_steps, total_steps), config.lr_schedule),
     )
     if state is not None:
         parallel.load_optimizer_state(params, state["optimizer"])

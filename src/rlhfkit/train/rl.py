@@ -202,7 +202,11 @@ class RLConfig(RLCommonConfig):
     )
     batch_size: int = param(8, "Prompts (and sampled answers) per PPO step.")
     ppo_epochs: int = param(2, "Passes over each batch of rollouts.")
-    ppo_mini_batch_size: int = param(8, "Rollouts per optimizer step inside a PPO epoch.")
+    ppo_mini_batch_size: int | None = param(
+        None,
+        "Rollouts per optimizer step inside a PPO epoch (default: the largest divisor of "
+        "batch_size up to 8).",
+    )
     gamma: float = param(1.0, "Discount factor of GAE.")
     lam: float = param(0.95, "Lambda of GAE.")
     cliprange_value: float = param(0.2, "Clip range of the value update.")
@@ -221,9 +225,10 @@ class RLConfig(RLCommonConfig):
             "eval_every",
         )
         for name in positive:
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, value, "must be at least 1")
         check(
-            self.batch_size % self.ppo_mini_batch_size == 0,
+            self.batch_size < 1 or self.batch_size % self.mini_batch_size == 0,
             "ppo_mini_batch_size",
             self.ppo_mini_batch_size,
             f"must divide batch_size={self.batch_size}",
@@ -237,6 +242,13 @@ class RLConfig(RLCommonConfig):
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must be in [0, 1]")
         check(0 <= self.lam <= 1, "lam", self.lam, "must be in [0, 1]")
         check(self.cliprange_value > 0, "cliprange_value", self.cliprange_value, "must be positive")
+
+    @property
+    def mini_batch_size(self) -> int:
+        """ppo_mini_batch_size, or when unset the largest divisor of batch_size up to 8."""
+        if self.ppo_mini_batch_size is not None:
+            return self.ppo_mini_batch_size
+        return max(d for d in range(1, 9) if self.batch_size % d == 0)
 
     @property
     def held_out_dataset(self) -> str | None:
@@ -887,7 +899,7 @@ class PPOTrainer(RLTrainer):
             "mask": mask,
         }
         update = self._update(
-            step, rollout, batch, config.ppo_epochs, config.ppo_mini_batch_size, first=first
+            step, rollout, batch, config.ppo_epochs, config.mini_batch_size, first=first
         )
         update_seconds = time.perf_counter() - mark
         elapsed = time.perf_counter() - started
@@ -932,12 +944,12 @@ class PPOTrainer(RLTrainer):
         config = self.config
         local_batch = config.batch_size // self.parallel.world_size
         return config.micro_batch_size >= local_batch and config.batch_size <= (
-            config.ppo_mini_batch_size
+            config.mini_batch_size
         )
 
     def global_batch_sizes(self) -> dict[str, int]:
         config = self.config
-        return {"batch_size": config.batch_size, "ppo_mini_batch_size": config.ppo_mini_batch_size}
+        return {"batch_size": config.batch_size, "ppo_mini_batch_size": config.mini_batch_size}
 
     def _loss(self, outputs, take):
         config = self.config
