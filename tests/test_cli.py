@@ -156,3 +156,33 @@ def test_inspect_flags_conflicting_pairs_counts_an_epoch_and_overlays_lengths(tm
     assert "1 conflicting pair(s)" in " ".join(result.stdout.split())
     assert "one epoch: 1 step(s) at batch_size 16" in " ".join(result.stdout.split())
     assert "choice balance" not in result.stdout
+
+
+def test_stage_help_lists_every_parameter_and_examples_that_are_real_parameters():
+    from dataclasses import fields
+
+    from rlhfkit.cli_help import STAGE_HELP, check_stage_help, config_class
+
+    assert check_stage_help() == []
+    result = run("train-reward", "--help")
+    assert result.returncode == 0
+    reward = config_class(STAGE_HELP["train-reward"].configs[0][0])
+    for field in fields(reward):
+        assert f"  {field.name}  (" in result.stdout, field.name
+    assert "head_pooling  (str, default: mean)" in result.stdout
+    assert "examples:\n  rlhfkit train-reward preference_dataset=" in result.stdout
+    # train-rl: the parameters of every method, then what PPO and GRPO/RLOO add
+    result = run("train-rl", "--help")
+    for heading in ("parameters of every method", "method=ppo (the default)", "method=grpo and"):
+        assert heading in result.stdout
+    assert "ppo_mini_batch_size  (" in result.stdout and "compute_multiplier  (" in result.stdout
+
+
+def test_misspelled_commands_get_did_you_mean():
+    result = run("trian-reward", "x=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown command 'trian-reward'; did you mean 'train-reward'?" in result.stderr
+    result = run("data", "inspct", "file.jsonl")
+    assert "unknown command 'inspct'; did you mean 'inspect'?" in result.stderr
+    result = run("zzz")
+    assert "unknown command 'zzz'; choose one of data, model" in result.stderr

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from rlhfkit import __version__
+from rlhfkit.cli_help import Parser, add_parameters_help
 from rlhfkit.errors import RlhfkitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rlhfkit",
         description="Align language models with human preferences on your own machine.",
     )
@@ -111,11 +112,13 @@ class LogFormatter(logging.Formatter):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE.yaml` and trailing `key=value` overrides, for every stage command."""
+    """`--config FILE.yaml` and trailing `key=value` overrides, for every stage command; its
+    --help lists every parameter (`rlhfkit.cli_help`)."""
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of parameters")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="parameters, overriding --config"
     )
+    add_parameters_help(parser, parser.prog.removeprefix("rlhfkit "))
 
 
 def positive_int(text: str) -> int:
@@ -144,7 +147,7 @@ def stage_command(
     commands: argparse._SubParsersAction, name: str, handler: Handler, **texts: str
 ) -> argparse.ArgumentParser:
     """A command whose parameters are `--config FILE.yaml` and `key=value` overrides."""
-    parser = commands.add_parser(name, **texts)
+    parser = commands.add_parser(name, add_help=False, **texts)
     add_config_arguments(parser)
     parser.set_defaults(handler=handler)
     return parser
@@ -167,6 +170,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
 
     inspect = sub.add_parser(
         "inspect",
+        add_help=False,
         help="statistics of a preference or prompt dataset",
         description="Detect the format, validate every row and report statistics.",
     )
@@ -205,8 +209,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
         help="make a preference dataset from AI feedback (a grader or a judge labels pairs)",
         description="Sample two candidate answers per prompt from a model and let a grader "
         "(grader=FILE) or a pairwise judge (judge=MODEL_OR_URL) pick the better one; writes "
-        "an rlhf_pipeline preference file. Parameters: see the README's config reference "
-        "(SynthConfig).",
+        "an rlhf_pipeline preference file.",
         handler=_data_synth,
     )
 
@@ -312,7 +315,7 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
         "train-reward",
         help="train a Bradley-Terry reward model on a preference dataset",
         description="Train a reward model (LoRA adapter and scalar head, or full "
-        "fine-tuning) on preference pairs. Parameters: see the README's config reference.",
+        "fine-tuning) on preference pairs.",
         handler=_train_reward,
     )
 
@@ -323,7 +326,7 @@ def _add_reward_commands(commands: argparse._SubParsersAction) -> None:
         description="Tune a LoRA adapter on the base model so that the reward model (or a "
         "grader) scores its answers higher: method=ppo (default; a critic and a KL penalty "
         "to the base model) or method=grpo / rloo (several answers per prompt, "
-        "group-relative advantages). Parameters: see the README's config reference.",
+        "group-relative advantages).",
         handler=_train_rl,
     )
 
@@ -491,12 +494,12 @@ def _grader_run(args: argparse.Namespace) -> int:
 def _add_pipeline_command(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
+        add_help=False,
         help="run the whole RLHF pipeline (reward model, RL, inference, side by side, report)",
         description="Validate the inputs, import the datasets, train the reward model, tune "
         "the policy, answer the eval prompts with the base and the tuned model, compare them "
         "side by side and write the report. Finished stages whose inputs are unchanged are "
-        "skipped; an interrupted stage continues. Parameters: see the README's config "
-        "reference (PipelineConfig).",
+        "skipped; an interrupted stage continues.",
     )
     run.add_argument(
         "--from-stage",
@@ -527,8 +530,7 @@ def _add_eval_commands(commands: argparse._SubParsersAction) -> None:
         "infer",
         help="answer every prompt of a dataset with a model (bulk inference)",
         description="Run a model (reference, folder, adapter or RL run directory) on every "
-        "prompt; writes the input rows with `prediction` added. Parameters: see the "
-        "README's config reference (InferConfig).",
+        "prompt; writes the input rows with `prediction` added.",
         handler=_infer,
     )
 
@@ -538,7 +540,7 @@ def _add_eval_commands(commands: argparse._SubParsersAction) -> None:
         help="compare two models' answers side by side with an autorater",
         description="Judge a's answers against b's (prediction files, or models run first) "
         "with reward_model:DIR, grader:FILE or judge:MODEL_OR_URL; writes judgments.jsonl "
-        "and metrics.json. Parameters: see the README's config reference (SxSConfig).",
+        "and metrics.json.",
         handler=_sxs,
     )
 
@@ -668,17 +670,17 @@ def _add_label_commands(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a local page where people choose the better of two answers",
         description="Serve the labelling page for pairs=FILE, run=RUN_DIR or a=FILE b=FILE; "
-        "judgments go to db=labels.db (SQLite). Prints the page's URL and access token. "
-        "Parameters: see the README's config reference (LabelServeConfig).",
+        "judgments go to db=labels.db (SQLite). Prints the page's URL and access token.",
         handler=_label_serve,
     )
 
     export = sub.add_parser(
         "export",
+        add_help=False,
         help="write the judgments as a preference dataset and a human column for sxs",
         description="Majority verdict per item: A/B become rlhf_pipeline preference rows "
         "(out=), every verdict a row of the human file (human_preference column) for "
-        "`rlhfkit sxs`. Parameters: LabelExportConfig in the README's config reference.",
+        "`rlhfkit sxs`.",
     )
     export.add_argument("db", metavar="DB", help="the label store (labels.db)")
     add_config_arguments(export)
