@@ -186,3 +186,25 @@ def test_misspelled_commands_get_did_you_mean():
     assert "unknown command 'inspct'; did you mean 'inspect'?" in result.stderr
     result = run("zzz")
     assert "unknown command 'zzz'; choose one of data, model" in result.stderr
+
+
+def test_file_system_errors_are_one_line_with_exit_2(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    prefs = str(EXAMPLES / "summarize_preferences.jsonl")
+    messages = []
+    for args in (
+        ("data", "convert", prefs, str(blocker / "out.jsonl"), "--to", "trl"),
+        ("data", "inspect", prefs, "--plot", str(blocker)),
+        ("data", "convert", prefs, "/proc/rlhfkit_out.jsonl", "--to", "trl"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        messages.append(lines[0])
+    assert messages[1] == (
+        f"error: {blocker}: file exists; it is in the way (a folder must go there); remove it "
+        "or choose another path"
+    )

@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the user gave: missing, a file, not writable, full disk
+        print(f"{f'[rank {rank}] ' if rank else ''}error: {file_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if world < 2:
             raise
@@ -70,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"[rank {rank}] error: {lost}", file=sys.stderr)
         return 1
+
+
+def file_error(exc: OSError) -> str:
+    """One line for a file-system error: what went wrong, on which path, what to do."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else "a file"
+    advice = {
+        errno.ENOENT: "check the path; its folder must exist",
+        errno.EEXIST: "it is in the way (a folder must go there); remove it or choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "it is a folder; give a file path",
+        errno.EACCES: "choose a path you may write to, or change its permissions",
+        errno.EPERM: "choose a path you may write to, or change its permissions",
+        errno.EROFS: "the file system is read-only; choose another path",
+        errno.ENOSPC: "the disk is full; free space or choose another disk",
+    }.get(exc.errno, "check the path")
+    reason = exc.strerror or str(exc)
+    return f"{path}: {reason.rstrip('.').lower()}; {advice}"
 
 
 def build_parser() -> argparse.ArgumentParser:
