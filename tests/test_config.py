@@ -69,3 +69,27 @@ def test_field_help_documents_every_field_once():
 def test_data_config_validation():
     with pytest.raises(ConfigError, match="target_sequence_length=0 is invalid"):
         load_config(DataConfig, None, ["target_sequence_length=0"])
+
+
+@dataclass
+class Divides:
+    batch: int = param(8, "batch")
+    mini: int = param(4, "mini-batch")
+    rate: float = param(1.0, "rate")
+
+    def validate(self):
+        check(self.mini >= 1, "mini", self.mini, "must be at least 1")
+        check(self.rate > 0, "rate", self.rate, "must be positive")
+        check(self.batch % self.mini == 0, "mini", self.mini, "must divide batch")
+
+
+def test_validation_problems_are_listed_with_the_refused_values_all_at_once():
+    with pytest.raises(ConfigError) as info:
+        build_config(Divides, {"mini": 0, "rate": -1, "bacth": 3, "batch": "many"})
+    message = str(info.value)
+    assert "batch='many': expected an integer" in message
+    assert "unknown parameter 'bacth' (did you mean batch?)" in message  # letters swapped
+    assert "mini=0 is invalid: must be at least 1" in message
+    assert "rate=-1.0 is invalid: must be positive" in message
+    # the division by the refused 0 that followed does not hide them
+    assert "ZeroDivisionError" not in message

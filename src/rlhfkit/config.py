@@ -8,7 +8,9 @@ that names the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -105,7 +107,7 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
     kwargs = {}
     for key, raw in values.items():
         if key not in fields:
-            close = [n for n in fields if n.startswith(key[:4])] if len(key) >= 4 else []
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.75)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             problems.append(f"unknown parameter {key!r}{hint}; valid: {', '.join(fields)}")
             continue
@@ -120,12 +122,17 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
             problems.append(f"{key}={value!r} is not allowed; choose one of: {allowed}")
             continue
         kwargs[key] = value
+    try:
+        config = cls(**kwargs)
+    except TypeError as exc:  # a required field without a value
+        problems.append(str(exc))
+        config = None
+    if config is not None:
+        problems += _validate(config)  # also when some values were refused above
+    if len(problems) == 1 and config is not None and not kwargs.keys() ^ values.keys():
+        raise ConfigError(problems[0])  # one check of valid values: as it always read
     if problems:
         raise ConfigError(f"invalid {cls.__name__} ({source}):\n  - " + "\n  - ".join(problems))
-    config = cls(**kwargs)
-    validate = getattr(config, "validate", None)
-    if validate is not None:
-        validate()
     return config
 
 
@@ -193,7 +200,37 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+_collected: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "collected", default=None
+)
+"""While `build_config` validates: the problems found so far (checks then go on)."""
+
+
 def check(condition: bool, field: str, value: Any, allowed: str) -> None:
-    """Raise a ConfigError naming the field, the value and what is allowed, unless `condition`."""
-    if not condition:
-        raise ConfigError(f"{field}={value!r} is invalid: {allowed}")
+    """Unless `condition`: a problem naming the field, the value and what is allowed, raised
+    as a ConfigError, or collected while `build_config` validates (it lists them all)."""
+    if condition:
+        return
+    problem = f"{field}={value!r} is invalid: {allowed}"
+    collected = _collected.get()
+    if collected is None:
+        raise ConfigError(problem)
+    collected.append(problem)
+
+
+def _validate(config: Any) -> list[str]:
+    """Every problem `config.validate()` finds. A check that fails can make a later line of
+    validate meaningless (a division by a zero it refused): the problems so far then stand."""
+    validate = getattr(config, "validate", None)
+    problems: list[str] = []
+    if validate is None:
+        return problems
+    token = _collected.set(problems)
+    try:
+        validate()
+    except (ArithmeticError, TypeError, ValueError):
+        if not problems:
+            raise
+    finally:
+        _collected.reset(token)
+    return problems
