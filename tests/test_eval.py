@@ -303,7 +303,7 @@ def pair_judge_url():
     server.shutdown()
 
 
-def test_sxs_http_judge_both_orders_position_bias_and_malformed(tmp_path, pair_judge_url):
+def test_sxs_http_judge_both_orders_position_bias_and_malformed(tmp_path, pair_judge_url, capsys):
     # GOOD answers: b on rain, tea, owls, salt, glass; a on maps
     b_answers = [f"GOOD {t}" if t != "maps" else "meh" for t in TOPICS]
     a_answers = [f"GOOD {t}" if t == "maps" else "meh" for t in TOPICS]
@@ -312,6 +312,8 @@ def test_sxs_http_judge_both_orders_position_bias_and_malformed(tmp_path, pair_j
     out = tmp_path / "sxs"
     args = [f"a={a}", f"b={b}", f"autorater=judge:{pair_judge_url}", f"out={out}"]
     assert cli("sxs", *args, "judge_model=pairwise") == 0
+    # 1 of 6 pairs unreadable, above a tenth: said
+    assert "warning: 1 of 6 pairs (17%) have no readable judgment" in capsys.readouterr().err
     rows = {r["prompt"].split()[-1].rstrip("."): r for r in read_jsonl(out / "judgments.jsonl")}
     assert rows["rain"]["choice"] == "B" and rows["rain"]["confidence"] == 1.0
     assert rows["rain"]["votes"] == ["B", "B"]
@@ -326,12 +328,14 @@ def test_sxs_http_judge_both_orders_position_bias_and_malformed(tmp_path, pair_j
     assert (metrics["model_b_wins"], metrics["model_a_wins"], metrics["ties"]) == (3, 1, 1)
 
 
-def test_sxs_http_judge_unreachable_is_counted_not_raised(tmp_path):
+def test_sxs_http_judge_unreachable_is_counted_and_fails_the_command(tmp_path, capsys):
     a = predictions(tmp_path, "a.jsonl", ["x"] * 6)
     b = predictions(tmp_path, "b.jsonl", ["y"] * 6)
     out = tmp_path / "sxs"
     args = [f"a={a}", f"b={b}", "autorater=judge:http://127.0.0.1:9/v1", f"out={out}"]
-    assert cli("sxs", *args, "judge_timeout_seconds=2") == 0
+    # every judgment unreadable: the figures are written, the command fails
+    assert cli("sxs", *args, "judge_timeout_seconds=2") == 1
+    assert "error: no pair could be judged" in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["invalid_judgments"] == 6 and metrics["malformed_judge_outputs"] == 12
     assert "cannot reach" in read_jsonl(out / "judgments.jsonl")[0]["explanation"]

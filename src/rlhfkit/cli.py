@@ -20,6 +20,8 @@ from rlhfkit.cli_help import Parser, add_parameters_help
 from rlhfkit.errors import RlhfkitError
 
 Handler = Callable[[argparse.Namespace], int]
+UNREADABLE_WARNING = 0.1
+"""Share of side-by-side pairs without a readable judgment above which `sxs` warns."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -627,6 +629,20 @@ def _sxs(args: argparse.Namespace) -> int:
         )
     lines.append(f"judgments and metrics: {result.out}")
     print("\n".join(lines))
+    pairs, unreadable = m["pairs"], m["invalid_judgments"]
+    if pairs and unreadable == pairs:
+        print(
+            f"error: no pair could be judged: the autorater gave no readable judgment for any "
+            f"of {pairs} pairs; check the judge (its URL, model and prompt) and try again",
+            file=sys.stderr,
+        )
+        return 1
+    if unreadable > UNREADABLE_WARNING * pairs:
+        print(
+            f"warning: {unreadable} of {pairs} pairs ({unreadable / pairs:.0%}) have no readable "
+            "judgment; the win rates count only the others",
+            file=sys.stderr,
+        )
     return 0
 
 
