@@ -4,14 +4,17 @@
    reference summary and its key facts).
 2. candidates: `rlhfkit data synth` on documents 1-720: the bundled model writes two
    summaries of each document (both at temperature 0.8, so both are the model's ordinary
-   answers) and the grader `examples/graders/brief_summary.yaml` grades each.
+   answers) and the grader `examples/graders/summary_content.yaml` grades each (the share
+   of the document's key facts it states, and its ROUGE-L against the reference).
 3. labels with noise: human labellers disagree with each other on about a quarter of summary
    pairs (Stiennon et al. 2020, "Learning to summarize from human feedback": labellers
-   agreed with each other on about 73% of TL;DR comparisons). Each pair's label is drawn
-   from a Bradley-Terry model of the two grades, P(first is chosen) = sigmoid((grade_0 -
-   grade_1) / TAU), with a fixed seed, so that close pairs are nearly coin flips and clear
-   ones are nearly always right. The grader's own
-   choice stays in each row as `grader_choice`.
+   agreed with each other on about 73% of TL;DR comparisons, which is what two labellers
+   who each agree with the truth on 84% do: 0.84^2 + 0.16^2 = 0.73). Each pair's label is
+   drawn from a Bradley-Terry model of the two grades, P(first is chosen) =
+   sigmoid((grade_0 - grade_1) / TAU), with a fixed seed, so that close pairs are nearly
+   coin flips and clear ones are nearly always right; TAU makes the labels agree with the
+   grader on about 0.84 of the pairs. The grader's own choice stays in each row as
+   `grader_choice`.
 4. splits: preferences from documents 1-720, RL prompts from documents 721-900, eval prompts
    from documents 901-1000; no document is in two files.
 
@@ -33,12 +36,12 @@ from rlhfkit.data.synth import noisy_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
-GRADER = "examples/graders/brief_summary.yaml"
+GRADER = "examples/graders/summary_content.yaml"
 INSTRUCTION = "Summarize in less than 40 words."
 N_DOCUMENTS = 1000
 PREFERENCE_DOCS = 720  # documents 1-720: preference pairs
 PROMPT_DOCS = 900  # documents 721-900: RL prompts; the rest: eval prompts
-TAU = 0.15  # temperature of the label noise, in grade units (about 3 in 4 labels agree)
+TAU = 0.06  # temperature of the label noise, in grade units (about 5 in 6 labels agree)
 NOISE_SEED = 0
 
 
