@@ -125,7 +125,9 @@ class RewardConfig(DataConfig):
         0.0, "Weight of the reward-centering term mean((r_c + r_r)^2); 0 turns it off."
     )
     use_margin: bool = param(True, "Subtract a row's `margin` field inside the loss when present.")
-    warmup_steps: int = param(10, "Linear learning-rate warm-up steps.")
+    warmup_steps: int = param(
+        10, "Linear learning-rate warm-up steps (a tenth of the run when not shorter than it)."
+    )
     lr_schedule: str = param(
         "cosine", "Learning-rate decay after warm-up.", choices=("cosine", "constant", "linear")
     )

@@ -110,7 +110,9 @@ class RLCommonConfig(DataConfig, ABC):
     lora_targets: list[str] = param(
         list(ALL_LINEAR), "Module names that get LoRA adapters (comma-separated)."
     )
-    warmup_steps: int = param(0, "Linear learning-rate warm-up steps.")
+    warmup_steps: int = param(
+        0, "Linear learning-rate warm-up steps (a tenth of the run when not shorter than it)."
+    )
     lr_schedule: str = param(
         "constant", "Learning-rate decay after warm-up.", choices=("cosine", "constant", "linear")
     )
