@@ -526,3 +526,38 @@ def test_bad_rows_skip_trains_on_the_valid_pairs_and_lists_the_others(tmp_path):
     ]
     printed = result_lines(json.loads((result.run_dir / "summary.json").read_text()))
     assert f"  {result.dropped_rows[0]}" in printed
+
+
+def test_resume_refuses_other_data_or_settings_and_records_allowed_changes(tmp_path):
+    from rlhfkit.errors import ConfigError
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 40)
+    base = {"reward_model_train_steps": 4, "save_every": 2, "resume": True}
+    train_reward_model(tiny_config(tmp_path, data, **base))
+    run = tmp_path / "run"
+    # what a kill while writing a checkpoint leaves: removed at the next start
+    stale = run / "checkpoints" / ".step-000006.k1ll3d.tmp"
+    (stale / "step-000006").mkdir(parents=True)
+    # settings that change what the run learns: all listed, nothing trained
+    with pytest.raises(ConfigError) as info:
+        train_reward_model(tiny_config(tmp_path, data, **base, lora_rank=8, seed=3))
+    message = str(info.value)
+    assert "the checkpoint at step 4" in message
+    assert "lora_rank: 4 -> 8" in message and "seed: 0 -> 3" in message
+    assert "reward_model_train_steps" not in message
+    assert not stale.exists()
+    # the same settings on other data
+    other = keyword_preferences(tmp_path / "other.jsonl", 40, seed=1)
+    data.write_bytes(other.read_bytes())
+    with pytest.raises(ConfigError, match="the dataset files differ"):
+        train_reward_model(tiny_config(tmp_path, data, **base))
+    keyword_preferences(data, 40)  # the original rows again
+    # more steps and another logging cadence: allowed, and recorded
+    result = train_reward_model(
+        tiny_config(tmp_path, data, **{**base, "reward_model_train_steps": 6, "log_every": 2})
+    )
+    assert result.steps == 6
+    records = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert records == [
+        {"step": 4, "changed": {"log_every": [1, 2], "reward_model_train_steps": [4, 6]}}
+    ]

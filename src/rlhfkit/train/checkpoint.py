@@ -85,6 +85,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def remove_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Remove what a run killed while writing a checkpoint left (`.step-N.*.tmp` folders,
+    full-size for full fine-tuning); returns what was removed."""
+    folder = Path(run_dir) / CHECKPOINTS
+    stale = sorted(folder.glob(".step-*.tmp")) + sorted(folder.glob(".step-*.old"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

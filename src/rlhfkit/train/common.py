@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import sys
@@ -13,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.fileio import atomic_write_jsonl
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.train import checkpoint as ckpt
 
@@ -105,8 +108,101 @@ def split_to_count(chunks: list[list[T]], count: int) -> list[list[T]]:
     return chunks
 
 
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "resume",
+        "reward_model_train_steps",
+        "reinforcement_learning_train_steps",
+        "num_epochs",
+        "n_epochs",
+        "log_every",
+        "eval_every",
+        "eval_interval",
+        "save_every",
+        "sample_every",
+        "early_stopping_patience",
+        "eval_prompts",
+        "eval_samples",
+        "keep_best",
+        "save_merged",
+        "micro_batch_tokens",
+        "micro_batch_size",
+        "device",
+        "compile",
+    }
+)
+"""Settings a resumed run may change: how long it runs, how often it logs, evaluates and
+saves, and how it is computed (micro-batches, device, compiling); not what it learns from or
+how. The number of processes is not a setting and may change too."""
+RESUMES_FILE = "resumes.jsonl"
+"""Where a run records each resume that changed a setting: {step, changed: {key: [old, new]}}."""
+
+
+def data_digest(datasets: dict[str, Any]) -> str:
+    """sha256 of the files the run's datasets were read from (names and contents)."""
+    digest = hashlib.sha256()
+    for name in sorted(datasets):
+        for file in sorted(datasets[name].files):
+            digest.update(f"{name}\0{file}\0".encode())
+            digest.update(Path(file).read_bytes())
+    return digest.hexdigest()
+
+
+def check_resume(
+    state: dict[str, Any] | None,
+    config: dict[str, Any],
+    digest: str,
+    run_dir: Path,
+    main: bool = True,
+) -> None:
+    """Refuse to resume a checkpoint made with other data or settings that change what the
+    run learns (listing every change, old -> new, and what to do); record the changes that
+    are allowed (`RESUME_MAY_CHANGE`) in the run's resumes.jsonl (by the `main` process)."""
+    if state is None:
+        return
+    extra = state.get("extra", {})
+    old = extra.get("config")
+    if old is None:  # a checkpoint from before settings were kept in it
+        return
+    changed = {
+        key: [old.get(key), config.get(key)]
+        for key in sorted(set(old) | set(config))
+        if old.get(key) != config.get(key)
+    }
+    refused = [
+        f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items() if key not in RESUME_MAY_CHANGE
+    ]
+    if extra.get("data") not in (None, digest):
+        refused.append("the data: the dataset files differ from those the run started with")
+    if refused:
+        raise ConfigError(
+            f"resume=true: the checkpoint at step {state['step']} in {run_dir} was made with "
+            f"other settings; resuming would mix two runs:\n  - "
+            + "\n  - ".join(refused)
+            + "\nresume with the settings and data it started with, or start a new run "
+            "(another output_dir, or without resume=true after removing the old one)"
+        )
+    if changed and main:
+        record = run_dir / RESUMES_FILE
+        earlier = (
+            [json.loads(line) for line in record.read_text().splitlines()]
+            if record.is_file()
+            else []
+        )
+        atomic_write_jsonl(record, [*earlier, {"step": state["step"], "changed": changed}])
+        logger.info(
+            "resuming at step %d with changed settings (recorded in %s): %s",
+            state["step"],
+            record,
+            ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+        )
+
+
 def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
-    """(first step to run, checkpoint state): (0, None) for a fresh run."""
+    """(first step to run, checkpoint state): (0, None) for a fresh run. What a kill during a
+    checkpoint write left behind is removed first."""
+    for path in ckpt.remove_partial_writes(run_dir):
+        logger.info("removed %s, a checkpoint whose writing was interrupted", path)
     latest = ckpt.latest_checkpoint(run_dir)
     if not resume:
         if latest is not None:

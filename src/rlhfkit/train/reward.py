@@ -35,6 +35,8 @@ from rlhfkit.models.reward import (
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
+    check_resume,
+    data_digest,
     is_due,
     prepare_optimization,
     progress_bar,
@@ -576,6 +578,8 @@ class RewardTrainer:
         torch.manual_seed(config.seed)
         # step 1. data: load, hold out, set validation pairs aside, encode
         self.data = prepare_data(config)
+        self.data_digest = data_digest(self.data.sources)
+        check_resume(state, to_dict(config), self.data_digest, self.run_dir, self.parallel.is_main)
         self.total_steps = training_steps(config, len(self.data.train))
         if config.num_epochs is not None:
             logger.info(
@@ -770,6 +774,7 @@ class RewardTrainer:
                 self.scheduler,
                 extra={
                     "config": to_dict(self.config),
+                    "data": self.data_digest,
                     "best": vars(self.best),
                     "window": self.window,
                 },

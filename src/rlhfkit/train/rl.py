@@ -42,6 +42,8 @@ from rlhfkit.models.reward import ALL_LINEAR, read_reward_spec
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
+    check_resume,
+    data_digest,
     is_due,
     prepare_optimization,
     progress_bar,
@@ -497,6 +499,8 @@ class RLTrainer(ABC):
         # step 1. prompts: load, hold out, encode
         self.tokenizer = load_tokenizer(config.large_model_reference)
         self.data = prepare_prompts(config, self.tokenizer)
+        self.data_digest = data_digest(self.data.sources)
+        check_resume(state, to_dict(config), self.data_digest, self.run_dir, self.parallel.is_main)
         self.total_steps = config.total_steps(len(self.data.train))
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
@@ -520,6 +524,9 @@ class RLTrainer(ABC):
             self.parallel, self.policy, config, self.total_steps, state
         )
         self.eval_before: float | None = None
+        # training statistics of the steps since the last log line (kept in checkpoints, so
+        # that a resumed run's first log line averages the same steps as an unbroken run's)
+        self.window: list[dict[str, float]] = state["extra"].get("window", []) if state else []
         if state is not None:
             self.eval_before = state["extra"].get("eval_reward_before")
 
@@ -590,7 +597,7 @@ class RLTrainer(ABC):
     def _loop(self, metrics) -> dict[str, float]:
         config, total = self.config, self.total_steps
         last_eval: dict[str, float] = {}
-        window: list[dict[str, float]] = []
+        window = self.window
         parallel = self.parallel
         bar = progress_bar(
             total, self.start_step, f"train-rl {config.method}", enabled=parallel.is_main
@@ -649,7 +656,12 @@ class RLTrainer(ABC):
             trainable,
             optimizer,
             self.scheduler,
-            extra={"config": to_dict(self.config), "eval_reward_before": self.eval_before},
+            extra={
+                "config": to_dict(self.config),
+                "data": self.data_digest,
+                "eval_reward_before": self.eval_before,
+                "window": self.window,
+            },
             keep=1 if self.keep_best else 2,
             score=score,
             keep_best=self.keep_best,
