@@ -208,3 +208,41 @@ def test_file_system_errors_are_one_line_with_exit_2(tmp_path):
         f"error: {blocker}: file exists; it is in the way (a folder must go there); remove it "
         "or choose another path"
     )
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    prompts = str(EXAMPLES / "summarize_prompts.jsonl")
+    prefs = str(EXAMPLES / "summarize_preferences.jsonl")
+    tiny = "large_model_reference=tiny-random-llama"
+    cases = {
+        "infer into a folder": (
+            ["infer", f"prompt_dataset={prompts}", f"out={tmp_path}", tiny],
+            f"{tmp_path}: is a directory",
+        ),
+        "train-reward under a file": (
+            ["train-reward", f"preference_dataset={prefs}", f"output_dir={blocker}/rm", tiny],
+            f"{blocker}: not a directory",
+        ),
+        "run into a file": (
+            [
+                "run",
+                f"preference_dataset={prefs}",
+                f"prompt_dataset={prompts}",
+                f"output_dir={blocker}",
+                tiny,
+            ],
+            f"output_dir: {blocker}: file exists",
+        ),
+        "score into /proc": (
+            ["score", "--reward-model", str(tmp_path), "--data", prefs, "--out", "/proc/x.jsonl"],
+            "/proc/x.jsonl:",
+        ),
+    }
+    for name, (args, expected) in cases.items():
+        result = run(*args)
+        assert result.returncode == 2, (name, result.stderr)
+        assert "Traceback" not in result.stderr, name
+        assert expected in result.stderr, (name, result.stderr)
+    assert list(tmp_path.iterdir()) == [blocker]  # nothing half-written, no .partial

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from rlhfkit import __version__
 from rlhfkit.cli_help import Parser, add_parameters_help
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.fileio import check_output_path, file_error
 
 Handler = Callable[[argparse.Namespace], int]
 UNREADABLE_WARNING = 0.1
@@ -75,25 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"[rank {rank}] error: {lost}", file=sys.stderr)
         return 1
-
-
-def file_error(exc: OSError) -> str:
-    """One line for a file-system error: what went wrong, on which path, what to do."""
-    import errno
-
-    path = exc.filename if exc.filename is not None else "a file"
-    advice = {
-        errno.ENOENT: "check the path; its folder must exist",
-        errno.EEXIST: "it is in the way (a folder must go there); remove it or choose another path",
-        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
-        errno.EISDIR: "it is a folder; give a file path",
-        errno.EACCES: "choose a path you may write to, or change its permissions",
-        errno.EPERM: "choose a path you may write to, or change its permissions",
-        errno.EROFS: "the file system is read-only; choose another path",
-        errno.ENOSPC: "the disk is full; free space or choose another disk",
-    }.get(exc.errno, "check the path")
-    reason = exc.strerror or str(exc)
-    return f"{path}: {reason.rstrip('.').lower()}; {advice}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +232,8 @@ def _data_inspect(args: argparse.Namespace) -> int:
     if args.model:
         overrides.append(f"large_model_reference={args.model}")
     config = load_config(DataConfig, args.config, overrides)
+    if args.plot:
+        check_output_path(args.plot, folder=True)
     # row problems are statistics here: the valid rows are described, the others counted
     dataset = load_dataset(args.path, kind=args.kind, bad_rows="skip")
     tokenizer = load_tokenizer(config.large_model_reference)
@@ -413,6 +397,8 @@ def _score(args: argparse.Namespace) -> int:
     from rlhfkit.data.formats import dropped_rows_path, record_dropped
     from rlhfkit.eval.score import score_file, write_scores
 
+    if args.out:
+        check_output_path(args.out)
     result = score_file(args.reward_model, args.data, args.response_field, args.bad_rows)
     if args.out:
         write_scores(result, args.out)

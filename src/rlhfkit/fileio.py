@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -128,3 +129,44 @@ class Journal:
         if not text.endswith("\n"):
             atomic_write_text(self.path, "".join(f"{line}\n" for line in lines))
         return {row.pop("index"): row for row in rows}
+
+
+def check_output_path(path: str | Path, folder: bool = False) -> Path:
+    """Fail now, before any work, if `path` cannot be written: an output file must not be a
+    folder, an output folder not a file, and the nearest folder that exists on the way must
+    take a new file. Raises the OSError a later write would (the command line makes it one
+    line). Leaves nothing behind: no folder is made, the probe file is removed."""
+    path = Path(path)
+    if folder and path.is_file():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    if not folder and path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    where = path if folder else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(where))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rlhfkit-write-check.", dir=where)
+    except OSError as exc:  # named by the path the user gave, not the probe's
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def file_error(exc: OSError) -> str:
+    """One line for a file-system error: what went wrong, on which path, what to do."""
+    path = exc.filename if exc.filename is not None else "a file"
+    advice = {
+        errno.ENOENT: "check the path; its folder must exist",
+        errno.EEXIST: "it is in the way (a folder must go there); remove it or choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "it is a folder; give a file path",
+        errno.EACCES: "choose a path you may write to, or change its permissions",
+        errno.EPERM: "choose a path you may write to, or change its permissions",
+        errno.EROFS: "the file system is read-only; choose another path",
+        errno.ENOSPC: "the disk is full; free space or choose another disk",
+    }.get(exc.errno, "check the path")
+    reason = exc.strerror or str(exc)
+    return f"{path}: {reason.rstrip('.').lower()}; {advice}"

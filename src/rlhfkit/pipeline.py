@@ -277,9 +277,14 @@ def validate_inputs(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
     every problem found (empty when all is well)."""
     from rlhfkit.data.formats import load_dataset
     from rlhfkit.errors import DatasetError
+    from rlhfkit.fileio import check_output_path, file_error
 
     problems: list[str] = []
     datasets: dict[str, Any] = {}
+    try:
+        check_output_path(config.output_dir, folder=True)
+    except OSError as exc:
+        problems.append(f"output_dir: {file_error(exc)}")
     for name, kind in (
         ("preference_dataset", "preference"),
         ("prompt_dataset", None),

@@ -20,7 +20,7 @@ from typing import Any
 from rlhfkit.data.formats import Dataset, dropped_rows_path, load_dataset, record_dropped
 from rlhfkit.data.records import Message, PreferenceRecord, PromptRecord
 from rlhfkit.errors import DatasetError, RlhfkitError
-from rlhfkit.fileio import atomic_write_jsonl
+from rlhfkit.fileio import atomic_write_jsonl, check_output_path
 
 logger = logging.getLogger(__name__)
 TARGETS = ("rlhf", "trl")
@@ -57,6 +57,7 @@ def convert_file(
         raise RlhfkitError(
             f"cannot write {dst}: the output must end in .jsonl or .jsonl.gz (gzip-compressed)"
         )
+    check_output_path(dst)
     dataset = load_dataset(src, kind, bad_rows)
     count = atomic_write_jsonl(dst, to_rows(dataset, to))
     for line in record_dropped({str(src): dataset}, dropped_rows_path(dst)):

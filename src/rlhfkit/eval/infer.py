@@ -29,7 +29,7 @@ from rlhfkit.data.formats import dropped_rows_path, load_dataset, record_dropped
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import PreferenceRecord
 from rlhfkit.errors import ModelLoadError
-from rlhfkit.fileio import Journal, atomic_write_jsonl
+from rlhfkit.fileio import Journal, atomic_write_jsonl, check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ def infer(config: InferConfig) -> InferResult:
     from rlhfkit.models.loading import load_tokenizer
     from rlhfkit.train.common import progress_bar
 
+    check_output_path(config.out)  # before any work: a bad path fails now, not at the end
     # step 1. prompts, in file order, and the raw rows they came from
     dataset = load_dataset(config.prompt_dataset, bad_rows=config.bad_rows)
     records = [r.prompt_record() if isinstance(r, PreferenceRecord) else r for r in dataset.records]

@@ -26,7 +26,7 @@ from rlhfkit.eval.autoraters import (
     load_autorater,
 )
 from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
-from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
+from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl, check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def is_prediction_file(value: str) -> bool:
 
 def run_sxs(config: SxSConfig) -> SxSResult:
     """Answer with a and b if needed, pair the answers, judge them, write the results."""
-    out = Path(config.out)
+    out = check_output_path(config.out, folder=True)
     # step 1. prediction files (a model is run on the prompts first)
     file_a = _predictions(config, config.a, out / "predictions_a.jsonl")
     file_b = _predictions(config, config.b, out / "predictions_b.jsonl")

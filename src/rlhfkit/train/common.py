@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.fileio import atomic_write_jsonl
+from rlhfkit.fileio import atomic_write_jsonl, check_output_path
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.train import checkpoint as ckpt
 
@@ -200,7 +200,9 @@ def check_resume(
 
 def resume_point(resume: bool, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
     """(first step to run, checkpoint state): (0, None) for a fresh run. What a kill during a
-    checkpoint write left behind is removed first."""
+    checkpoint write left behind is removed first; a run directory that cannot be written
+    fails here, before any work."""
+    check_output_path(run_dir, folder=True)
     for path in ckpt.remove_partial_writes(run_dir):
         logger.info("removed %s, a checkpoint whose writing was interrupted", path)
     latest = ckpt.latest_checkpoint(run_dir)
