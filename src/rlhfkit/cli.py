@@ -660,7 +660,7 @@ def _add_launch_command(commands: argparse._SubParsersAction) -> None:
         description="rlhfkit launch nproc=N [threads=T] COMMAND ARGS...: starts N processes "
         "with PyTorch's elastic launcher (torchrun) and trains data-parallel (DDP); gloo "
         "on CPU, NCCL on GPUs. For several machines use torchrun or accelerate launch "
-        "directly (see the README).",
+        "directly (see docs/models-and-scale-out.md).",
     )
     launch.add_argument("rest", nargs=argparse.REMAINDER, metavar="nproc=N COMMAND ...")
     launch.set_defaults(handler=_launch)

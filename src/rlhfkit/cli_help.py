@@ -1,7 +1,7 @@
 """Help that teaches: every parameter of a stage command in its `--help`, examples, and
 "did you mean" for a misspelled command.
 
-The parameters come from the same config dataclasses as the README's config reference
+The parameters come from the same config dataclasses as docs/config-reference.md
 (`rlhfkit.docs`), imported only when help is asked for, so that `rlhfkit` starts fast.
 
 The rule for arguments, the same in every command: a stage command (one that runs a stage

@@ -99,7 +99,7 @@ class PipelineConfig(DataConfig):
         {}, "More train-rl parameters, e.g. {batch_size: 4} (CLI: rl_options.KEY=V)."
     )
     seed: int = param(0, "Seed of every stage.")
-    output_dir: str = param("runs/pipeline", "Run directory (layout: see the README).")
+    output_dir: str = param("runs/pipeline", "Run directory (layout: docs/pipeline.md).")
     from_stage: str | None = param(
         None, f"Run again from this stage on: {', '.join(STAGES)}.", choices=(None, *STAGES)
     )
