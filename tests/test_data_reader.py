@@ -229,3 +229,32 @@ def test_json_type_names():
         "boolean",
         "null",
     ]
+
+
+def test_poisoned_rows_are_refused_with_file_and_line(tmp_path, monkeypatch):
+    from rlhfkit.data import reader
+    from rlhfkit.data.formats import load_dataset
+
+    monkeypatch.setattr(reader, "MAX_ROW_BYTES", 300_000)
+    row = '{"input_text": "%s", "candidate_0": "a", "candidate_1": "b", "choice": 0}'
+    lines = [
+        row % "x\\ud800",  # a lone surrogate: not text, would crash tokenizing
+        row % "fine \\ud83d\\ude00",  # a surrogate pair is a character
+        row[:-1] % "deep" + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        row % ("y" * 400_000),
+    ]
+    for suffix, text in ((".jsonl", "\n".join(lines)), (".json", "[" + ",\n".join(lines) + "]")):
+        path = tmp_path / f"rows{suffix}"
+        path.write_text(text + "\n")
+        dataset = load_dataset(path, bad_rows="skip")
+        assert [r.text for r in dataset.records] == ["fine \U0001f600"]
+        problems = [message for _, message in dataset.dropped]
+        assert problems[0] == (
+            f"{path}:1: a string holds a lone surrogate (\\ud800), which is not text; fix its "
+            "escape sequence (a pair like \\ud83d\\ude00 is fine)"
+        )
+        assert problems[1].startswith(f"{path}:3: the row is nested too deeply to read")
+        assert (
+            problems[2]
+            == f"{path}:4: the row is 0.4 MiB; rows are read up to 0.3 MiB: shorten or remove it"
+        )

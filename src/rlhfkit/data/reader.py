@@ -6,6 +6,10 @@ folder (every such file inside it, sorted by name) or a glob pattern (its sorted
 JSON, a row that is not an object) instead of stopping at the first; `read_rows` raises
 them together as one `DatasetError`. A path that names nothing readable is a
 `DatasetError` at once.
+
+Limits of one row: at most `MAX_ROW_BYTES` (16 MiB) of JSON, nested at most as deep as
+Python's JSON reader goes (about 1,000 levels), and text only: a lone surrogate escape
+(`"\\ud800"` without its pair) is not a character and is refused with its row.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from rlhfkit.errors import DatasetError
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
 _BOM = "\ufeff"
+MAX_ROW_BYTES = 16 * 1024 * 1024
+"""The largest row read (a row of several MB is already far beyond any sequence length)."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -221,11 +228,59 @@ def _jsonl_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Source, A
             line = line.removeprefix(_BOM)
             if not line.strip():
                 continue
+        if len(raw) > MAX_ROW_BYTES:
+            scan.issues.append((source, _too_large(source, len(raw))))
+            continue
         try:
-            values.append((source, json.loads(line)))
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
             scan.issues.append((source, f"{source}: invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        except RecursionError:
+            scan.issues.append((source, _too_deep(source)))
+            continue
+        problem = _not_text(source, value, line)
+        if problem:
+            scan.issues.append((source, problem))
+            continue
+        values.append((source, value))
     return values
+
+
+def _too_large(source: Source, size: int) -> str:
+    return (
+        f"{source}: the row is {size / 2**20:.1f} MiB; rows are read up to "
+        f"{MAX_ROW_BYTES / 2**20:.1f} MiB: shorten or remove it"
+    )
+
+
+def _too_deep(source: Source) -> str:
+    return f"{source}: the row is nested too deeply to read (about 1,000 levels at most)"
+
+
+def _not_text(source: Source, value: Any, text: str) -> str | None:
+    """A problem when a string of `value` holds a lone surrogate (checked only where `text`
+    has a surrogate escape, so ordinary rows cost nothing)."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return None
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code = ord(item[exc.start])
+                return (
+                    f"{source}: a string holds a lone surrogate (\\u{code:04x}), which is not "
+                    "text; fix its escape sequence (a pair like \\ud83d\\ude00 is fine)"
+                )
+    return None
 
 
 def _undecodable(source: Source, raw: bytes, exc: UnicodeDecodeError) -> str:
@@ -260,12 +315,24 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
     while not closed:
         line += text.count("\n", counted, pos)
         counted = pos
+        source = Source(name, line)
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             scan.issues.append(_invalid_json(name, exc))
             return values
-        values.append((Source(name, line), value))
+        except RecursionError:
+            scan.issues.append((source, _too_deep(source)))
+            return values
+        problem = (
+            _too_large(source, end - pos)
+            if end - pos > MAX_ROW_BYTES
+            else _not_text(source, value, text[pos:end])
+        )
+        if problem:
+            scan.issues.append((source, problem))
+        else:
+            values.append((source, value))
         pos = _skip_space(text, end)
         if text.startswith(",", pos):
             pos = _skip_space(text, pos + 1)
