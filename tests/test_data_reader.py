@@ -156,6 +156,7 @@ def test_json_file_with_invalid_json_reports_its_line(tmp_path):
     assert [s.line for s, _ in scan.rows] == [2]
     assert scan.problems == [
         f"{path}:3: invalid JSON: Expecting property name enclosed in double quotes at column 11"
+        "; the rest of the list was not read"
     ]
 
 

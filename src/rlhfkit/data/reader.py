@@ -318,11 +318,13 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
         source = Source(name, line)
         try:
             value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            scan.issues.append(_invalid_json(name, exc))
-            return values
-        except RecursionError:
-            scan.issues.append((source, _too_deep(source)))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            where, message = (
+                _invalid_json(name, exc)
+                if isinstance(exc, json.JSONDecodeError)
+                else (source, _too_deep(source))
+            )
+            scan.issues.append((where, f"{message}; the rest of the list was not read"))
             return values
         problem = (
             _too_large(source, end - pos)
