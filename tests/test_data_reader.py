@@ -9,6 +9,7 @@ import pytest
 from data_helpers import problems_of, write_jsonl, write_text
 from rlhfkit.data.reader import find_files, json_type_name, read_rows, scan_rows
 from rlhfkit.data.records import Source
+from rlhfkit.errors import DatasetError
 
 
 def test_jsonl_rows_have_their_line_numbers_and_blank_lines_are_skipped(tmp_path):
@@ -244,20 +245,22 @@ def test_poisoned_rows_are_refused_with_file_and_line(tmp_path, monkeypatch):
         row[:-1] % "deep" + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
         row % ("y" * 400_000),
     ]
-    for suffix, text in ((".jsonl", "\n".join(lines)), (".json", "[" + ",\n".join(lines) + "]")):
-        path = tmp_path / f"rows{suffix}"
-        path.write_text(text + "\n")
-        dataset = load_dataset(path, bad_rows="skip")
-        assert [r.text for r in dataset.records] == ["fine \U0001f600"]
-        problems = [message for _, message in dataset.dropped]
-        assert problems[0] == (
-            f"{path}:1: a string holds a lone surrogate (\\ud800), which is not text; fix its "
-            "escape sequence (a pair like \\ud83d\\ude00 is fine)"
-        )
-        assert problems[1].startswith(f"{path}:3: the row is nested too deeply to read")
-        if suffix == ".jsonl":
-            assert problems[2] == (
-                f"{path}:4: the row is 0.4 MiB; rows are read up to 0.3 MiB: shorten or remove it"
-            )
-        else:  # a list cannot be read past a row it cannot parse
-            assert len(problems) == 2
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    dataset = load_dataset(path, bad_rows="skip")
+    assert [r.text for r in dataset.records] == ["fine \U0001f600"]
+    problems = [message for _, message in dataset.dropped]
+    assert problems == [
+        f"{path}:1: a string holds a lone surrogate (\\ud800), which is not text; fix its "
+        "escape sequence (a pair like \\ud83d\\ude00 is fine)",
+        f"{path}:3: the row is nested too deeply to read (about 1,000 levels at most)",
+        f"{path}:4: the row is 0.4 MiB; rows are read up to 0.3 MiB: shorten or remove it",
+    ]
+    # a .json list cannot be read past a row it cannot parse: the file is lost, not a row,
+    # so even bad_rows=skip stops
+    listed = tmp_path / "rows.json"
+    listed.write_text("[" + ",\n".join(lines) + "]\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(listed, bad_rows="skip")
+    assert f"{listed}:3: the row is nested too deeply to read" in str(info.value)
+    assert "the rest of the list was not read" in str(info.value)

@@ -561,3 +561,20 @@ def test_resume_refuses_other_data_or_settings_and_records_allowed_changes(tmp_p
     assert records == [
         {"step": 4, "changed": {"log_every": [1, 2], "reward_model_train_steps": [4, 6]}}
     ]
+
+
+def test_check_resume_ignores_settings_added_since_and_file_names(tmp_path):
+    from rlhfkit.data.formats import load_preferences
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.train.common import check_resume, data_digest
+
+    data = keyword_preferences(tmp_path / "p.jsonl", 4)
+    digest = data_digest({"a": load_preferences(data)})
+    # the same file by another spelling of its path is the same data
+    assert data_digest({"b": load_preferences(tmp_path / "." / "p.jsonl")}) == digest
+    old = {"seed": 0, "lora_rank": 4}  # a checkpoint from before bad_rows existed
+    state = {"step": 2, "extra": {"config": old, "data": digest}}
+    check_resume(state, {**old, "bad_rows": "error"}, digest, tmp_path)
+    assert not (tmp_path / "resumes.jsonl").exists()
+    with pytest.raises(ConfigError, match="lora_rank: 4 -> 8"):
+        check_resume(state, {**old, "lora_rank": 8, "bad_rows": "error"}, digest, tmp_path)

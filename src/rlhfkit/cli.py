@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a path the user gave: missing, a file, not writable, full disk
+        if exc.filename is None:
+            raise
         print(f"{f'[rank {rank}] ' if rank else ''}error: {file_error(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
@@ -110,6 +112,9 @@ class LogFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info and self.verbose:
             message += "\n" + self.formatException(record.exc_info)
+        elif record.exc_info and record.exc_info[1] is not None:  # the reason, in one line
+            exc = record.exc_info[1]
+            message += f" ({type(exc).__name__}: {exc})"
         if self.verbose:
             return f"{self.prefix}{record.levelname} {record.name}: {message}"
         if record.levelno >= logging.WARNING:

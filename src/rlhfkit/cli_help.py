@@ -184,7 +184,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         match = _INVALID_CHOICE.search(message)
-        if match:
+        if match and message.startswith("argument COMMAND:"):  # other choices read as they were
             choices = re.findall(r"'([^']*)'", match.group(2))
             close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
             message = f"unknown command '{match.group(1)}'" + (

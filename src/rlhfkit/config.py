@@ -228,6 +228,8 @@ def _validate(config: Any) -> list[str]:
     token = _collected.set(problems)
     try:
         validate()
+    except ConfigError as exc:  # raised outright: one more problem
+        problems.append(str(exc))
     except (ArithmeticError, TypeError, ValueError):
         if not problems:
             raise

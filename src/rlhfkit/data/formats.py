@@ -375,8 +375,8 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "
         records.append(record)
         rows.append(row)
     issues = sort_issues(issues, scan.files)
-    # a file that cannot be read at all (line 0) is not a bad row: it is never skipped
-    unreadable = [issue for issue in issues if issue[0].line == 0]
+    # a file that cannot be read whole is not a bad row: it is never skipped
+    unreadable = [issue for issue in issues if issue[0].file in scan.unreadable]
     if issues and (bad_rows == "error" or unreadable):
         count = len({source for source, _ in issues})
         raise DatasetError(

@@ -49,6 +49,9 @@ class RowScan:
     files: list[str] = field(default_factory=list)
     rows: list[tuple[Source, dict[str, Any]]] = field(default_factory=list)
     issues: list[tuple[Source, str]] = field(default_factory=list)
+    unreadable: set[str] = field(default_factory=set)
+    """Files whose rows could not all be read: a part of the file is lost, not just a row
+    (cannot be read, not UTF-8 or not a list in a .json file, a .json list broken midway)."""
 
     @property
     def problems(self) -> list[str]:
@@ -210,6 +213,7 @@ def _read_bytes(file: Path, scan: RowScan) -> bytes | None:
     except (OSError, EOFError, zlib.error) as exc:
         message = f"{file}: cannot be read ({exc}); check the file is complete"
         scan.issues.append((Source(str(file), 0), message))
+        scan.unreadable.add(str(file))
         return None
 
 
@@ -301,11 +305,13 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
             except UnicodeDecodeError as exc:
                 source = Source(name, number)
                 scan.issues.append((source, _undecodable(source, raw, exc)))
+        scan.unreadable.add(name)
         return []
     text = text.removeprefix(_BOM)
     pos = _skip_space(text, 0)
     if not text.startswith("[", pos):
         scan.issues.append(_not_a_list(text, pos, name))
+        scan.unreadable.add(name)
         return []
     decoder = json.JSONDecoder()
     values: list[tuple[Source, Any]] = []
@@ -325,6 +331,7 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
                 else (source, _too_deep(source))
             )
             scan.issues.append((where, f"{message}; the rest of the list was not read"))
+            scan.unreadable.add(name)
             return values
         problem = (
             _too_large(source, end - pos)
@@ -343,6 +350,7 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
         else:
             where = Source(name, 1 + text.count("\n", 0, pos))
             scan.issues.append((where, f"{where}: invalid JSON: expected ',' or ']'"))
+            scan.unreadable.add(name)
             return values
     pos = _skip_space(text, pos + 1)
     if pos < len(text):

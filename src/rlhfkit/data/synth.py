@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rlhfkit.config import build_config, check, param, to_dict
 from rlhfkit.data.config import data_settings
-from rlhfkit.data.formats import load_prompts
+from rlhfkit.data.formats import dropped_rows_path, load_dataset, load_prompts, record_dropped
 from rlhfkit.data.records import PreferenceRecord, grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.eval.autoraters import JudgeConfig
@@ -88,8 +88,12 @@ def synthesize(config: SynthConfig) -> SynthResult:
     from rlhfkit.eval.autoraters import Pair, judge_pairs, load_autorater
     from rlhfkit.eval.infer import InferConfig, infer
 
-    # step 1. the labeller first: a bad grader file fails before any sampling
+    # step 1. the labeller first: a bad grader file fails before any sampling; the prompts'
+    # bad rows (with bad_rows=skip) listed beside the output
     rater = load_autorater(config.label_source, config)
+    prompts = load_dataset(config.prompt_dataset, bad_rows=config.bad_rows)
+    for line in record_dropped({config.prompt_dataset: prompts}, dropped_rows_path(config.out)):
+        logger.warning(line)
     # step 2. two candidates per prompt (resumable: rlhfkit infer)
     work = Path(f"{config.out}.candidates")
     shared = {

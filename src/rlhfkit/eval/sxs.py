@@ -132,7 +132,10 @@ def _predictions(config: SxSConfig, value: str, target: Path) -> Path:
         "prompt_dataset": config.prompt_dataset,
         "out": str(target),
     }
-    return infer(load_infer_config(None, values)).out
+    result = infer(load_infer_config(None, values))
+    for line in result.dropped_rows:  # bad_rows=skip left prompts out: said, and listed
+        logger.warning(line)
+    return result.out
 
 
 def pair_predictions(file_a: Path, file_b: Path, column_a: str, column_b: str) -> list[Pair]:

@@ -87,9 +87,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def remove_partial_writes(run_dir: str | Path) -> list[Path]:
     """Remove what a run killed while writing a checkpoint left (`.step-N.*.tmp` folders,
-    full-size for full fine-tuning); returns what was removed."""
+    full-size for full fine-tuning); returns what was removed. A `.step-N.old` copy whose
+    replacement never arrived (killed between the two renames) becomes `step-N` again."""
     folder = Path(run_dir) / CHECKPOINTS
-    stale = sorted(folder.glob(".step-*.tmp")) + sorted(folder.glob(".step-*.old"))
+    stale = sorted(folder.glob(".step-*.tmp"))
+    for old in sorted(folder.glob(".step-*.old")):
+        complete = folder / old.name.removeprefix(".").removesuffix(".old")
+        if complete.exists():
+            stale.append(old)
+        else:
+            old.rename(complete)
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

@@ -69,7 +69,7 @@ def lr_factor(total: int, warmup: int, schedule: str):
 def warmup_steps(asked: int, total: int) -> int:
     """The warm-up a run of `total` steps gets: `asked`, unless the run is not longer than
     that (the learning rate would never reach its peak): then a tenth of the run, said once."""
-    if asked < total:
+    if asked < total or total == 0:  # 0 steps: nothing to warm up
         return asked
     capped = total // 10
     logger.warning(
@@ -115,6 +115,7 @@ RESUME_MAY_CHANGE = frozenset(
         "reinforcement_learning_train_steps",
         "num_epochs",
         "n_epochs",
+        "train_steps",
         "log_every",
         "eval_every",
         "eval_interval",
@@ -127,8 +128,11 @@ RESUME_MAY_CHANGE = frozenset(
         "save_merged",
         "micro_batch_tokens",
         "micro_batch_size",
+        "pad_to_multiple",
         "device",
         "compile",
+        "sharding",
+        "output_dir",
     }
 )
 """Settings a resumed run may change: how long it runs, how often it logs, evaluates and
@@ -139,12 +143,14 @@ RESUMES_FILE = "resumes.jsonl"
 
 
 def data_digest(datasets: dict[str, Any]) -> str:
-    """sha256 of the files the run's datasets were read from (names and contents)."""
+    """sha256 of the contents of the files the run's datasets were read from, in the order
+    they were read (not their names: the same file named another way is the same data)."""
     digest = hashlib.sha256()
-    for name in sorted(datasets):
-        for file in sorted(datasets[name].files):
-            digest.update(f"{name}\0{file}\0".encode())
-            digest.update(Path(file).read_bytes())
+    for dataset in datasets.values():
+        for file in dataset.files:
+            content = Path(file).read_bytes()
+            digest.update(f"{len(content)}\0".encode())
+            digest.update(content)
     return digest.hexdigest()
 
 
@@ -164,10 +170,11 @@ def check_resume(
     old = extra.get("config")
     if old is None:  # a checkpoint from before settings were kept in it
         return
+    # a setting the checkpoint does not know (added since) was at its default then
     changed = {
-        key: [old.get(key), config.get(key)]
-        for key in sorted(set(old) | set(config))
-        if old.get(key) != config.get(key)
+        key: [old[key], config.get(key)]
+        for key in sorted(old)
+        if key in config and old[key] != config[key]
     }
     refused = [
         f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items() if key not in RESUME_MAY_CHANGE

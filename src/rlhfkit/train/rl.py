@@ -349,6 +349,15 @@ def load_rl_config(
     return build_config(cls, values, source=str(path) if path else "overrides")
 
 
+def resume_settings(config: RLCommonConfig) -> dict[str, Any]:
+    """The settings a checkpoint keeps and a resume compares: PPO's mini-batch as used (a
+    default that follows batch_size is compared by its value)."""
+    values = to_dict(config)
+    if isinstance(config, RLConfig):
+        values["ppo_mini_batch_size"] = config.mini_batch_size
+    return values
+
+
 def prepare_prompts(config: RLCommonConfig, tokenizer) -> PromptData:
     """Load the prompts, hold out the evaluation prompts and encode both."""
     from rlhfkit.data.formats import load_prompts
@@ -500,7 +509,9 @@ class RLTrainer(ABC):
         self.tokenizer = load_tokenizer(config.large_model_reference)
         self.data = prepare_prompts(config, self.tokenizer)
         self.data_digest = data_digest(self.data.sources)
-        check_resume(state, to_dict(config), self.data_digest, self.run_dir, self.parallel.is_main)
+        check_resume(
+            state, resume_settings(config), self.data_digest, self.run_dir, self.parallel.is_main
+        )
         self.total_steps = config.total_steps(len(self.data.train))
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id
@@ -657,7 +668,7 @@ class RLTrainer(ABC):
             optimizer,
             self.scheduler,
             extra={
-                "config": to_dict(self.config),
+                "config": resume_settings(self.config),
                 "data": self.data_digest,
                 "eval_reward_before": self.eval_before,
                 "window": self.window,
