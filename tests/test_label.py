@@ -699,3 +699,46 @@ def test_a_file_that_is_not_a_label_store_is_refused_and_left_as_it_was(tmp_path
     assert main(["label", "export", str(db)]) == 2
     assert "out=" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_silent_connections_time_out_and_a_flood_holds_no_threads(served, monkeypatch):
+    import socket
+
+    from rlhfkit.label import server as label_server
+
+    monkeypatch.setattr(label_server._Handler, "timeout", 1)
+    monkeypatch.setattr(label_server.LabelServer, "max_connections", 4)
+    server, _ = served()
+    host, port = server.server_address[:2]
+    before = threading.active_count()
+    idle = [socket.create_connection((host, port)) for _ in range(10)]  # send nothing
+    time.sleep(0.3)
+    assert threading.active_count() - before <= 4  # the others were closed at once
+    # a body shorter than its Content-Length: the thread is freed after the timeout
+    short = socket.create_connection((host, port))
+    short.sendall(b"POST /api/judgments HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    time.sleep(1.5)
+    assert threading.active_count() - before <= 1
+    status, _ = Client(server, server.token).request("GET", "/api/next?labeller=ana")
+    assert status == 200
+    for connection in [*idle, short]:
+        connection.close()
+
+
+def test_a_busy_port_creates_no_database(tmp_path):
+    import socket
+
+    pairs = pairs_file(tmp_path, 3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "labels.db"
+        result = subprocess.run(
+            [sys.executable, "-m", "rlhfkit.cli", "label", "serve", f"pairs={pairs}",
+             f"db={db}", f"port={port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert not db.exists()

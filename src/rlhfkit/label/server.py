@@ -149,9 +149,14 @@ class LabelServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    max_connections = 64
+    """Connections served at once; more are closed at once (a flood holds no threads)."""
 
-    def __init__(self, store: LabelStore, host: str, port: int, token: str, per_item: int = 0):
-        self.store = store
+    def __init__(
+        self, store: LabelStore | None, host: str, port: int, token: str, per_item: int = 0
+    ):
+        self.store = store  # None until serve() has opened it (after the port is taken)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         self.token = token
         self.per_item = per_item
         self.page = {
@@ -167,6 +172,18 @@ class LabelServer(ThreadingHTTPServer):
                     "(port=0 takes any free one)"
                 ) from exc
             raise RlhfkitError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
@@ -194,6 +211,7 @@ class HttpError(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: LabelServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a connection may stay silent (half-open, or a short body)
 
     def version_string(self) -> str:
         return "rlhfkit-label"
@@ -433,9 +451,15 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 
 def serve(config: LabelServeConfig) -> int:
     """Open the store, print the URL and token, serve until Ctrl-C (or `server.shutdown()`)."""
-    opened = open_store(config)
     token = config.token or new_token()
-    server = LabelServer(opened.store, config.host, config.port, token, config.judgments_per_item)
+    # the port first: a busy port stops here, before the database is created
+    server = LabelServer(None, config.host, config.port, token, config.judgments_per_item)
+    try:
+        opened = open_store(config)
+    except BaseException:
+        server.server_close()
+        raise
+    server.store = opened.store
     if threading.current_thread() is threading.main_thread():
         # before the URL is printed: a `kill` as soon as it shows must stop cleanly too
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, `timeout`, a container stop
