@@ -68,6 +68,12 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
         load_model(str(tmp_path))
 
 
+def test_folder_without_tokenizer_files_names_them(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"has no tokenizer: none of tokenizer\.json, "):
+        load_tokenizer(str(tmp_path))
+
+
 @pytest.mark.parametrize(
     ("reference", "hub_id"),
     [("llama-2-7b", "meta-llama/Llama-2-7b-hf"), ("someorg/some-model", "someorg/some-model")],

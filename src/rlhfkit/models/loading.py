@@ -233,6 +233,18 @@ def _bundled_gguf_dir() -> Path:
     return folder
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+    "tiktoken.model",
+)
+"""A model folder's tokenizer is in at least one of these (fast, sentencepiece, BPE, tiktoken)."""
+
+
 def _from_reference(auto_cls, reference: str, **kwargs):
     """Load from a local folder, or a hub id / alias with a clear error when unreachable."""
     path = Path(reference).expanduser()
@@ -242,6 +254,14 @@ def _from_reference(auto_cls, reference: str, **kwargs):
                 f"{path} is not a Hugging Face model folder (no config.json). Point "
                 "large_model_reference at a folder written by save_pretrained, or use "
                 f"{DEFAULT_MODEL}."
+            )
+        if auto_cls.__name__ == "AutoTokenizer" and not any(
+            (path / name).is_file() for name in TOKENIZER_FILES
+        ):
+            raise ModelLoadError(
+                f"{path} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} is there. "
+                "Copy the tokenizer files from where the model came from (the tokenizer's "
+                "save_pretrained writes them), or point large_model_reference at the full folder."
             )
         try:
             return auto_cls.from_pretrained(path, **kwargs)
