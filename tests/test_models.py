@@ -68,6 +68,13 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
         load_model(str(tmp_path))
 
 
+def test_a_misspelled_model_name_gets_did_you_mean_not_the_hub():
+    with pytest.raises(ModelLoadError, match="did you mean 'tiny-random-llama'"):
+        load_model("tiny-random-lama")
+    with pytest.raises(ModelLoadError, match="did you mean 'llama-2-7b-chat'"):
+        load_tokenizer("llama-2-7b-chta")
+
+
 def test_folder_without_tokenizer_files_names_them(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match=r"has no tokenizer: none of tokenizer\.json, "):

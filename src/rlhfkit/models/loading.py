@@ -13,6 +13,7 @@ A reference is one of:
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
@@ -272,6 +273,13 @@ def _from_reference(auto_cls, reference: str, **kwargs):
             f"model folder {reference!r} does not exist. Give an existing folder in Hugging "
             f"Face format, a hub id, or one of: {DEFAULT_MODEL}, {TINY_MODEL}, "
             + ", ".join(MODEL_ALIASES)
+        )
+    known = [DEFAULT_MODEL, TINY_MODEL, *MODEL_ALIASES]
+    close = difflib.get_close_matches(reference, known, n=1, cutoff=0.85)
+    if "/" not in reference and reference not in known and close:
+        raise ModelLoadError(
+            f"unknown model {reference!r}; did you mean {close[0]!r}? (A hub id is written "
+            "organisation/name.)"
         )
     hub_id = MODEL_ALIASES.get(reference, reference)
     reachable, reason = _hub_reachable()
