@@ -600,3 +600,12 @@ def test_summary_content_grades_the_share_of_facts_and_half_the_rouge_without_co
     assert result.reward == pytest.approx(0.5 * 2 / 3 + 0.5 * rouge)
     assert perfect.reward == pytest.approx(1.0)
     assert empty.reward == 0.0
+
+
+def test_grader_run_item_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    item = tmp_path / "item.json"
+    item.write_bytes(b'{"reference": "caf\xe9"}')
+    proc = run_cli("grader", "run", str(EXAMPLES / "rouge_l.yaml"), "--sample", "x",
+                   "--item-file", str(item))  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--item-file {item} is not UTF-8 (byte 0xe9 at offset 18)" in proc.stderr

@@ -489,6 +489,11 @@ def _grader_run(args: argparse.Namespace) -> int:
             raise RlhfkitError(
                 f"cannot read --item-file {args.item_file}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise RlhfkitError(
+                f"--item-file {args.item_file} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                f"at offset {exc.start}); save it as UTF-8"
+            ) from None
     else:
         text, where = args.item or "{}", "--item"
     try:
