@@ -66,12 +66,15 @@ def lr_factor(total: int, warmup: int, schedule: str):
     return factor
 
 
-def warmup_steps(asked: int, total: int) -> int:
+def warmup_steps(asked: int, total: int, say: bool = True) -> int:
     """The warm-up a run of `total` steps gets: `asked`, unless the run is not longer than
-    that (the learning rate would never reach its peak): then a tenth of the run, said once."""
+    that (the learning rate would never reach its peak): then a tenth of the run, said (by
+    the process that `say`s, rank 0 of a distributed run)."""
     if asked < total or total == 0:  # 0 steps: nothing to warm up
         return asked
     capped = total // 10
+    if not say:
+        return capped
     logger.warning(
         "warmup_steps=%d is not shorter than the run's %d steps: warming up for %d instead "
         "(a tenth of the run)",
@@ -256,7 +259,11 @@ def prepare_optimization(
     params = trainable_parameters(model)  # FSDP replaces them with shards
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lr_factor(total_steps, warmup_steps(config.warmup_steps, total_steps), config.lr_schedule),
+        lr_factor(
+            total_steps,
+            warmup_steps(config.warmup_steps, total_steps, parallel.is_main),
+            config.lr_schedule,
+        ),
     )
     if state is not None:
         parallel.load_optimizer_state(params, state["optimizer"])
