@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import sys
 from pathlib import Path
 
@@ -29,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from layer_probe import demo_config, features
 
 from rlhfkit.algorithms.reward import fit_linear_head
+from rlhfkit.data.synth import noisy_labels
 from rlhfkit.eval.stats import wilson_interval
 from rlhfkit.graders import load_grader
 from rlhfkit.train.common import split_held_out
@@ -51,15 +50,12 @@ def temperature_for(gaps: torch.Tensor, agree: float) -> float:
 
 
 def draw_labels(grades: list[list[float]], tau: float, seed: int = 0) -> torch.Tensor:
-    """+1 where candidate_0 is chosen, -1 where candidate_1 is, 0 for a noiseless tie."""
-    rng, labels = random.Random(seed), []
-    for first, second in grades:
-        if tau == 0:
-            labels.append(float((first > second) - (first < second)))
-            continue
-        z = max(-50.0, min(50.0, (first - second) / tau))
-        labels.append(1.0 if rng.random() < 1 / (1 + math.exp(-z)) else -1.0)
-    return torch.tensor(labels)
+    """+1 where candidate_0 is chosen, -1 where candidate_1 is, 0 for a noiseless tie; with
+    noise, drawn as the demo's labels are (`noisy_labels`)."""
+    if tau == 0:
+        return torch.tensor([float((a > b) - (a < b)) for a, b in grades])
+    rows = [{"grades": pair, "choice": 0} for pair in grades]
+    return torch.tensor([1.0 - 2 * row["choice"] for row in noisy_labels(rows, tau, seed)])
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:

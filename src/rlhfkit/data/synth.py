@@ -192,7 +192,8 @@ def noisy_labels(rows: list[dict], tau: float, seed: int) -> list[dict]:
     out = []
     for row in rows:
         grade_0, grade_1 = row["grades"]
-        p_first = 1 / (1 + math.exp(-(grade_0 - grade_1) / tau))
+        # clamped: a tiny tau must give a sure label, not an overflow
+        p_first = 1 / (1 + math.exp(max(-50.0, min(50.0, -(grade_0 - grade_1) / tau))))
         choice = 0 if rng.random() < p_first else 1
         source = f"{row.get('label_source', 'grades')} with Bradley-Terry noise (tau={tau:g})"
         out.append(
