@@ -114,9 +114,14 @@ class Dataset:
         return len(self.records)
 
     @property
+    def dropped_sources(self) -> list[Source]:
+        """The rows left out, each once, in file then line order."""
+        return list(dict.fromkeys(source for source, _ in self.dropped))
+
+    @property
     def dropped_rows(self) -> int:
         """How many rows were left out."""
-        return len({source for source, _ in self.dropped})
+        return len(self.dropped_sources)
 
     def dropped_reasons(self) -> dict[str, int]:
         """Rows left out per reason (a row with two problems counts under both), most first."""
@@ -132,12 +137,12 @@ class Dataset:
         if not self.dropped:
             return None
         reasons = "; ".join(f"{n} x {reason}" for reason, n in self.dropped_reasons().items())
-        first = sorted({source for source, _ in self.dropped}, key=lambda s: (s.file, s.line))
-        shown = ", ".join(str(source) for source in first[:3])
-        more = f" and {len(first) - 3} more" if len(first) > 3 else ""
+        sources = self.dropped_sources
+        shown = ", ".join(str(source) for source in sources[:3])
+        more = f" and {len(sources) - 3} more" if len(sources) > 3 else ""
         listed = f"; all listed in {listed_in}" if listed_in else ""
         return (
-            f"{name}: left out {self.dropped_rows} bad row(s) of {self.dropped_rows + len(self)} "
+            f"{name}: left out {len(sources)} bad row(s) of {len(sources) + len(self)} "
             f"(bad_rows=skip): {reasons} (at {shown}{more}){listed}"
         )
 
