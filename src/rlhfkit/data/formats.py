@@ -100,6 +100,7 @@ class Dataset:
             them out again with something added, as inference and the pipeline do).
         dropped: with `bad_rows="skip"`, every problem of the rows left out, as (source,
             message), in file then line order; empty otherwise.
+        content_digest: sha256 of the bytes the rows were read from (not of the file names).
     """
 
     kind: str
@@ -109,6 +110,7 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[tuple[Source, str]] = field(default_factory=list)
+    content_digest: str = ""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -406,7 +408,16 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "
             f"{len({source for source, _ in issues})} of its rows; fix them",
             [problem for _, problem in issues],
         )
-    return Dataset(first.kind, first.format, records, list(scan.files), warnings, rows, issues)
+    return Dataset(
+        first.kind,
+        first.format,
+        records,
+        list(scan.files),
+        warnings,
+        rows,
+        issues,
+        scan.content.hexdigest(),
+    )
 
 
 def _row_kind_format(

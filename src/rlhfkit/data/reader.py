@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import json
 import re
 import zlib
@@ -49,6 +50,9 @@ class RowScan:
     files: list[str] = field(default_factory=list)
     rows: list[tuple[Source, dict[str, Any]]] = field(default_factory=list)
     issues: list[tuple[Source, str]] = field(default_factory=list)
+    content: Any = field(default_factory=hashlib.sha256)
+    """sha256 of the bytes read, file after file (each with its length): what the rows are,
+    whatever the files are called."""
     unreadable: set[str] = field(default_factory=set)
     """Files whose rows could not all be read: a part of the file is lost, not just a row
     (cannot be read, not UTF-8 or not a list in a .json file, a .json list broken midway)."""
@@ -170,6 +174,8 @@ def scan_rows(path: str | Path) -> RowScan:
         data = _read_bytes(file, scan)
         if data is None:
             continue
+        scan.content.update(f"{len(data)}\0".encode())
+        scan.content.update(data)
         if name.endswith(".json"):
             values = _json_list_values(data, name, scan)
         else:
