@@ -4,17 +4,19 @@ For each decoder layer's output (0 = the token embeddings, the last = the final 
 the reward head reads) and three poolings of the answer's tokens (their mean, the
 end-of-sequence token, the token before it), a linear Bradley-Terry head is fitted on the
 demo's training pairs exactly as `head_warm_start` fits it (`fit_linear_head`) and scored
-on the demo's held-out pairs (the same split `make demo` makes: eval_fraction 0.25, seed 0).
-No training step: this measures what the features carry, the ceiling of the fitted head.
+on the demo's held-out pairs (the split `make demo` makes: eval_fraction 0.3, seed 0; `--seed`
+gives the split `rlhfkit run ... seed=N` makes). No training step: this measures what the
+features carry, the ceiling of the fitted head.
 
-    RLHFKIT_HOME=... .venv/bin/python bench/layer_probe.py     # about 8 minutes on 2 cores
+    RLHFKIT_HOME=... .venv/bin/python bench/layer_probe.py --seed 0   # about 9 minutes on 2 cores
 
-The features are cached in bench/results/tmp/ (named by the preference file's digest); a
-second run only refits. `bench/judge_probe.py` reuses them.
+The features of every pair are cached in bench/results/tmp/ (named by the preference file's
+digest), so another seed or a second run only refits. `bench/judge_probe.py` reuses them.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from pathlib import Path
 
@@ -41,14 +43,15 @@ def cache_path(config: RewardConfig) -> Path:
     return Path(f"bench/results/tmp/layer_probe-{digest}.pt")
 
 
-def demo_config() -> RewardConfig:
+def demo_config(seed: int = 0) -> RewardConfig:
     return RewardConfig(
+        seed=seed,
         preference_dataset="examples/demo/preferences.jsonl",
         instruction="Summarize in less than 40 words.",
         prompt_sequence_length=512,
         target_sequence_length=64,
         reward_model_train_steps=0,
-        eval_fraction=0.25,
+        eval_fraction=0.3,
         validation_fraction=0,
     )
 
@@ -87,23 +90,32 @@ def layer_features(model, pairs: list[EncodedPair], pad_id: int, max_tokens: int
     return torch.stack(out)
 
 
+def pair_key(pair: EncodedPair) -> tuple:
+    return (tuple(pair.prompt), tuple(pair.chosen), tuple(pair.rejected))
+
+
 def features(config: RewardConfig, data) -> dict[str, torch.Tensor]:
-    """Every layer's pooled features of the training and held-out pairs, cached."""
+    """Every layer's pooled features of the training and held-out pairs, cached per pair."""
     cache = cache_path(config)
+    everything = data.train + data.eval
     if cache.exists():
-        return torch.load(cache)
-    model = build_reward_model(_spec(config), "auto", "auto", 0.0, 0).eval()
-    cached = {
-        split: layer_features(model, pairs, data.pad_id, config.micro_batch_tokens * 2)
+        by_pair = torch.load(cache)
+    else:
+        model = build_reward_model(_spec(config), "auto", "auto", 0.0, 0).eval()
+        pooled = layer_features(model, everything, data.pad_id, config.micro_batch_tokens * 2)
+        by_pair = {pair_key(pair): row for pair, row in zip(everything, pooled, strict=True)}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(by_pair, cache)
+    return {
+        split: torch.stack([by_pair[pair_key(pair)] for pair in pairs])
         for split, pairs in (("train", data.train), ("eval", data.eval))
     }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(cached, cache)
-    return cached
 
 
 def main() -> None:
-    config = demo_config()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="the split of `run ... seed=N`")
+    config = demo_config(parser.parse_args().seed)
     data = prepare_data(config)
     cached = features(config, data)
     train, held = cached["train"].float(), cached["eval"].float()
