@@ -144,6 +144,28 @@ def test_mean_pooling_reads_the_mean_of_the_answer_tokens_and_is_saved(tmp_path)
     assert load_reward_model(tmp_path / "rm", dtype="fp32", device="cpu").spec.pooling == "last"
 
 
+def test_trunk_layers_keeps_the_first_layers_and_the_final_norm_and_is_saved(tmp_path):
+    from rlhfkit.errors import ModelLoadError
+
+    full = build_reward_model(RewardModelSpec(base_model="tiny-random-llama"), "fp32", "cpu")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        after_first = full.trunk(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        expected = full.trunk.norm(after_first)
+    data = keyword_preferences(tmp_path / "p.jsonl", 60)
+    config = tiny_config(tmp_path, data, trunk_layers=1, reward_model_train_steps=2)
+    result = train_reward_model(config)
+    kept = load_reward_model(result.reward_model_dir, dtype="fp32", device="cpu")
+    assert kept.spec.trunk_layers == 1 and len(kept.trunk.layers) == 1
+    assert kept.trunk.config.num_hidden_layers == 1
+    # training changed only the LoRA adapter; with it switched off the trunk is the base
+    with torch.no_grad(), kept.backbone.disable_adapter():
+        torch.testing.assert_close(kept.trunk(input_ids=ids).last_hidden_state, expected)
+    config = tiny_config(tmp_path, data, trunk_layers=3, output_dir=tmp_path / "too_many")
+    with pytest.raises(ModelLoadError, match="the model has 2 decoder layers"):
+        train_reward_model(config)
+
+
 def test_warm_started_head_is_the_fit_on_training_features_and_not_refit_on_resume(tmp_path):
     from rlhfkit.algorithms.reward import fit_linear_head
     from rlhfkit.train.reward import RewardTrainer, pair_outputs

@@ -349,3 +349,35 @@ def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     for module in model.modules():
         names.update(getattr(module, "_no_split_modules", None) or [])
     return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def keep_first_layers(model: torch.nn.Module, count: int) -> None:
+    """Drop every decoder layer after the first `count`, in place (the final norm stays, so
+    the model's hidden states are the normalised output of layer `count`).
+
+    Raises:
+        ModelLoadError: when the model has no list of decoder layers or fewer than `count`.
+    """
+    blocks = {id(block) for block in decoder_blocks(model)}
+    stacks = [
+        module
+        for module in model.modules()
+        if isinstance(module, torch.nn.ModuleList)
+        and len(module)
+        and all(id(block) in blocks for block in module)
+    ]
+    if len(stacks) != 1:
+        raise ModelLoadError(
+            f"cannot find the decoder layers of {type(model).__name__} to keep the first "
+            f"{count}; set trunk_layers=0 to keep them all"
+        )
+    (stack,) = stacks
+    if count > len(stack):
+        raise ModelLoadError(
+            f"trunk_layers={count}, but the model has {len(stack)} decoder layers: set it "
+            f"between 1 and {len(stack)}, or 0 for all"
+        )
+    del stack[count:]
+    model.config.num_hidden_layers = count
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:count]

@@ -1,7 +1,9 @@
 """Reward model: a language-model trunk (LoRA or fully trainable) and a scalar head.
 
 The head reads the final hidden states of each response: those of its last token
-(`pooling="last"`) or their mean over the response's tokens (`pooling="mean"`).
+(`pooling="last"`) or their mean over the response's tokens (`pooling="mean"`). With
+`trunk_layers=N` the trunk keeps only its first N decoder layers (and its final norm), so
+the head reads layer N's output, and training and scoring cost about N / layers as much.
 Responses that share a prompt are scored with the prompt computed once. In training the
 prompt and its responses are packed into one row with a block mask; when scoring without
 gradients (and for attention implementations that take no such mask) the responses run on
@@ -54,6 +56,8 @@ class RewardModelSpec:
     target_sequence_length: int = 64
     use_chat_template: bool = True
     pooling: str = "last"
+    trunk_layers: int = 0
+    """Decoder layers kept (the first N); 0: all of them."""
 
 
 @dataclass
@@ -238,7 +242,7 @@ def build_reward_model(
     """
     from peft import LoraConfig, get_peft_model
 
-    from rlhfkit.models.loading import load_model
+    from rlhfkit.models.loading import keep_first_layers, load_model
 
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -246,6 +250,8 @@ def build_reward_model(
         lm = load_model(
             spec.base_model, dtype="fp32" if spec.full_finetune else dtype, device=device
         )
+        if spec.trunk_layers:
+            keep_first_layers(lm, spec.trunk_layers)
         lm.config.use_cache = True
         if spec.full_finetune:
             backbone = lm
@@ -325,8 +331,11 @@ def attach_reward_model(folder: str | Path, backbone: nn.Module) -> RewardModel:
     """
     folder = Path(folder)
     spec = read_reward_spec(folder)
-    if spec.full_finetune:
-        raise ValueError("a fully fine-tuned reward model has its own weights; load it alone")
+    if spec.full_finetune or spec.trunk_layers:
+        raise ValueError(
+            "a fully fine-tuned reward model, or one that keeps only some layers, has its "
+            "own weights: load it alone"
+        )
     backbone.load_adapter(str(folder / "adapter"), adapter_name="reward", is_trainable=False)
     head = _load_head(folder, backbone.config.hidden_size, backbone.device)
     return RewardModel(backbone, head, spec, adapter_name="reward").eval()
@@ -336,14 +345,16 @@ def load_reward_model(folder: str | Path, dtype: str = "auto", device: str = "au
     """Load a reward model written by `RewardModel.save` (train-reward's output)."""
     from peft import PeftModel
 
-    from rlhfkit.models.loading import load_model
+    from rlhfkit.models.loading import keep_first_layers, load_model
 
     folder = Path(folder)
     spec = read_reward_spec(folder)
-    if spec.full_finetune:
+    if spec.full_finetune:  # its saved config already says how many layers it has
         backbone = load_model(str(folder / "model"), dtype=dtype, device=device)
     else:
         base = load_model(spec.base_model, dtype=dtype, device=device)
+        if spec.trunk_layers:
+            keep_first_layers(base, spec.trunk_layers)
         backbone = PeftModel.from_pretrained(base, folder / "adapter")
     head = _load_head(folder, backbone.config.hidden_size, backbone.device)
     model = RewardModel(backbone, head, spec)

@@ -118,6 +118,12 @@ class RewardConfig(DataConfig):
         "mean over the answer's tokens.",
         choices=POOLINGS,
     )
+    trunk_layers: int = param(
+        0,
+        "Decoder layers the reward model keeps: the first N, whose output (after the final "
+        "norm) the head reads; training and scoring cost about N / all layers as much. "
+        "0: every layer. bench/layer_probe.py measures what each layer's output knows.",
+    )
     head_warm_start: bool = param(
         True,
         "Before training, fit the head on the training pairs' features of the untrained "
@@ -209,6 +215,7 @@ class RewardConfig(DataConfig):
                 "pairs: set validation_fraction > 0 (e.g. 0.1) or early_stopping_patience=0"
             )
         check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
+        check(self.trunk_layers >= 0, "trunk_layers", self.trunk_layers, "must be >= 0 (0: all)")
         check(
             bool(self.lora_targets),
             "lora_targets",
@@ -887,4 +894,5 @@ def _spec(config: RewardConfig) -> RewardModelSpec:
         target_sequence_length=config.target_sequence_length,
         use_chat_template=config.use_chat_template,
         pooling=config.head_pooling,
+        trunk_layers=config.trunk_layers,
     )

@@ -407,7 +407,11 @@ class RewardScorer:
         from rlhfkit.models.reward import attach_reward_model, load_reward_model
 
         spec = read_reward_spec(config.reward_model)
-        self.shared = spec.base_model == config.large_model_reference and not spec.full_finetune
+        self.shared = (
+            spec.base_model == config.large_model_reference
+            and not spec.full_finetune
+            and not spec.trunk_layers
+        )
         if self.shared:
             self.model = attach_reward_model(config.reward_model, policy.backbone)
         else:
