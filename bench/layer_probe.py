@@ -122,8 +122,11 @@ def main() -> None:
     margins = torch.tensor([p.margin for p in data.train])
     order = torch.tensor([p.length_order for p in data.eval])
     print(f"{len(data.train)} training pairs, {len(data.eval)} held-out pairs")
-    print("| layer | pooling | held-out accuracy (95% interval) | chosen longer / shorter |")
-    print("|---|---|---|---|")
+    print(
+        "| layer | pooling | training pairs, 5-fold cross-validated accuracy | held-out "
+        "accuracy (95% interval) | chosen longer / shorter |"
+    )
+    print("|---|---|---|---|---|")
     layers = train.shape[2]
     for pooling, name in enumerate(POOLINGS):
         for layer in sorted({*range(0, layers, 3), layers - 1}):
@@ -134,7 +137,8 @@ def main() -> None:
             right = (gap > 0).float() + 0.5 * (gap == 0).float()
             low, high = wilson_interval(right.sum().item(), len(right))
             print(
-                f"| {layer} | {name} | {right.mean():.3f} ({low:.3f}-{high:.3f}) | "
+                f"| {layer} | {name} | {fit.cv_accuracy:.3f} | {right.mean():.3f} "
+                f"({low:.3f}-{high:.3f}) | "
                 f"{right[order == 1].mean():.3f} / {right[order == -1].mean():.3f} |"
             )
 
