@@ -2,15 +2,15 @@
 
 import json
 import math
+import random
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from processes import all_gone
 from rlhfkit.errors import ConfigError
 from rlhfkit.graders import load_grader
 from rlhfkit.graders.model_backends import judge_score
@@ -47,9 +47,8 @@ def grade(sample, item):
         os._exit(3)
     if mode == "spawn":
         import subprocess
-        child = subprocess.Popen(["sleep", "60"])
-        with open(item["pid_file"], "w") as f:
-            f.write(str(child.pid))
+        subprocess.Popen(["sleep", item["seconds"]])
+        print("started sleep", item["seconds"], flush=True)
         while True:
             pass
     if mode == "fake":
@@ -100,24 +99,12 @@ def test_python_grader_timeout_kills_the_worker_and_the_next_call_works(modes):
     assert modes._worker.process.pid != first_pid
 
 
-def test_python_grader_timeout_also_stops_processes_the_code_started(modes, tmp_path):
-    pid_file = tmp_path / "child.pid"
-    error = only_error(modes.grade("x", {"mode": "spawn", "pid_file": str(pid_file)}))
+def test_python_grader_timeout_also_stops_processes_the_code_started(modes):
+    seconds = f"{600 + random.random():.9f}"  # a command line no other process has
+    error = only_error(modes.grade("x", {"mode": "spawn", "seconds": seconds}))
     assert error["kind"] == "python_timeout"
-    child = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running(child)  # killed with the worker's process group
-
-
-def running(pid):
-    """True while `pid` exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    assert f"started sleep {seconds}" in error["output"]
+    assert all_gone(f"sleep {seconds}")  # killed with the worker
 
 
 def test_python_grader_exception_is_recorded_with_its_traceback(modes):

@@ -458,6 +458,13 @@ def _add_grader_commands(commands: argparse._SubParsersAction) -> None:
     item = run.add_mutually_exclusive_group()
     item.add_argument("--item", metavar="JSON", help="the dataset row as a JSON object")
     item.add_argument("--item-file", metavar="F.json", help="a file holding the row as JSON")
+    run.add_argument(
+        "--sandbox",
+        metavar="MODE",
+        help="how python graders are contained: auto (bubblewrap when it works here, else a "
+        "warning), required (exit 2 without it) or off; default: $RLHFKIT_GRADER_SANDBOX, "
+        "else auto",
+    )
     run.set_defaults(handler=_grader_run)
 
 
@@ -502,7 +509,7 @@ def _grader_run(args: argparse.Namespace) -> int:
         raise RlhfkitError(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(item, dict):
         raise RlhfkitError(f"{where} must be a JSON object (the dataset row), got {text[:80]!r}")
-    with load_grader(args.path) as grader:
+    with load_grader(args.path, sandbox=args.sandbox) as grader:
         result = grader.grade(args.sample, item)
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return 0
@@ -578,7 +585,9 @@ def _add_eval_commands(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="write one self-contained report.html for a run",
-        description="Config, summary, curves, SxS win rates and the answers side by side, "
+        description="The verdict first (who wins each side by side, with its 95% interval; "
+        "the reward model's held-out accuracy; the held-out reward before and after RL), "
+        "then the curves by stage, the answers side by side, every figure and the config, "
         "in one HTML file with no scripts and nothing loaded from elsewhere.",
     )
     report.add_argument("run_dir", metavar="RUN_DIR")

@@ -26,6 +26,7 @@ from rlhfkit.data.config import DataConfig
 from rlhfkit.data.records import PromptRecord
 from rlhfkit.errors import ConfigError
 from rlhfkit.fileio import Journal
+from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,13 @@ class JudgeConfig(DataConfig):
     )
     judge_max_tokens: int = param(256, "Longest judge answer, in tokens.")
     judge_timeout_seconds: float = param(120.0, "Timeout of one HTTP judge request.")
+    grader_sandbox: str | None = sandbox_param()
 
     def validate(self) -> None:
         super().validate()
         check(self.judge_max_tokens >= 1, "judge_max_tokens", self.judge_max_tokens, ">= 1")
+        if self.grader_sandbox is not None:
+            resolve_mode(self.grader_sandbox, "grader_sandbox")
 
 
 @dataclass
@@ -178,11 +182,11 @@ class RewardModelRater:
 class GraderRater:
     """Grade each answer with a grader file; the higher grade wins."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sandbox: str | None = None):
         from rlhfkit.graders import load_grader
 
         self.name = f"grader:{path}"
-        self.grader = load_grader(path)
+        self.grader = load_grader(path, sandbox=sandbox)
 
     def judge(self, pairs: list[Pair]) -> list[Judgment]:
         samples = [r for p in pairs for r in (p.response_a, p.response_b)]
@@ -268,9 +272,10 @@ def load_autorater(spec: str, judge: JudgeConfig | None = None) -> Autorater:
                 "written by rlhfkit train-reward"
             )
         return RewardModelRater(target)
+    judge = judge or JudgeConfig()
     if kind == "grader":
-        return GraderRater(target)
-    return PairwiseJudgeRater(target, judge or JudgeConfig())
+        return GraderRater(target, judge.grader_sandbox)
+    return PairwiseJudgeRater(target, judge)
 
 
 def judge_pairs(

@@ -3,7 +3,8 @@
 One protocol serves RL training rewards and evaluation. A grader never raises on a bad
 sample: a template naming a missing field, a crash in user code, a timeout or an
 unparsable judge answer becomes a recorded error in `GradeResult.errors` and a reward of
-0.0 for that sample, so a training run goes on.
+0.0 for that sample, so a training run goes on. One error keeps a reward: a python grader's
+value outside [0, 1] is recorded as `python_out_of_range` and clamped into [0, 1].
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ FORMULA_MATH = "formula_math"  # division by zero, log of a negative number, ove
 PYTHON_RUNTIME = "python_runtime"  # the user's grade() raised
 PYTHON_TIMEOUT = "python_timeout"  # grade() ran past timeout_seconds
 PYTHON_INVALID_VALUE = "python_invalid_value"  # grade() returned a non-number, NaN or inf
+PYTHON_OUT_OF_RANGE = "python_out_of_range"  # grade() returned a number outside [0, 1]
 PYTHON_WORKER = "python_worker"  # the worker process died or could not load the code
 MODEL_PARSE = "model_parse"  # no score could be read from the judge's answer
 MODEL_SERVER = "model_server"  # the judge endpoint failed (HTTP error, timeout, bad JSON)
@@ -37,13 +39,16 @@ class GradingError(Exception):
     Args:
         kind: one of the kinds above.
         message: what went wrong, for a person.
+        reward: the sample's reward despite the error: 0.0, except for a value clamped into
+            [0, 1] (`python_out_of_range`).
         details: extra fields for the error entry (`type`, `traceback`, `output`...).
     """
 
-    def __init__(self, kind: str, message: str, **details: Any):
+    def __init__(self, kind: str, message: str, reward: float = 0.0, **details: Any):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.reward = reward
         self.details = details
 
 
@@ -95,7 +100,8 @@ class GradeResult:
 
     Attributes:
         reward: the reward, in [0, 1] for every type but `multi`, whose formula decides;
-            0.0 when an error was recorded.
+            0.0 when an error was recorded, except `python_out_of_range`, which keeps the
+            value clamped into [0, 1].
         sub_rewards: the reward of each named sub-grader of a `multi` grader.
         errors: recorded errors, each `{"grader", "kind", "message"}` plus details such
             as `type` and `traceback`.
@@ -158,8 +164,8 @@ class Grader(ABC):
         return {"grader": self.name, "kind": error.kind, "message": error.message, **error.details}
 
     def failed(self, error: GradingError) -> Score:
-        """A reward of 0.0 with the error recorded."""
-        return Score(0.0, [self.error_entry(error)])
+        """The error's reward (0.0 for every kind but `python_out_of_range`), error recorded."""
+        return Score(error.reward, [self.error_entry(error)])
 
     def close(self) -> None:  # noqa: B027 (most graders hold nothing to release)
         """Release resources (worker processes); the default holds none."""

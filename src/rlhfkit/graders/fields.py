@@ -24,11 +24,16 @@ class LoadContext:
     Attributes:
         base_dir: relative paths in the file (source_file, model folders) start here.
         build: builds a (sub-)grader from a mapping at a key path; set by `load_grader`.
+        folder: the grader file's folder, or the base_dir given with a mapping; None for a
+            mapping without one (python graders may read this folder).
+        sandbox: how python graders are contained: auto, required or off (`sandbox.MODES`).
         problems: every problem found, as `key.path: message`.
     """
 
     base_dir: Path
     build: Callable[..., Any]
+    folder: Path | None = None
+    sandbox: str = "auto"
     problems: list[str] = field(default_factory=list)
 
     def problem(self, at: str, message: str) -> None:

@@ -2,7 +2,8 @@
 
 Every problem in the file is collected and raised together in one ConfigError naming the
 file, the key path (`graders.length.operation`) and what is allowed. Loading builds the
-graders but starts no process and loads no model; that happens on the first grade.
+graders but starts no worker and loads no model; that happens on the first grade. (A
+python grader runs bubblewrap once per process to check that the sandbox works.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.graders import multi, python_grader, score_model, string_check, text_similarity
 from rlhfkit.graders.base import Grader
 from rlhfkit.graders.fields import Fields, LoadContext
+from rlhfkit.graders.sandbox import resolve_mode
 
 GRADER_TYPES: dict[str, ModuleType] = {
     "string_check": string_check,
@@ -31,7 +33,9 @@ GRADER_TYPES: dict[str, ModuleType] = {
 
 
 def load_grader(
-    source: str | Path | Mapping[str, Any], base_dir: str | Path | None = None
+    source: str | Path | Mapping[str, Any],
+    base_dir: str | Path | None = None,
+    sandbox: str | None = None,
 ) -> Grader:
     """A grader from a YAML/JSON file or a mapping, checked as a whole.
 
@@ -43,21 +47,31 @@ def load_grader(
         source: path of a .yaml, .yml or .json file, or the grader mapping.
         base_dir: where relative paths in the grader start (`source_file`, model folders);
             default: the file's folder, or the working directory for a mapping.
+        sandbox: how python graders are contained: auto (the sandbox when it works here,
+            else a warning), required or off; default: $RLHFKIT_GRADER_SANDBOX, else auto.
 
     Raises:
-        ConfigError: listing every problem found.
+        ConfigError: listing every problem found; or a python grader under
+            `sandbox=required` where the sandbox cannot run.
     """
+    mode = resolve_mode(sandbox)
     if isinstance(source, Mapping):
         where, config, default_name = "grader", source, None
-        folder = Path(base_dir) if base_dir is not None else Path.cwd()
+        own = Path(base_dir).resolve() if base_dir is not None else None
+        folder = own or Path.cwd()
     else:
         path = Path(source)
         where, config, default_name = str(path), _read(path), path.stem
-        folder = Path(base_dir) if base_dir is not None else path.resolve().parent
+        folder = own = Path(base_dir if base_dir is not None else path.parent).resolve()
     if isinstance(config, Mapping) and set(config) == {"grader"}:
         config = config["grader"]
     # multi graders build their sub-graders through ctx.build, into the same problem list
-    ctx = LoadContext(base_dir=folder, build=lambda *args, **kwargs: _build(ctx, *args, **kwargs))
+    ctx = LoadContext(
+        base_dir=folder,
+        build=lambda *args, **kwargs: _build(ctx, *args, **kwargs),
+        folder=own,
+        sandbox=mode,
+    )
     if isinstance(config, Mapping) and default_name is None:
         default_name = str(config.get("type"))
     grader = _build(ctx, config, "", default_name)

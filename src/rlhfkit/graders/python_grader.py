@@ -1,22 +1,42 @@
-"""`python`: the user's `grade(sample, item) -> float`, run in a separate worker process.
+"""`python`: the user's `grade(sample, item) -> float`, run in a sandboxed worker.
 
-The worker is a fresh `python -I` (the same interpreter, isolated from the environment's
-PYTHON* variables and the user site folder) that stays alive across calls. Limits:
+The worker (`python_worker.py`, the same interpreter with `python -I`) stays up between
+calls: it loads the code once and runs each call in a fresh fork of it. By default it runs
+inside bubblewrap (`sandbox.py`), which contains:
+- network: none; the sandbox has its own network namespace with only a loopback.
+- files: a read-only view of the system and Python folders and of the grader's folder
+  (the grader file's folder, also the working directory, and `source_file`'s folder);
+  a private writable /tmp of 64 MiB. No /etc, no home folder, nothing else.
+- environment: only PATH, LANG, HOME=/tmp, one BLAS/OpenMP thread, and the variables the
+  grader names in `env:` (copied from rlhfkit's environment; a missing one is an error).
+- user: uid and gid 65534 without capabilities (as root, the worker gives up root on the
+  host too; otherwise the invoking user is mapped to 65534 in a user namespace).
+- processes: a PID namespace; processes the code starts are killed when its load or call
+  ends, and all of them when the worker stops (timeout, close, or rlhfkit exiting).
+Where bubblewrap cannot run, `auto` (the default) warns once and runs the worker on the
+host with only the in-process guards below (`required` refuses, `off` skips the sandbox).
+
+Limits, in the sandbox or not:
 - time: `timeout_seconds` per call (default 10); a call over it kills the worker, the
   sample records a `python_timeout` error and the next call starts a new worker.
   Loading the code (its imports) has its own limit, the larger of 30 s and
-  `timeout_seconds`.
-- memory: `memory_limit_mb` of address space (default 1024, RLIMIT_AS), set before the
-  code is loaded; an allocation over it raises MemoryError inside `grade`.
-- network: the socket module is replaced in the worker so any connection or name lookup
-  raises PermissionError. This is a guard in the process, not a kernel sandbox: code that
-  deliberately goes around Python's socket module is not stopped. Run graders you do not
-  trust in a container without network.
+  `timeout_seconds`. CPU time is capped about a second above these (RLIMIT_CPU): a
+  call over it records a `python_timeout` error too.
+- memory: `memory_limit_mb` of address space per process (default 1024, RLIMIT_AS), set
+  before the code is loaded; an allocation over it raises MemoryError inside `grade`.
+- files written: 16 MiB each (RLIMIT_FSIZE); processes: 64, threads included
+  (RLIMIT_NPROC; in the sandbox only).
+- network: Python's socket module refuses to connect or resolve names (PermissionError),
+  a guard inside the process; on the host, code that goes around it is not stopped.
+
+The reward is what `grade` returns, checked here: a value that is not a number (bool
+counts as 0/1), NaN or inf, an exception, a timeout or a dying process is a recorded
+error with reward 0.0; a number outside [0, 1] is clamped into it and recorded as a
+`python_out_of_range` error. In the sandbox, code inside `grade` cannot write another
+call's reward nor talk to rlhfkit: see `python_worker.py` for why.
 
 `sample` is `{"output_text", "output_json"}` (output_json None when the answer is not
-JSON) and `item` the dataset row, both plain JSON values. An exception, a timeout, a
-value that is not a number (bool counts as 0/1), NaN or inf, or a dying worker is a
-recorded error with reward 0.0.
+JSON) and `item` the dataset row, both plain JSON values.
 """
 
 from __future__ import annotations
@@ -26,6 +46,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -36,8 +57,10 @@ import weakref
 from pathlib import Path
 from typing import IO, Any
 
+from rlhfkit.graders import sandbox
 from rlhfkit.graders.base import (
     PYTHON_INVALID_VALUE,
+    PYTHON_OUT_OF_RANGE,
     PYTHON_RUNTIME,
     PYTHON_TIMEOUT,
     PYTHON_WORKER,
@@ -54,8 +77,11 @@ LOAD_TIMEOUT = 30.0
 OUTPUT_TAIL = 2000
 """Characters of the worker's printed output kept in an error entry."""
 
-KEYS = ("source", "source_file", "timeout_seconds", "memory_limit_mb", "image_tag")
+KEYS = ("source", "source_file", "timeout_seconds", "memory_limit_mb", "env", "image_tag")
 """`image_tag` (OpenAI's sandbox image) is accepted and ignored, so their files load."""
+REPLY_KINDS = (PYTHON_RUNTIME, PYTHON_INVALID_VALUE, PYTHON_TIMEOUT, PYTHON_WORKER)
+"""The error kinds a worker reply may name; any other is reported as python_worker."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class PythonGrader(PerSampleGrader):
@@ -66,7 +92,11 @@ class PythonGrader(PerSampleGrader):
         source: Python code defining `grade(sample, item) -> float`.
         filename: shown in the code's tracebacks (the source file, or `<grader NAME>`).
         timeout_seconds: time limit of one call.
-        memory_limit_mb: address-space limit of the worker.
+        memory_limit_mb: address-space limit of each process of the worker.
+        env: environment variables given to the code (name: value).
+        sandboxed: run the worker in bubblewrap (`sandbox.command`).
+        folders: host folders the code may read in the sandbox; the first is its working
+            directory (default /tmp).
     """
 
     type = "python"
@@ -78,30 +108,29 @@ class PythonGrader(PerSampleGrader):
         filename: str,
         timeout_seconds: float = 10.0,
         memory_limit_mb: int = 1024,
+        env: dict[str, str] | None = None,
+        sandboxed: bool = True,
+        folders: tuple[Path, ...] = (),
     ):
         super().__init__(name)
         self.source = source
         self.filename = filename
         self.timeout_seconds = timeout_seconds
         self.memory_limit_mb = memory_limit_mb
+        self.env = dict(env or {})
+        self.sandboxed = sandboxed
+        self.folders = folders
         self._worker: _Worker | None = None
         self._load_error: GradingError | None = None
 
     def score_one(self, sample: Sample, item: Item) -> float:
         worker = self._ready_worker()
         reply = worker.request({"sample": sample.as_dict(), "item": item}, self.timeout_seconds)
-        if not reply.get("ok"):
-            error = reply.get("error", {})
-            kind = reply.get("kind", PYTHON_RUNTIME)
+        if reply.get("ok") is not True:
+            error = _error_fields(reply)
+            kind = reply.get("kind") if reply.get("kind") in REPLY_KINDS else PYTHON_WORKER
             raise GradingError(kind, _summary(error), **_details(error, worker))
-        value = reply.get("value")
-        if not isinstance(value, float) or not math.isfinite(value):
-            raise GradingError(
-                PYTHON_INVALID_VALUE,
-                f"grade() returned {value}; it must return a finite number",
-                type="ValueError",
-            )
-        return value
+        return _reward(reply.get("value"))
 
     def _ready_worker(self) -> _Worker:
         """The running worker, or a new one; a failure to load the code is kept and re-raised
@@ -118,24 +147,36 @@ class PythonGrader(PerSampleGrader):
         return self._worker
 
     def _start_worker(self) -> _Worker:
-        worker = _Worker()
+        worker = _Worker(self._command(), sandbox.FIXED_ENV if self.sandboxed else None)
+        load_seconds = max(LOAD_TIMEOUT, self.timeout_seconds)
         setup = {
             "source": self.source,
             "filename": self.filename,
             "memory_limit_mb": self.memory_limit_mb,
+            "timeout_seconds": self.timeout_seconds,
+            "load_seconds": load_seconds,
+            "env": self.env,
         }
         try:
-            reply = worker.request(setup, max(LOAD_TIMEOUT, self.timeout_seconds))
+            reply = worker.request(setup, load_seconds)
         except GradingError as error:  # the worker is stopped already
             message = f"the grader code did not load: {error.message}"
             raise GradingError(PYTHON_WORKER, message, **error.details) from None
-        if reply.get("ready"):
+        if reply.get("ready") is True:
             return worker
-        error = reply.get("error", {})
+        error = _error_fields(reply)
         details = _details(error, worker)
         worker.stop()
         message = f"the grader code did not load: {_summary(error)}"
         raise GradingError(PYTHON_WORKER, message, **details)
+
+    def _command(self) -> list[str]:
+        """The worker's command line: in bubblewrap, or on the host."""
+        argv = [sys.executable, "-I", str(WORKER_SCRIPT)]
+        if not self.sandboxed:
+            return argv
+        cwd = self.folders[0] if self.folders else None
+        return sandbox.command([*argv, "--sandboxed"], [WORKER_SCRIPT, *self.folders], cwd)
 
     def close(self) -> None:
         """Stop the worker process (a later call starts a new one)."""
@@ -144,13 +185,40 @@ class PythonGrader(PerSampleGrader):
             self._worker = None
 
 
-def _summary(error: dict[str, Any]) -> str:
+def _reward(value: Any) -> float:
+    """The reward for what `grade` returned: a finite number, clamped into [0, 1]."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        raise GradingError(
+            PYTHON_INVALID_VALUE,
+            f"grade() returned {value}; it must return a finite number",
+            type="ValueError",
+        )
+    if not 0.0 <= value <= 1.0:
+        clamped = min(max(value, 0.0), 1.0)
+        raise GradingError(
+            PYTHON_OUT_OF_RANGE,
+            f"grade() returned {value:g}, outside [0, 1]; the reward is {clamped:g}",
+            reward=clamped,
+            type="ValueError",
+        )
+    return value
+
+
+def _error_fields(reply: dict[str, Any]) -> dict[str, str]:
+    """`type`, `message` and `traceback` of an error reply, as strings."""
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        return {}
+    return {k: str(error[k]) for k in ("type", "message", "traceback") if k in error}
+
+
+def _summary(error: dict[str, str]) -> str:
     """`Type: message` of an error the worker described."""
     kind, message = error.get("type", "Error"), error.get("message", "")
     return f"{kind}: {message}" if message else kind
 
 
-def _details(error: dict[str, Any], worker: _Worker) -> dict[str, Any]:
+def _details(error: dict[str, str], worker: _Worker) -> dict[str, Any]:
     details = {"type": error.get("type", ""), "traceback": error.get("traceback", "")}
     output = worker.output_tail()
     if output:
@@ -159,18 +227,24 @@ def _details(error: dict[str, Any], worker: _Worker) -> dict[str, Any]:
 
 
 class _Worker:
-    """One worker process and its JSON-lines pipe; errors come out as GradingErrors."""
+    """One worker process and its JSON-lines pipe; errors come out as GradingErrors.
 
-    def __init__(self):
+    Args:
+        argv: the worker's command line.
+        env: its environment; None for rlhfkit's own.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None):
         # the worker's stderr; closed with the worker by _stop_process
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER_SCRIPT)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
             close_fds=True,
             start_new_session=True,  # its own process group: stopping it stops its children
+            env=env,
         )
         self._buffer = b""
         self._finalizer = weakref.finalize(self, _stop_process, self.process, self.log)
@@ -208,12 +282,15 @@ class _Worker:
                 **({"output": output} if output else {}),
             )
         try:
-            return json.loads(line)
+            reply = json.loads(line)
         except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
             self.stop()
             raise GradingError(
-                PYTHON_WORKER, f"the worker sent a line that is not JSON: {line[:200]!r}"
-            ) from None
+                PYTHON_WORKER, f"the worker sent a line that is not a JSON object: {line[:200]!r}"
+            )
+        return reply
 
     def _read_line(self, deadline: float) -> bytes | None:
         """The next line from the worker; None at the deadline; GradingError when it dies."""
@@ -270,7 +347,8 @@ def _signal_name(number: int) -> str:
 
 
 def _stop_process(process: subprocess.Popen, log: IO[bytes]) -> None:
-    """Kill the worker's process group (processes the code started too), reap, close."""
+    """Kill the worker's process group, reap, close. In the sandbox the group is bwrap:
+    its death ends the PID namespace and every process in it."""
     if process.returncode is None:  # not reaped yet, so the group id is still the worker's
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -282,14 +360,48 @@ def _stop_process(process: subprocess.Popen, log: IO[bytes]) -> None:
 
 
 def build(fields: Fields, name: str) -> PythonGrader | None:
-    """A PythonGrader from its mapping: `source` or `source_file` (relative to the file)."""
+    """A PythonGrader from its mapping: `source` or `source_file` (relative to the file).
+
+    Raises:
+        ConfigError: the sandbox is required (`fields.ctx.sandbox`) but cannot run here.
+    """
     source, filename = _read_source(fields, name)
     timeout = fields.number("timeout_seconds", 10.0, above=0)
     memory = fields.number("memory_limit_mb", 1024, at_least=64, integer=True)
+    env = _read_env(fields)
     fields.text("image_tag", None)
-    if source is None or timeout is None or memory is None:
+    if source is None or timeout is None or memory is None or env is None:
         return None
-    return PythonGrader(name, source, filename, float(timeout), int(memory))
+    folders = [fields.ctx.folder] if fields.ctx.folder is not None else []
+    if "source_file" in fields.config:
+        folders.append(Path(filename).resolve().parent)
+    return PythonGrader(
+        name,
+        source,
+        filename,
+        float(timeout),
+        int(memory),
+        env,
+        sandboxed=sandbox.choose(fields.ctx.sandbox),
+        folders=tuple(dict.fromkeys(folders)),
+    )
+
+
+def _read_env(fields: Fields) -> dict[str, str] | None:
+    """`env`: names of variables whose values the code gets; each must be set here."""
+    names = fields.get("env", [])
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in names
+    ):
+        fields.problem("env", f"must be a list of variable names like [MY_API_KEY], got {names!r}")
+        return None
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        fields.problem(
+            "env", f"{', '.join(missing)} not set in the environment; set it or remove it from env"
+        )
+        return None
+    return {n: os.environ[n] for n in names}
 
 
 def _read_source(fields: Fields, name: str) -> tuple[str | None, str]:

@@ -37,6 +37,7 @@ from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import grader_item
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json
+from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
 from rlhfkit.models.policy import PolicyModel, Rollout, build_policy, export_merged
 from rlhfkit.models.reward import ALL_LINEAR, read_reward_spec
 from rlhfkit.train import checkpoint as ckpt
@@ -89,6 +90,7 @@ class RLCommonConfig(DataConfig, ABC):
     grader: str | None = param(
         None, "Grader file (YAML or JSON, see Graders): the reward, instead of reward_model."
     )
+    grader_sandbox: str | None = sandbox_param()
     kl_estimator: str = param(
         "k1",
         "Per-token KL estimator: k1 (log ratio) or k3 (never negative).",
@@ -134,6 +136,8 @@ class RLCommonConfig(DataConfig, ABC):
 
     def validate(self) -> None:
         super().validate()
+        if self.grader_sandbox is not None:
+            resolve_mode(self.grader_sandbox, "grader_sandbox")
         check(
             self.prompt_dataset is not None,
             "prompt_dataset",
@@ -444,7 +448,7 @@ class GraderScorer:
     def __init__(self, config: RLCommonConfig):
         from rlhfkit.graders import load_grader
 
-        self.grader = load_grader(config.grader)
+        self.grader = load_grader(config.grader, sandbox=config.grader_sandbox)
         self.penalty = config.missing_eos_penalty
 
     def __call__(self, records: list, answers: list[str], ended: list[bool]) -> Scores:
