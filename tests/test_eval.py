@@ -15,7 +15,7 @@ from cdp import HEADLESS, chromium_or_skip
 from rlhfkit.cli import main
 from rlhfkit.eval.infer import load_infer_config, resolve_model
 from rlhfkit.eval.plot import smooth
-from rlhfkit.eval.stats import wilson_interval
+from rlhfkit.eval.stats import wilson_interval, win_rates
 
 TOPICS = ("rain", "tea", "owls", "maps", "salt", "glass")
 
@@ -453,14 +453,7 @@ def hostile_run(tmp_path: Path) -> Path:
             }
         )
     (sxs / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics = {
-        "n": 24,
-        "model_b_wins": 16,
-        "model_b_win_rate": 16 / 24,
-        "a": "base",
-        "b": HOSTILE[0],
-    }
-    metrics["model_b_win_rate_ci95"] = list(wilson_interval(16, 24))
+    metrics = {**win_rates([r["choice"] for r in rows]), "a": "base", "b": HOSTILE[0]}
     (sxs / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -469,14 +462,14 @@ def test_report_escapes_model_text_and_orders_examples(tmp_path):
     run = hostile_run(tmp_path)
     assert cli("report", str(run)) == 0
     page = (run / "report.html").read_text()
-    assert "<script" not in page.lower() and "onerror=" not in page.replace("onerror=&quot;", "")
-    assert "&lt;script&gt;document.title=&#x27;PWNED&#x27;&lt;/script&gt;" in page
+    assert "<script" not in page.lower() and "onerror=" not in page.replace("onerror=&#34;", "")
+    assert "&lt;script&gt;document.title=&#39;PWNED&#39;&lt;/script&gt;" in page
     assert "&lt;/td&gt;&lt;/tr&gt;&lt;/table&gt;&lt;h1&gt;injected" in page
     assert "Content-Security-Policy" in page and "http://" not in page and "https://" not in page
     assert page.count("data:image/png;base64,") == 3  # reward, kl_loss, policy/clipfrac
     assert "Say &lt;b&gt;hi&lt;/b&gt;" in page  # the resolved config
-    best = page.index("Where B did best")
-    worst = page.index("Where B did worst")
+    best = page.index("Where tuned did best")
+    worst = page.index("Where tuned did worst")
     rest = page.index("All other examples (4)")
     assert best < page.index(">B23 ") < worst < page.index(">B0 ") < rest
     assert "[0.467, 0.820]" in page  # Wilson interval of 16/24

@@ -79,7 +79,7 @@ def test_pipeline_runs_every_stage_then_skips_redoes_and_forces(tmp_path, inputs
     for stage in ("import", "reward_model", "rl", "infer", "sxs"):
         assert f"== stage {stage}" in out
         assert re.search(rf"== stage {stage} done in \d+ min \d+ s", out), out
-    assert "side by side (reward_model:" in out and "side by side (grader:" in out
+    assert "by reward_model:" in out and "by grader:" in out
     for path in (
         "config.yaml",
         "data/preferences.jsonl",

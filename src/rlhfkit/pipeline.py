@@ -40,6 +40,7 @@ from rlhfkit.config import build_config, check, param, parse_overrides, read_yam
 from rlhfkit.data.config import DataConfig, data_settings
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
+from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class PipelineConfig(DataConfig):
         None,
         "Grader file: a side-by-side autorater, and RL's reward where rl_reward picks it.",
     )
+    grader_sandbox: str | None = sandbox_param()
     rl_reward: str = param(
         "auto",
         "What RL maximises: reward_model (trained on preference_dataset), grader, or auto "
@@ -106,6 +108,8 @@ class PipelineConfig(DataConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.grader_sandbox is not None:
+            resolve_mode(self.grader_sandbox, "grader_sandbox")
         check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
         check(
             bool(self.preference_dataset) or self.reward_source == "grader",
@@ -231,6 +235,7 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
         "prompt_dataset": _data(run_dir, "prompts.jsonl"),
         "kl_coeff": config.kl_coeff,
         "grader": config.grader if config.reward_source == "grader" else None,
+        "grader_sandbox": config.grader_sandbox,
         "reward_model": str(rm_dir / "reward_model")
         if config.reward_source == "reward_model"
         else None,
@@ -306,9 +311,9 @@ def validate_inputs(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
             "(input_text, messages or prompt rows)"
         )
     if config.grader:
-        problems += _check_grader(config.grader)
+        problems += _check_grader(config.grader, config.grader_sandbox)
     if config.autorater and config.autorater.startswith("grader:"):
-        problems += _check_grader(config.autorater.partition(":")[2])
+        problems += _check_grader(config.autorater.partition(":")[2], config.grader_sandbox)
     try:
         from rlhfkit.models.loading import load_tokenizer
 
@@ -318,11 +323,11 @@ def validate_inputs(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
     return datasets, problems
 
 
-def _check_grader(path: str) -> list[str]:
+def _check_grader(path: str, sandbox: str | None) -> list[str]:
     from rlhfkit.graders import load_grader
 
     try:
-        load_grader(path).close()
+        load_grader(path, sandbox=sandbox).close()
     except RlhfkitError as exc:
         return [f"grader {path}: {exc}"]
     return []
@@ -499,12 +504,11 @@ def _train_reward(reward_config: Any, resume: bool) -> dict[str, Any]:
 def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
     import dataclasses
 
+    from rlhfkit.eval.verdicts import mean_last_kl
     from rlhfkit.tracking import read_metrics
     from rlhfkit.train.rl import train_rl
 
     result = train_rl(dataclasses.replace(rl_config, resume=resume))
-    rows = [r for r in read_metrics(result.run_dir) if "objective/kl" in r]
-    last = rows[-5:]
     return {
         "run_dir": str(result.run_dir),
         "model_dir": str(result.model_dir) if result.model_dir else None,
@@ -512,7 +516,7 @@ def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
         "eval_reward_after": result.eval_reward_after,
         "eval_prompts": result.eval_prompts,
         "steps": result.steps,
-        "kl_last_5_steps": sum(r["objective/kl"] for r in last) / len(last) if last else None,
+        "kl_last_5_steps": mean_last_kl(read_metrics(result.run_dir)),
         "method": rl_config.method,
         "reward": f"grader:{rl_config.grader}"
         if rl_config.grader
@@ -553,12 +557,14 @@ def _side_by_side(
                 "a": predictions["base"],
                 "b": predictions["tuned"],
                 "autorater": spec,
+                "grader_sandbox": config.grader_sandbox,
                 "out": str(folder / name),
             },
         )
         metrics = run_sxs(sxs_config).metrics
-        keep = ("autorater", "n", "model_b_win_rate", "model_b_win_rate_ci95",
-                "model_a_win_rate", "tie_rate", "invalid_judgments")  # fmt: skip
+        keep = ("autorater", "n", "model_b_wins", "model_a_wins", "ties", "model_b_win_rate",
+                "model_b_win_rate_ci95", "model_a_win_rate", "tie_rate",
+                "invalid_judgments")  # fmt: skip
         results[name] = {k: metrics[k] for k in keep}
     return results
 
@@ -582,29 +588,18 @@ def _summary(
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The summary as the lines `rlhfkit run` prints."""
+    """The summary as the lines `rlhfkit run` prints (the report's first screen says the
+    same, see `eval.verdicts`)."""
+    from rlhfkit.eval.verdicts import rl_sentence, side_by_side_verdict
+
     lines = list(summary.get("data", {}).get("dropped_rows", []))
     reward = summary.get("reward_model")
     if reward:
         from rlhfkit.train.reward import result_lines
 
         lines.extend(result_lines(reward))
-    rl = summary["rl"]
-    change = rl["eval_reward_after"] - rl["eval_reward_before"]
-    kl = rl.get("kl_last_5_steps")
-    maximised = f" ({rl['method']} on {rl['reward']})" if "reward" in rl else ""
-    lines.append(
-        f"RL{maximised}: held-out reward {rl['eval_reward_before']:.4f} before, "
-        f"{rl['eval_reward_after']:.4f} after ({change:+.4f}) on {rl['eval_prompts']} "
-        f"prompts, {rl['steps']} steps"
-        + (f", KL {kl:.3f} (mean of the last 5 steps)" if kl else "")
-    )
-    for m in summary["side_by_side"].values():
-        lo, hi = m["model_b_win_rate_ci95"]
-        lines.append(
-            f"side by side ({m['autorater']}): tuned wins {m['model_b_win_rate']:.3f} "
-            f"(95% interval {lo:.3f} to {hi:.3f}), base wins {m['model_a_win_rate']:.3f}, "
-            f"ties {m['tie_rate']:.3f}, n={m['n']}"
-        )
+    lines.append(rl_sentence(summary["rl"]))
+    for metrics in summary["side_by_side"].values():
+        lines.append(f"side by side: {side_by_side_verdict(metrics).text}")
     lines.append(f"report: {summary.get('report')}")
     return lines

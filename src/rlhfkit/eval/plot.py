@@ -1,8 +1,10 @@
 """`rlhfkit plot`: one PNG per logged scalar, drawn from `metrics.jsonl` alone.
 
 Each curve is smoothed with TensorBoard's debiased exponential moving average, the raw
-values drawn faint behind it. A run directory holds one `metrics.jsonl`; a pipeline run
-directory holds one per stage, and each gets its own folder of plots.
+values drawn faint behind it; a curve of fewer than `MIN_POINTS_TO_SMOOTH` points is drawn
+as logged. Steps are whole numbers on the x axis. A run directory holds one
+`metrics.jsonl`; a pipeline run directory holds one per stage, and each gets its own folder
+of plots.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from rlhfkit.tracking import METRICS_FILE, read_metrics
 
 PLOTS_DIR = "plots"
 SKIPPED_FOLDERS = ("checkpoints", PLOTS_DIR)
+MIN_POINTS_TO_SMOOTH = 10
+"""A curve with fewer points (e.g. a held-out figure logged twice) is drawn as logged: an
+average over so few points would misstate the last value."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class Curve:
     name: str
     steps: list[int]
     values: list[float]
+    band: tuple[list[float], list[float]] | None = None
+    """Lower and upper bound at each step (a 95% interval), shaded behind the curve."""
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
@@ -102,26 +109,37 @@ def check_smoothing(smoothing: float) -> None:
 
 
 def render_curve(curve: Curve, smoothing: float = 0.6) -> bytes:
-    """The curve as PNG bytes: smoothed line, raw values faint behind it."""
+    """The curve as PNG bytes: smoothed line, raw values faint behind it (a short curve as
+    logged), whole steps on the x axis and plain tick labels (no offset such as "+1e3" at
+    the axis end)."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(curve.steps, curve.values, color="#4C72B0", alpha=0.25, linewidth=1, label="raw")
-    ax.plot(
-        curve.steps,
-        smooth(curve.values, smoothing),
-        color="#4C72B0",
-        linewidth=2,
-        marker="o" if len(curve.values) <= 12 else None,
-        label=f"smoothed ({smoothing:g})",
-    )
+    if curve.band:
+        low, high = curve.band
+        ax.fill_between(curve.steps, low, high, color="#4C72B0", alpha=0.12, label="95% interval")
+    if len(curve.values) < MIN_POINTS_TO_SMOOTH:
+        ax.plot(curve.steps, curve.values, color="#4C72B0", linewidth=2, marker="o", label="logged")
+    else:
+        ax.plot(curve.steps, curve.values, color="#4C72B0", alpha=0.25, linewidth=1, label="raw")
+        ax.plot(
+            curve.steps,
+            smooth(curve.values, smoothing),
+            color="#4C72B0",
+            linewidth=2,
+            marker="o" if len(curve.values) <= 12 else None,
+            label=f"smoothed ({smoothing:g})",
+        )
     ax.set_title(curve.name if curve.run == "." else f"{curve.run}: {curve.name}")
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(useOffset=False)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -1,52 +1,145 @@
-"""`rlhfkit report`: one self-contained `report.html` for a run.
+"""`rlhfkit report`: one self-contained `report.html` for a run, the answer first.
 
-The page holds the resolved config of the run (and of each stage), its summary, the
-training curves (PNG, embedded), the side-by-side win rates with their 95% intervals, and
-the prompts with both answers side by side and their scores, the examples where B did best
-and worst first. Nothing is loaded from elsewhere and the page has no scripts; its Content
-Security Policy forbids them. All text from the run (model answers, prompts, config values)
-is HTML-escaped, so an answer containing `<script>` shows as text.
+The page opens with the verdicts: per judge, whether the tuned model beats the base (win
+rates with 95% intervals), the reward model's held-out accuracy beside the better length
+rule, and the held-out reward before and after RL with the KL. Then come the training curves
+by stage, the examples (base and tuned answer to the same prompt, with each judge's
+verdict), and at the end the full side-by-side tables, every figure of summary.json and the
+resolved config. Nothing is loaded from elsewhere and the page has no scripts; its Content
+Security Policy forbids them. The page is a Jinja2 template (`templates/report.html.j2`)
+with autoescape on, so all text from the run (answers, prompts, config values) shows as
+text: an answer containing `<script>` is not run.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
 import time
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import jinja2
 
 from rlhfkit.config import read_yaml
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.eval.plot import SKIPPED_FOLDERS, check_smoothing, read_curves, render_curve
+from rlhfkit.eval.plot import (
+    SKIPPED_FOLDERS,
+    Curve,
+    check_smoothing,
+    read_curves,
+    render_curve,
+)
 from rlhfkit.eval.sxs import JUDGMENTS_FILE, METRICS_FILE
+from rlhfkit.eval.verdicts import Verdict, mean_last_kl, rl_sentence, side_by_side_verdict
 from rlhfkit.fileio import atomic_write_text
+from rlhfkit.tracking import read_metrics
 
 REPORT_FILE = "report.html"
+TEMPLATE = "report.html.j2"
 EXAMPLES_EACH_END = 10
 """How many best and how many worst examples are shown before the rest."""
 PROMPT_PREVIEW_CHARS = 240
 
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
-       padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
-table { border-collapse: collapse; width: 100%; margin: .5em 0 1.5em; }
-th, td { border: 1px solid #ddd; padding: .35em .5em; vertical-align: top; text-align: left; }
-th { background: #f4f4f4; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-pre, .text { white-space: pre-wrap; word-break: break-word; margin: 0; }
-pre { background: #f7f7f7; padding: .6em; font-size: 12px; }
-.curves img { width: 48%; min-width: 360px; margin: 0 1% 1em 0; border: 1px solid #eee; }
-.bar { position: relative; height: 14px; background: #eee; width: 240px; }
-.bar .fill { position: absolute; top: 0; bottom: 0; left: 0; background: #4C72B0; }
-.bar .ci { position: absolute; top: 5px; height: 4px; background: #C44E52; }
-.choice-A { background: #fbeaea; } .choice-B { background: #e8f3e8; }
-.choice-TIE { background: #f4f4f4; } .choice-INVALID { background: #fff3cd; }
-.muted { color: #777; }
-"""
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+MAIN_CURVES = (
+    # reward model: training loss and accuracy, then the validation and held-out figures
+    "rank_loss", "accuracy", "valid/rank_loss", "valid/accuracy", "eval/rank_loss",
+    "eval/accuracy",
+    # RL: reward, held-out reward, KL, entropy, answer length
+    "train_reward_mean", "reward", "valid_reward_mean", "eval/reward", "objective/kl",
+    "objective/entropy", "rollout/response_length", "valid_response_length",
+    "eval/response_length",
+)  # fmt: skip
+"""Curves shown open, in this order; the others of a stage are collapsed."""
+RL_CURVES = frozenset({"objective/kl", "rl_loss", "train_reward_mean", "reward"})
+"""Any of these in a metrics file makes it an RL run's."""
+HIDDEN_CURVE = re.compile(
+    r"(^|/)(n|ties|n_chosen_longer|n_chosen_shorter|accuracy_ci95_low|accuracy_ci95_high)$"
+    r"|^best_step$"
+)
+"""Counts and interval bounds: not curves (the bounds shade their accuracy curve)."""
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """One sxs folder: its figures, its judgments and the verdict they give."""
+
+    judge: str
+    """The folder's name (e.g. `grader`), naming the judge in the examples."""
+    where: str
+    """The folder, relative to the run directory when it is inside it."""
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The first screen besides the side-by-side verdicts: the reward model's lines (as
+    `train-reward` prints them) and the RL line."""
+
+    reward: list[str]
+    rl: str | None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One drawn curve: its name and the PNG, base64-encoded."""
+
+    name: str
+    png: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The curves of one training run, in tiers: open, other, timing and throughput."""
+
+    title: str
+    note: str | None
+    """One line said instead of the plots when nothing can be drawn."""
+    main: list[Figure]
+    other: list[Figure]
+    timing: list[Figure]
+    once: list[str]
+    """Figures logged at one step only, with their value (not drawn)."""
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One judge's verdict on one pair."""
+
+    judge: str
+    choice: str
+    confidence: float
+    score_a: float | None
+    score_b: float | None
+    explanation: str
+    human: str | None
+
+
+@dataclass
+class Example:
+    """A prompt with the base (A) and tuned (B) answers and every judge's verdict."""
+
+    id: str
+    prompt: str
+    base: str
+    tuned: str
+    judgments: list[Judgment]
+    lead: tuple[int, float] = (0, 0.0)
+    """Judges preferring tuned minus those preferring base, then the summed margin."""
+
+
+class Row(NamedTuple):
+    """One figure of summary.json: its flattened key, its text, and whether the text is a
+    block (JSON of a list or mapping)."""
+
+    key: str
+    text: str
+    block: bool
 
 
 def write_report(
@@ -56,43 +149,48 @@ def write_report(
     smoothing: float = 0.6,
     title: str | None = None,
 ) -> Path:
-    """Build the report of `run_dir` (and of extra SxS folders); returns its path."""
+    """Build the report of `run_dir` (and of extra SxS folders); returns its path.
+
+    Args:
+        run_dir: a pipeline run, or a `train-reward` or `train-rl` run directory.
+        out: the HTML file to write (default RUN_DIR/report.html).
+        sxs_dirs: `rlhfkit sxs` output folders besides those found under `run_dir`.
+        smoothing: EMA weight of the curves, in [0, 1).
+        title: the page title (default the run's `model_display_name`, else its folder).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RlhfkitError(f"run directory {run_dir} does not exist")
     check_smoothing(smoothing)
-    sxs = _find_sxs(run_dir) + [Path(d) for d in sxs_dirs or []]
-    for folder in sxs:
-        if not (folder / METRICS_FILE).is_file() or not (folder / JUDGMENTS_FILE).is_file():
-            raise RlhfkitError(
-                f"{folder} is not an sxs output folder: it needs {METRICS_FILE} and "
-                f"{JUDGMENTS_FILE} (write them with rlhfkit sxs)"
-            )
-    sections = [
-        _section_summary(run_dir),
-        *(_section_sxs(folder, run_dir) for folder in sxs),
-        _section_curves(run_dir, smoothing),
-        _section_config(run_dir),
-    ]
+    judged = [_read_sxs(folder, run_dir) for folder in _sxs_folders(run_dir, sxs_dirs)]
     if title is None and (run_dir / "config.yaml").is_file():
         title = read_yaml(run_dir / "config.yaml").get("model_display_name")
-    page = _page(f"rlhfkit report: {title or run_dir.resolve().name}", sections)
+    page = _template().render(
+        title=f"rlhfkit report: {title or run_dir.resolve().name}",
+        run_dir=str(run_dir.resolve()),
+        made=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        headline=_headline(run_dir),
+        stages=_stages(run_dir, smoothing),
+        examples=_examples(judged),
+        judged=judged,
+        summaries=_summaries(run_dir),
+        configs=_configs(run_dir),
+        preview_chars=PROMPT_PREVIEW_CHARS,
+    )
     path = Path(out) if out else run_dir / REPORT_FILE
     atomic_write_text(path, page)
     return path
 
 
-def _page(title: str, sections: list[str]) -> str:
-    made = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-        f'<h1>{escape(title)}</h1><p class="muted">written {escape(made)}</p>'
-        + "".join(s for s in sections if s)
-        + "</body></html>\n"
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("rlhfkit.eval", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    return environment.get_template(TEMPLATE)
 
 
 def _stage_files(run_dir: Path, name: str) -> list[Path]:
@@ -103,41 +201,226 @@ def _stage_files(run_dir: Path, name: str) -> list[Path]:
     ]
 
 
-def _find_sxs(run_dir: Path) -> list[Path]:
-    return [
-        p.parent
-        for p in _stage_files(run_dir, JUDGMENTS_FILE)
-        if (p.parent / METRICS_FILE).is_file()
-    ]
-
-
 def _label(path: Path, run_dir: Path) -> str:
     relative = path.relative_to(run_dir)
     return str(relative) if relative.parts else "run"
 
 
-# ---------------------------------------------------------------- sections
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
-def _section_summary(run_dir: Path) -> str:
+# ---------------------------------------------------------------- side by side
+
+
+def _sxs_folders(run_dir: Path, extra: list[str | Path] | None) -> list[Path]:
+    found = [
+        p.parent
+        for p in _stage_files(run_dir, JUDGMENTS_FILE)
+        if (p.parent / METRICS_FILE).is_file()
+    ]
+    folders = found + [Path(d) for d in extra or []]
+    for folder in folders:
+        if not (folder / METRICS_FILE).is_file() or not (folder / JUDGMENTS_FILE).is_file():
+            raise RlhfkitError(
+                f"{folder} is not an sxs output folder: it needs {METRICS_FILE} and "
+                f"{JUDGMENTS_FILE} (write them with rlhfkit sxs)"
+            )
+    return folders
+
+
+def _read_sxs(folder: Path, run_dir: Path) -> SideBySide:
+    metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    rows = [
+        json.loads(line)
+        for line in (folder / JUDGMENTS_FILE).read_text("utf-8").splitlines()
+        if line
+    ]
+    where = _label(folder, run_dir) if folder.is_relative_to(run_dir) else str(folder)
+    return SideBySide(folder.name, where, metrics, rows, side_by_side_verdict(metrics))
+
+
+# ---------------------------------------------------------------- first screen
+
+
+def _headline(run_dir: Path) -> Headline:
+    reward, rl = _stage_summaries(run_dir)
+    return Headline(_reward_lines(reward) if reward else [], rl_sentence(rl) if rl else None)
+
+
+def _stage_summaries(run_dir: Path) -> tuple[dict | None, dict | None]:
+    """The reward model's and the RL run's figures: a pipeline summary's `reward_model`
+    and `rl`, or the summary.json of a train-reward or train-rl run."""
+    summary = _read_json(run_dir / "summary.json")
+    if not isinstance(summary, dict):
+        return None, None
+    if isinstance(summary.get("rl"), dict):
+        return summary.get("reward_model"), summary["rl"]
+    if "eval_accuracy" in summary:
+        return summary, None
+    rl_keys = ("eval_reward_before", "eval_reward_after", "eval_prompts", "steps")
+    if all(key in summary for key in rl_keys):
+        return None, {**summary, "kl_last_5_steps": mean_last_kl(read_metrics(run_dir))}
+    return None, None
+
+
+def _reward_lines(reward: dict[str, Any]) -> list[str]:
+    """The lines `train-reward` and `rlhfkit run` print about the reward model."""
+    from rlhfkit.train.reward import result_lines
+
+    try:
+        return [line.strip() for line in result_lines(reward)]
+    except KeyError as missing:
+        return [
+            f"reward model: its summary has no {missing} (written by an older rlhfkit); "
+            "its figures are in the details at the end"
+        ]
+
+
+# ---------------------------------------------------------------- curves
+
+
+def _stages(run_dir: Path, smoothing: float) -> list[Stage]:
+    try:
+        curves = read_curves(run_dir)
+    except RlhfkitError:
+        return []
+    runs: dict[str, list[Curve]] = {}
+    for curve in curves:
+        runs.setdefault(curve.run, []).append(curve)
+    return [_stage(run, found, smoothing) for run, found in runs.items()]
+
+
+def _stage(run: str, curves: list[Curve], smoothing: float) -> Stage:
+    names = {c.name: c for c in curves}
+    kind = _stage_kind(set(names))
+    title = kind if run == "." else f"{kind} ({run}/)"
+    shown = [_with_band(c, names) for c in curves if not HIDDEN_CURVE.search(c.name)]
+    drawn = sorted((c for c in shown if len(c.steps) > 1), key=_curve_order)
+    if not drawn:
+        return Stage(title, _nothing_to_draw(kind, shown), [], [], [], [])
+    tiers: dict[str, list[Figure]] = {"main": [], "other": [], "timing": []}
+    for curve in drawn:
+        png = base64.b64encode(render_curve(curve, smoothing)).decode()
+        tiers[_tier(curve.name)].append(Figure(curve.name, png))
+    once = [f"{c.name} {c.values[0]:.4g} (step {c.steps[0]})" for c in shown if len(c.steps) == 1]
+    return Stage(title, None, tiers["main"], tiers["other"], tiers["timing"], once)
+
+
+def _stage_kind(names: set[str]) -> str:
+    if any(name.endswith("rank_loss") for name in names):
+        return "Reward model"
+    return "RL" if RL_CURVES & names else "Training"
+
+
+def _with_band(curve: Curve, curves: dict[str, Curve]) -> Curve:
+    """An accuracy curve with its logged 95% interval as a band, when there is one."""
+    if not curve.name.endswith("accuracy"):
+        return curve
+    low = curves.get(f"{curve.name}_ci95_low")
+    high = curves.get(f"{curve.name}_ci95_high")
+    if low is None or high is None or not low.steps == high.steps == curve.steps:
+        return curve
+    return dataclasses.replace(curve, band=(low.values, high.values))
+
+
+def _curve_order(curve: Curve) -> tuple[int, str]:
+    main = curve.name in MAIN_CURVES
+    return (MAIN_CURVES.index(curve.name) if main else len(MAIN_CURVES), curve.name)
+
+
+def _tier(name: str) -> str:
+    if name in MAIN_CURVES:
+        return "main"
+    if name.startswith("timing/") or name.endswith("_per_second"):
+        return "timing"
+    return "other"
+
+
+def _nothing_to_draw(kind: str, curves: list[Curve]) -> str:
+    steps = sorted({step for curve in curves for step in curve.steps})
+    if kind == "Reward model" and steps == [0]:
+        return (
+            "No training step: the reward head was fitted on the base model's features "
+            "alone, so there is no curve to draw (its held-out figures are at the top)."
+        )
+    logged = ", ".join(str(step) for step in steps) or "none"
+    return f"Nothing to draw: no figure was logged at more than one step (steps: {logged})."
+
+
+# ---------------------------------------------------------------- examples
+
+
+def example_margin(row: dict[str, Any]) -> float:
+    """How far B is ahead of A in one judgment: the score difference, else the signed
+    confidence of the choice (ties and invalid judgments 0)."""
+    if isinstance(row.get("score_a"), (int, float)) and isinstance(
+        row.get("score_b"), (int, float)
+    ):
+        return float(row["score_b"]) - float(row["score_a"])
+    sign = {"A": -1.0, "B": 1.0}.get(row.get("choice"), 0.0)
+    return sign * float(row.get("confidence") or 0.0)
+
+
+def _examples(judged: list[SideBySide]) -> dict[str, list[Example]]:
+    """Every judged pair once, with all the judges that saw it, split into where tuned
+    did best, where it did worst (most preferred and least preferred first) and the rest."""
+    pairs: dict[tuple[str, str, str], Example] = {}
+    for sxs in judged:
+        for row in sxs.rows:
+            base, tuned = str(row.get("response_a", "")), str(row.get("response_b", ""))
+            prompt = str(row.get("prompt", ""))
+            example = pairs.setdefault(
+                (prompt, base, tuned), Example(str(row.get("id", "")), prompt, base, tuned, [])
+            )
+            example.judgments.append(_judgment(sxs.judge, row))
+            votes, margin = example.lead
+            sign = {"A": -1, "B": 1}.get(row.get("choice"), 0)
+            example.lead = (votes + sign, margin + example_margin(row))
+    ranked = sorted(pairs.values(), key=lambda e: e.lead, reverse=True)
+    k = min(EXAMPLES_EACH_END, len(ranked) // 2)
+    return {
+        "best": ranked[:k],
+        "worst": ranked[len(ranked) - k :][::-1],
+        "rest": ranked[k : len(ranked) - k],
+    }
+
+
+def _judgment(judge: str, row: dict[str, Any]) -> Judgment:
+    def score(key: str) -> float | None:
+        value = row.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    human = row.get("human_choice")
+    return Judgment(
+        judge,
+        str(row.get("choice")),
+        float(row.get("confidence") or 0.0),
+        score("score_a"),
+        score("score_b"),
+        str(row.get("explanation") or ""),
+        None if human is None else str(human),
+    )
+
+
+# ---------------------------------------------------------------- details
+
+
+def _summaries(run_dir: Path) -> dict[str, list[Row]]:
     """The run's summary.json, flattened (a pipeline's nests each stage's figures); the
     stages' own summaries only when the run has none."""
     root = run_dir / "summary.json"
     paths = [root] if root.is_file() else _stage_files(run_dir, "summary.json")
-    blocks = []
+    tables = {}
     for path in paths:
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
+        summary = _read_json(path)
         if isinstance(summary, dict):
-            rows = "".join(
-                f"<tr><th>{escape(k)}</th><td>{_value(v)}</td></tr>"
-                for k, v in flatten(summary).items()
-            )
-            title = "" if path == root else f"<h3>{escape(_label(path.parent, run_dir))}</h3>"
-            blocks.append(f"{title}<table>{rows}</table>")
-    return "<h2>Summary</h2>" + "".join(blocks) if blocks else ""
+            label = "summary.json" if path == root else _label(path, run_dir)
+            tables[label] = [Row(k, *_value(v)) for k, v in flatten(summary).items()]
+    return tables
 
 
 def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -152,154 +435,18 @@ def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _value(value: Any) -> str:
+def _value(value: Any) -> tuple[str, bool]:
     if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and all(isinstance(v, float) for v in value):
-        return escape(", ".join(f"{v:.4g}" for v in value))
+        return f"{value:.4g}", False
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return ", ".join(f"{v:.4g}" for v in value), False
     if isinstance(value, (dict, list)):
-        return f"<pre>{escape(json.dumps(value, indent=1, ensure_ascii=False))}</pre>"
-    return escape(str(value))
+        return json.dumps(value, indent=1, ensure_ascii=False), True
+    return str(value), False
 
 
-def _section_config(run_dir: Path) -> str:
-    blocks = [
-        f"<h3>{escape(_label(p.parent, run_dir))}</h3>"
-        f"<pre>{escape(p.read_text(encoding='utf-8'))}</pre>"
+def _configs(run_dir: Path) -> dict[str, str]:
+    return {
+        _label(p.parent, run_dir): p.read_text(encoding="utf-8")
         for p in _stage_files(run_dir, "config.yaml")
-    ]
-    return "<h2>Resolved config</h2>" + "".join(blocks) if blocks else ""
-
-
-def _section_curves(run_dir: Path, smoothing: float) -> str:
-    try:
-        curves = read_curves(run_dir)
-    except RlhfkitError:
-        return ""
-    images = "".join(
-        f'<img alt="{escape(c.name)}" src="data:image/png;base64,'
-        f'{base64.b64encode(render_curve(c, smoothing)).decode()}">'
-        for c in curves
-    )
-    return f'<h2>Training curves</h2><div class="curves">{images}</div>' if images else ""
-
-
-def _section_sxs(folder: Path, run_dir: Path) -> str:
-    metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-    rows = [
-        json.loads(line)
-        for line in (folder / JUDGMENTS_FILE).read_text("utf-8").splitlines()
-        if line
-    ]
-    where = escape(_label(folder, run_dir) if folder.is_relative_to(run_dir) else str(folder))
-    head = (
-        f"<h2>Side by side: {where}</h2><p>A = <code>{escape(str(metrics.get('a', 'A')))}</code>, "
-        f"B = <code>{escape(str(metrics.get('b', 'B')))}</code>, judged by "
-        f"<code>{escape(str(metrics.get('autorater', '?')))}</code> on {metrics.get('n', 0)} "
-        f"pairs ({metrics.get('invalid_judgments', 0)} without a readable judgment, "
-        f"{metrics.get('malformed_judge_outputs', 0)} malformed judge answers).</p>"
-    )
-    return head + _win_table(metrics) + _alignment_table(metrics) + _examples(rows)
-
-
-def _win_table(metrics: dict[str, Any]) -> str:
-    rows = []
-    for label, key in (("A wins", "model_a"), ("B wins", "model_b")):
-        rate = metrics.get(f"{key}_win_rate", 0.0)
-        lo, hi = metrics.get(f"{key}_win_rate_ci95", [0.0, 1.0])
-        bar = (
-            f'<div class="bar"><div class="fill" style="width:{100 * rate:.1f}%"></div>'
-            f'<div class="ci" style="left:{100 * lo:.1f}%;width:{100 * (hi - lo):.1f}%">'
-            "</div></div>"
-        )
-        rows.append(
-            f"<tr><th>{label}</th><td class=num>{metrics.get(f'{key}_wins', 0)}</td>"
-            f"<td class=num>{rate:.3f}</td><td class=num>[{lo:.3f}, {hi:.3f}]</td>"
-            f"<td>{bar}</td></tr>"
-        )
-    rows.append(
-        f"<tr><th>ties</th><td class=num>{metrics.get('ties', 0)}</td>"
-        f"<td class=num>{metrics.get('tie_rate', 0.0):.3f}</td><td></td><td></td></tr>"
-    )
-    return (
-        "<table><tr><th></th><th>count</th><th>win rate</th><th>95% interval (Wilson)</th>"
-        "<th>rate (bar) and interval (red)</th></tr>" + "".join(rows) + "</table>"
-    )
-
-
-def _alignment_table(metrics: dict[str, Any]) -> str:
-    if "cohens_kappa" not in metrics:
-        return ""
-    cells = "".join(
-        f"<tr><th>{name}</th><td class=num>{metrics[name]:.3f}</td></tr>"
-        for name in ("accuracy", "precision", "recall", "f1_score", "cohens_kappa")
-    )
-    return (
-        f"<p>Agreement with the human labels on {metrics.get('human_compared', 0)} pairs "
-        "(precision, recall and F1 with B preferred as the positive class):</p>"
-        f'<table style="width:auto">{cells}</table>'
-    )
-
-
-def example_margin(row: dict[str, Any]) -> float:
-    """How far B is ahead of A in one judgment: the score difference, else the signed
-    confidence of the choice (ties and invalid judgments 0)."""
-    if isinstance(row.get("score_a"), (int, float)) and isinstance(
-        row.get("score_b"), (int, float)
-    ):
-        return float(row["score_b"]) - float(row["score_a"])
-    sign = {"A": -1.0, "B": 1.0}.get(row.get("choice"), 0.0)
-    return sign * float(row.get("confidence") or 0.0)
-
-
-def _examples(rows: list[dict[str, Any]]) -> str:
-    ranked = sorted(rows, key=example_margin, reverse=True)
-    k = min(EXAMPLES_EACH_END, len(ranked) // 2)
-    best, worst, rest = ranked[:k], ranked[len(ranked) - k :][::-1], ranked[k : len(ranked) - k]
-    parts = []
-    if best:
-        parts.append(f"<h3>Where B did best</h3>{_example_table(best)}")
-        parts.append(f"<h3>Where B did worst</h3>{_example_table(worst)}")
-    if rest:
-        parts.append(
-            f"<details><summary>All other examples ({len(rest)})</summary>"
-            f"{_example_table(rest)}</details>"
-        )
-    return "".join(parts)
-
-
-def _example_table(rows: list[dict[str, Any]]) -> str:
-    body = []
-    for row in rows:
-        choice = str(row.get("choice"))
-        prompt = str(row.get("prompt", ""))
-        preview = (
-            prompt if len(prompt) <= PROMPT_PREVIEW_CHARS else prompt[:PROMPT_PREVIEW_CHARS] + "…"
-        )
-        prompt_cell = (
-            f'<div class="text">{escape(prompt)}</div>'
-            if preview == prompt
-            else f'<details><summary class="text">{escape(preview)}</summary>'
-            f'<div class="text">{escape(prompt)}</div></details>'
-        )
-        scores = "".join(
-            f"{side} {row[key]:.3f}<br>"
-            for side, key in (("A", "score_a"), ("B", "score_b"))
-            if isinstance(row.get(key), (int, float))
-        )
-        human = f"<br>human: {escape(str(row['human_choice']))}" if "human_choice" in row else ""
-        body.append(
-            f'<tr class="choice-{escape(choice)}"><td>{escape(str(row.get("id", "")))}</td>'
-            f"<td>{prompt_cell}</td>"
-            f'<td><div class="text">{escape(str(row.get("response_a", "")))}</div></td>'
-            f'<td><div class="text">{escape(str(row.get("response_b", "")))}</div></td>'
-            f"<td class=num>{scores}</td>"
-            f"<td><b>{escape(choice)}</b> ({float(row.get('confidence') or 0):.2f}){human}"
-            f'<div class="text muted">{escape(str(row.get("explanation", "")))}</div></td></tr>'
-        )
-    return (
-        '<table><tr><th>id</th><th style="width:26%">prompt</th><th style="width:22%">A</th>'
-        '<th style="width:22%">B</th><th>scores</th><th>choice (confidence)</th></tr>'
-        + "".join(body)
-        + "</table>"
-    )
+    }
