@@ -178,6 +178,24 @@ def test_stage_help_lists_every_parameter_and_examples_that_are_real_parameters(
     assert "ppo_mini_batch_size  (" in result.stdout and "compute_multiplier  (" in result.stdout
 
 
+def test_demo_help_and_config_name_the_packaged_example_files():
+    from rlhfkit.demo import DEMO_CONFIG, EXAMPLES, load_demo_config
+
+    result = run("demo", "--help")
+    assert result.returncode == 0
+    assert "reinforcement_learning_train_steps  (" in result.stdout
+    assert "examples:\n  rlhfkit demo output_dir=runs/demo seed=1" in result.stdout
+    assert str(EXAMPLES) in " ".join(result.stdout.split())
+    result = run("demo", "--print-config")
+    assert result.stdout.startswith(f"# {DEMO_CONFIG}\n")
+    assert DEMO_CONFIG.read_text() in result.stdout
+    # the config's files are the packaged ones; output_dir and given paths start here
+    config = load_demo_config(["large_model_reference=tiny-random-llama", "eval_dataset=e.jsonl"])
+    assert config.prompt_dataset == str(EXAMPLES / "demo" / "prompts.jsonl")
+    assert config.grader == str(EXAMPLES / "graders" / "summary_content.yaml")
+    assert (config.eval_dataset, config.output_dir) == ("e.jsonl", "runs/demo")
+
+
 def test_misspelled_commands_get_did_you_mean():
     result = run("trian-reward", "x=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr

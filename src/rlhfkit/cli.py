@@ -1,7 +1,8 @@
 """The `rlhfkit` command line.
 
 Every stage command takes `--config FILE.yaml` and `key=value` overrides whose keys are
-the parameter names of that stage's config dataclass. A user mistake (bad data, bad
+the parameter names of that stage's config dataclass (`rlhfkit demo`: overrides of the
+packaged demo config). A user mistake (bad data, bad
 config, a missing model) prints a readable message and exits with status 2.
 """
 
@@ -14,11 +15,16 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rlhfkit import __version__
 from rlhfkit.cli_help import Parser, add_parameters_help
+from rlhfkit.demo import DEMO_CONFIG, EXAMPLES
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.fileio import check_output_path, file_error
+
+if TYPE_CHECKING:
+    from rlhfkit.pipeline import PipelineConfig
 
 Handler = Callable[[argparse.Namespace], int]
 UNREADABLE_WARNING = 0.1
@@ -536,14 +542,52 @@ def _add_pipeline_command(commands: argparse._SubParsersAction) -> None:
     add_config_arguments(run)
     run.set_defaults(handler=_run_pipeline)
 
+    demo = commands.add_parser(
+        "demo",
+        add_help=False,
+        help="run the demo pipeline (what `make demo` runs) on the example files installed "
+        "with rlhfkit",
+        description=f"`rlhfkit run --config {DEMO_CONFIG}` from any working directory: the "
+        "config's data and grader files are the packaged ones; output_dir (default runs/demo) "
+        "and the paths you give start at the working directory. The example files (the "
+        f"demo's data and config, graders, accelerate configs) are in {EXAMPLES}.",
+    )
+    demo.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the demo config's path and contents (to copy), then exit",
+    )
+    demo.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="parameters, overriding the demo config"
+    )
+    add_parameters_help(demo, "demo")
+    demo.set_defaults(handler=_demo)
+
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from rlhfkit.pipeline import load_pipeline_config, run_pipeline, summary_lines
+    from rlhfkit.pipeline import load_pipeline_config
 
     overrides = list(args.overrides)
     if args.from_stage:
         overrides.append(f"from_stage={args.from_stage}")
-    result = run_pipeline(load_pipeline_config(args.config, overrides))
+    return _run_and_summarize(load_pipeline_config(args.config, overrides))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rlhfkit.demo import check_bundled_model, demo_config_text, load_demo_config
+
+    if args.print_config:
+        print(demo_config_text(), end="")
+        return 0
+    config = load_demo_config(args.overrides)
+    check_bundled_model(config.large_model_reference)
+    return _run_and_summarize(config)
+
+
+def _run_and_summarize(config: PipelineConfig) -> int:
+    from rlhfkit.pipeline import run_pipeline, summary_lines
+
+    result = run_pipeline(config)
     print("\n".join(["== summary", *summary_lines(result.summary)]))
     return 0
 

@@ -26,10 +26,11 @@ from typing import Any
 @dataclass(frozen=True)
 class StageHelp:
     """What a stage command's help lists: config classes ("module:Class"), each with a
-    heading, and example command lines."""
+    heading, example command lines, and where the parameters' values come from."""
 
     configs: tuple[tuple[str, str], ...]
     examples: tuple[str, ...]
+    given_as: str = "key=value, or the keys of a --config YAML file"
 
 
 DEMO = "examples/demo"
@@ -42,6 +43,14 @@ STAGE_HELP: dict[str, StageHelp] = {
             f"prompt_dataset={DEMO}/prompts.jsonl reward_model_train_steps=100 "
             "reinforcement_learning_train_steps=20 output_dir=runs/mine",
         ),
+    ),
+    "demo": StageHelp(
+        (("rlhfkit.pipeline:PipelineConfig", "parameters"),),
+        (
+            "rlhfkit demo output_dir=runs/demo seed=1",
+            "rlhfkit demo reinforcement_learning_train_steps=20 output_dir=runs/demo_20",
+        ),
+        "key=value, over the values of the demo config that rlhfkit demo --print-config shows",
     ),
     "train-reward": StageHelp(
         (("rlhfkit.train.reward:RewardConfig", "parameters"),),
@@ -141,7 +150,7 @@ def parameters_text(help_: StageHelp, width: int | None = None) -> str:
     width = width or min(100, shutil.get_terminal_size((100, 24)).columns)
     lines = []
     for heading, rows in parameter_rows(help_):
-        lines.append(f"\n{heading} (key=value, or the keys of a --config YAML file):")
+        lines.append(f"\n{heading} ({help_.given_as}):")
         for name, type_name, default, text in rows:
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             lines.append(f"  {name}  ({type_name}, default: {shown})")

@@ -35,7 +35,7 @@ def config_classes() -> list[tuple[str, type]]:
 
     return [
         ("Data (every stage; `rlhfkit data inspect`)", DataConfig),
-        ("The pipeline (`rlhfkit run`, `rlhfkit.rlhf_pipeline`)", PipelineConfig),
+        ("The pipeline (`rlhfkit run`, `rlhfkit demo`, `rlhfkit.rlhf_pipeline`)", PipelineConfig),
         ("Reward model (`rlhfkit train-reward`)", RewardConfig),
         ("Reinforcement learning, every method (`rlhfkit train-rl`)", RLCommonConfig),
         ("PPO (`rlhfkit train-rl method=ppo`, the default)", RLConfig),

@@ -167,12 +167,24 @@ def rlhf_pipeline(**parameters: Any) -> PipelineResult:
     return run_pipeline(load_pipeline_config(None, parameters))
 
 
+PATH_PARAMETERS = ("preference_dataset", "prompt_dataset", "eval_dataset", "grader")
+"""The input files a pipeline config names (`relative_to` of load_pipeline_config)."""
+
+
 def load_pipeline_config(
-    path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
+    path: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    relative_to: Path | None = None,
 ) -> PipelineConfig:
     """Defaults < YAML file < overrides; `reward_model_options.KEY=V` and `rl_options.KEY=V`
-    overrides set one stage parameter each."""
+    overrides set one stage parameter each. With `relative_to` (`rlhfkit demo`: the installed
+    package), the file's relative PATH_PARAMETERS start there instead of the working
+    directory; the overrides' and output_dir still start at the working directory."""
     values: dict[str, Any] = read_yaml(path) if path else {}
+    if relative_to is not None:
+        for key in PATH_PARAMETERS:
+            if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+                values[key] = str(relative_to / values[key])
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     for key, value in (overrides or {}).items():

