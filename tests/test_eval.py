@@ -56,6 +56,7 @@ def test_infer_keeps_every_field_and_the_order(tmp_path, prompts, capsys):
         assert row["input_text"] == f"Tell me about {topic}."
         assert row["topic"] == row["answer"] == topic
         assert isinstance(row["prediction"], str)
+        assert isinstance(row["prediction_ended"], bool)
     # greedy answers do not depend on the batch composition or size
     again = tmp_path / "again.jsonl"
     assert cli(*args, f"out={again}", "target_sequence_length=6", "batch_size=1") == 0
@@ -75,7 +76,7 @@ def test_infer_continues_a_killed_run(tmp_path, prompts, monkeypatch):
     ]
     full = tmp_path / "full.jsonl"
     assert cli(*args, f"out={full}") == 0
-    real, calls = generate.generate_text, []
+    real, calls = generate.generate_answers, []
 
     def dies_on_third_batch(*a, **kw):
         calls.append(1)
@@ -84,7 +85,7 @@ def test_infer_continues_a_killed_run(tmp_path, prompts, monkeypatch):
         return real(*a, **kw)
 
     out = tmp_path / "pred.jsonl"
-    monkeypatch.setattr(generate, "generate_text", dies_on_third_batch)
+    monkeypatch.setattr(generate, "generate_answers", dies_on_third_batch)
     assert cli(*args, f"out={out}") == 130
     assert not out.exists()
     partial = Path(f"{out}.partial")
@@ -93,7 +94,7 @@ def test_infer_continues_a_killed_run(tmp_path, prompts, monkeypatch):
     # mark the finished answers, and tear a line as a kill during a write would
     marked = [json.dumps({**json.loads(x), "prediction": "KEPT"}) for x in lines[1:]]
     partial.write_text("\n".join([lines[0], *marked]) + '\n{"index": 5, "predi')
-    monkeypatch.setattr(generate, "generate_text", real)
+    monkeypatch.setattr(generate, "generate_answers", real)
     assert cli(*args, f"out={out}") == 0
     rows, expected = read_jsonl(out), read_jsonl(full)
     assert sum(r["prediction"] == "KEPT" for r in rows) == 4
@@ -165,6 +166,10 @@ def test_sxs_runs_models_first_and_the_tuned_adapter_changes_the_answers(
     assert [r["prediction"] for r in a] != [r["prediction"] for r in b]
     judgments = read_jsonl(out / "judgments.jsonl")
     assert [j["id"] for j in judgments] == [f"q{i}" for i in range(6)]
+    # whether each answer was cut at the token limit travels from infer to the judgments
+    assert [(j["ended_a"], j["ended_b"]) for j in judgments] == [
+        (ra["prediction_ended"], rb["prediction_ended"]) for ra, rb in zip(a, b, strict=True)
+    ]
     for j in judgments:
         better = (
             "A" if j["score_a"] > j["score_b"] else "B" if j["score_b"] > j["score_a"] else "TIE"

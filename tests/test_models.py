@@ -5,7 +5,7 @@ import torch
 
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.models import load_model, load_tokenizer, loading, resolve_dtype
-from rlhfkit.models.generate import generate_text, left_pad
+from rlhfkit.models.generate import generate_answers, generate_text, left_pad
 
 
 def test_tiny_model_is_small_seeded_and_uses_the_default_vocabulary(tiny_model, tokenizer):
@@ -31,6 +31,20 @@ def test_tiny_model_generates_the_requested_number_of_tokens(tiny_model, tokeniz
     assert out.shape == (2, ids.shape[1] + 5)
     answers = generate_text(tiny_model, tokenizer, prompts, max_new_tokens=5)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_an_answer_is_ended_only_when_the_model_wrote_the_end_token(tokenizer):
+    model = load_model("tiny-random-llama", dtype="fp32", device="cpu")
+    prompts = [tokenizer("Hello there")["input_ids"], tokenizer("Hi")["input_ids"]]
+    head = model.get_output_embeddings()
+    head.weight.data.zero_()  # every logit 0, so the bias alone picks the next token
+    head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+    head.bias.data[tokenizer.eos_token_id] = 1.0
+    assert generate_answers(model, tokenizer, prompts, max_new_tokens=4) == [("", True)] * 2
+    head.bias.data[tokenizer.eos_token_id] = -1.0
+    head.bias.data[tokenizer(" river")["input_ids"][-1]] = 2.0
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=4)
+    assert [a.ended for a in answers] == [False, False] and all(a.text for a in answers)
 
 
 def test_left_pad_puts_tokens_at_the_right_edge():

@@ -162,7 +162,8 @@ def rl_stage(run: Path) -> dict:
 
 def sxs_stage(run: Path) -> dict:
     """sxs/grader and sxs/reward_model over the same six prompts; one tuned answer is
-    empty (the grader and the reward model prefer the base there)."""
+    empty (the grader and the reward model prefer the base there), the first was cut at
+    the token limit."""
     outputs = {}
     for name, autorater, scale in (("grader", GRADER, 1.0), ("reward_model", "reward_model:rm", 3)):
         rows = []
@@ -180,6 +181,8 @@ def sxs_stage(run: Path) -> dict:
                     "explanation": f"grade A {score_a:.4f}, grade B {score_b:.4f}",
                     "score_a": score_a,
                     "score_b": score_b,
+                    "ended_a": True,
+                    "ended_b": i != 0,
                 }
             )
         metrics = sxs_metrics([r["choice"] for r in rows], autorater)
@@ -237,6 +240,7 @@ def test_report_leads_with_the_verdict_then_curves_examples_and_details(tmp_path
     assert places == sorted(places)
     assert page.count("data:image/png;base64,") == 6 + 7 + 3  # open, other, timing
     assert page.count("<article") == 6  # each prompt once, with both judges' verdicts
+    assert page.count("(cut off at the token limit") == 1
     assert page.count("<b>grader</b>") == page.count("<b>reward_model</b>") == 6
 
 

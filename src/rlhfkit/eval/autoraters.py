@@ -54,7 +54,8 @@ class JudgeConfig(DataConfig):
 
 @dataclass
 class Pair:
-    """Two answers to one prompt; `row_a`/`row_b` are the prediction rows (for graders)."""
+    """Two answers to one prompt; `row_a`/`row_b` are the prediction rows (for graders);
+    `ended_a`/`ended_b` whether the model ended each answer (None: not recorded)."""
 
     id: Any
     record: PromptRecord
@@ -62,6 +63,8 @@ class Pair:
     response_b: str
     row_a: dict[str, Any]
     row_b: dict[str, Any]
+    ended_a: bool | None = None
+    ended_b: bool | None = None
 
 
 @dataclass
@@ -135,6 +138,11 @@ class Autorater(Protocol):
 def _judgment(
     pair: Pair, choice: str | None, confidence: float, explanation: str, **kw
 ) -> Judgment:
+    ended = {
+        f"ended_{side}": value
+        for side, value in (("a", pair.ended_a), ("b", pair.ended_b))
+        if value is not None
+    }
     return Judgment(
         pair.id,
         pair.record.text,
@@ -144,6 +152,7 @@ def _judgment(
         confidence,
         explanation,
         **kw,
+        extra=ended,
     )
 
 

@@ -5,7 +5,9 @@ RL run directory (its merged `model/`, else its `policy/` adapter on the run's b
 directory also supplies the instruction and sequence lengths it was trained with, unless
 they are given.
 
-Output rows are the input rows, every field kept, with `prediction` added: the file is
+Output rows are the input rows, every field kept, with `prediction` added, and
+`prediction_ended`: true where the model ended its answer, false where it was cut at
+`target_sequence_length` tokens. The file is
 itself a prompt dataset, so graders read its fields as `{{item.FIELD}}` and `rlhfkit score`
 and `rlhfkit sxs` read it directly. Finished batches go to `OUT.partial` as they complete;
 a killed run started again with the same settings continues from there, and `OUT`
@@ -34,6 +36,8 @@ from rlhfkit.fileio import Journal, atomic_write_jsonl, check_output_path
 logger = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
+ENDED = "prediction_ended"
+"""Whether the model ended the answer (False: cut at target_sequence_length)."""
 
 
 @dataclass
@@ -153,7 +157,7 @@ def load_for_inference(resolved: ResolvedModel, dtype: str = "auto", device: str
 
 def infer(config: InferConfig) -> InferResult:
     """Answer every prompt of `config.prompt_dataset`; write the rows with `prediction`."""
-    from rlhfkit.models.generate import generate_text
+    from rlhfkit.models.generate import generate_answers
     from rlhfkit.models.loading import load_tokenizer
     from rlhfkit.train.common import progress_bar
 
@@ -172,7 +176,9 @@ def infer(config: InferConfig) -> InferResult:
     # step 3. continue a killed run with the same settings
     out = Path(config.out)
     journal = Journal(f"{out}.partial", _fingerprint(config, resolved, prompt_ids))
-    done = {i: row[PREDICTION] for i, row in journal.open().items()}
+    done = {
+        i: {k: row[k] for k in (PREDICTION, ENDED) if k in row} for i, row in journal.open().items()
+    }
     resumed = len(done)
     if resumed:
         logger.info("continuing %s: %d of %d prompts already answered", out, resumed, len(records))
@@ -187,7 +193,7 @@ def infer(config: InferConfig) -> InferResult:
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             torch.manual_seed(config.seed + batch[0])  # the same draws after a resume
-            answers = generate_text(
+            answers = generate_answers(
                 model,
                 tokenizer,
                 [prompt_ids[i] for i in batch],
@@ -197,12 +203,13 @@ def infer(config: InferConfig) -> InferResult:
                 top_p=config.top_p,
                 top_k=config.top_k,
             )
-            done.update(zip(batch, answers, strict=True))
-            journal.append((i, {PREDICTION: done[i]}) for i in batch)
+            for i, answer in zip(batch, answers, strict=True):
+                done[i] = {PREDICTION: answer.text, ENDED: answer.ended}
+            journal.append((i, done[i]) for i in batch)
             bar.update(len(batch))
         bar.close()
     # step 5. the whole file, atomically, in input order
-    rows = [{**raw[i], PREDICTION: done[i]} for i in range(len(records))]
+    rows = [{**raw[i], **done[i]} for i in range(len(records))]
     atomic_write_jsonl(out, rows)
     journal.remove()
     dropped = record_dropped({config.prompt_dataset: dataset}, dropped_rows_path(out))

@@ -131,6 +131,9 @@ class Example:
     judgments: list[Judgment]
     lead: tuple[int, float] = (0, 0.0)
     """Judges preferring tuned minus those preferring base, then the summed margin."""
+    base_cut: bool = False
+    tuned_cut: bool = False
+    """Whether the answer was cut at the token limit (the model did not end it)."""
 
 
 class Row(NamedTuple):
@@ -374,7 +377,16 @@ def _examples(judged: list[SideBySide]) -> dict[str, list[Example]]:
             base, tuned = str(row.get("response_a", "")), str(row.get("response_b", ""))
             prompt = str(row.get("prompt", ""))
             example = pairs.setdefault(
-                (prompt, base, tuned), Example(str(row.get("id", "")), prompt, base, tuned, [])
+                (prompt, base, tuned),
+                Example(
+                    str(row.get("id", "")),
+                    prompt,
+                    base,
+                    tuned,
+                    [],
+                    base_cut=row.get("ended_a") is False,
+                    tuned_cut=row.get("ended_b") is False,
+                ),
             )
             example.judgments.append(_judgment(sxs.judge, row))
             votes, margin = example.lead

@@ -158,9 +158,18 @@ def pair_predictions(file_a: Path, file_b: Path, column_a: str, column_b: str) -
             rb.extra[column_b],
             grader_item(ra),
             grader_item(rb),
+            _ended(ra, column_a),
+            _ended(rb, column_b),
         )
         for i, (ra, rb) in enumerate(matched)
     ]
+
+
+def _ended(record: PromptRecord, column: str) -> bool | None:
+    """Whether the model ended the answer in `column` (`rlhfkit infer` writes
+    `COLUMN_ended`); None where the file does not say."""
+    value = record.extra.get(f"{column}_ended")
+    return value if isinstance(value, bool) else None
 
 
 def _missing_column(records: list[PromptRecord], column: str, option: str) -> list[str]:

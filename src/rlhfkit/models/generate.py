@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -34,8 +36,21 @@ def left_pad(
     return ids, mask
 
 
+class Answer(NamedTuple):
+    """A generated answer: its text (special tokens removed), and whether the model ended
+    it (False: cut at max_new_tokens)."""
+
+    text: str
+    ended: bool
+
+
+def generate_text(model, tokenizer, prompts: list[list[int]], **settings) -> list[str]:
+    """Generate one answer per prompt; returns the decoded answers (see `generate_answers`)."""
+    return [answer.text for answer in generate_answers(model, tokenizer, prompts, **settings)]
+
+
 @torch.no_grad()
-def generate_text(
+def generate_answers(
     model,
     tokenizer,
     prompts: list[list[int]],
@@ -44,8 +59,8 @@ def generate_text(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int = 0,
-) -> list[str]:
-    """Generate one answer per prompt; returns the decoded answers (special tokens removed)."""
+) -> list[Answer]:
+    """Generate one answer per prompt, greedy unless `do_sample`."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids, attention_mask = left_pad(prompts, pad_id)
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
@@ -59,4 +74,8 @@ def generate_text(
         **sampling,
     )
     answers = out[:, input_ids.shape[1] :]  # (B, A)
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in answers]
+    ended = (answers == tokenizer.eos_token_id).any(dim=1)  # (B,)
+    return [
+        Answer(tokenizer.decode(row, skip_special_tokens=True).strip(), bool(end))
+        for row, end in zip(answers, ended, strict=True)
+    ]
