@@ -197,6 +197,7 @@ def small_pipeline_run(root: Path) -> Path:
     run = root / "run"
     reward, rl, sxs = reward_stage(run), rl_stage(run), sxs_stage(run)
     summary = {"run_dir": str(run), "data": {"preference_pairs": 716, "eval_rows": 6}}
+    summary["data"]["dropped_rows"] = [DROPPED]
     summary |= {"model_display_name": "brief-summarizer", "reward_model": reward}
     summary |= {"rl": {**rl, "reward": "reward_model:rm"}, "side_by_side": sxs}
     write_json(run / "summary.json", summary)
@@ -204,6 +205,7 @@ def small_pipeline_run(root: Path) -> Path:
     return run
 
 
+DROPPED = "prefs.jsonl: left out 1 bad row(s) of 717 (candidate_1 is empty: 1)"
 # 5 of 6 to tuned: (5 + 0 / 2) / 6 = 0.833, Wilson interval 0.436 to 0.970 holds 0.5
 VERDICT = "tuned and base are not distinguishable from chance: tuned 0.83 (95% interval 0.44"
 RL_LINE = (
@@ -223,6 +225,7 @@ def test_report_leads_with_the_verdict_then_curves_examples_and_details(tmp_path
         "prefer-longer rule 0.560; where the chosen answer is longer 0.692, shorter 0.734",
         "above the better length rule, prefer-longer (0.560)",
         RL_LINE,
+        DROPPED,
         "<h2>Training curves</h2>",
         "No training step: the reward head was fitted on the base model&#39;s features alone",
         'alt="train_reward_mean"',

@@ -79,10 +79,12 @@ class SideBySide:
 @dataclass(frozen=True)
 class Headline:
     """The first screen besides the side-by-side verdicts: the reward model's lines (as
-    `train-reward` prints them) and the RL line."""
+    `train-reward` prints them), the RL line, and the rows `bad_rows=skip` left out of the
+    pipeline's datasets (one line per dataset, as `rlhfkit run` prints them)."""
 
     reward: list[str]
     rl: str | None
+    dropped: list[str]
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,14 @@ def _read_sxs(folder: Path, run_dir: Path) -> SideBySide:
 
 def _headline(run_dir: Path) -> Headline:
     reward, rl = _stage_summaries(run_dir)
-    return Headline(_reward_lines(reward) if reward else [], rl_sentence(rl) if rl else None)
+    summary = _read_json(run_dir / "summary.json")
+    data = summary.get("data") if isinstance(summary, dict) else None
+    dropped = data.get("dropped_rows", []) if isinstance(data, dict) else []
+    return Headline(
+        _reward_lines(reward) if reward else [],
+        rl_sentence(rl) if rl else None,
+        [str(line) for line in dropped],
+    )
 
 
 def _stage_summaries(run_dir: Path) -> tuple[dict | None, dict | None]:
