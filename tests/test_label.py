@@ -504,7 +504,7 @@ def test_exported_files_feed_train_reward_and_sxs(tmp_path, capsys):
     grader = tmp_path / "longer.yaml"
     grader.write_text(
         "type: python\nname: longer\nsource: |\n  def grade(sample, item):\n"
-        "      return float(len(sample['output_text']))\n"
+        "      return len(sample['output_text']) / 100\n"
     )
     assert (
         main(
