@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from layer_probe import demo_config, features
 
 from rlhfkit.algorithms.reward import fit_linear_head
-from rlhfkit.data.synth import noisy_labels
-from rlhfkit.eval.stats import wilson_interval
+from rlhfkit.eval.synth import noisy_labels
 from rlhfkit.graders import load_grader
+from rlhfkit.stats import wilson_interval
 from rlhfkit.train.common import split_held_out
 from rlhfkit.train.reward import length_rule, prepare_data
 

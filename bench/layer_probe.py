@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from rlhfkit.algorithms.reward import fit_linear_head
-from rlhfkit.eval.stats import wilson_interval
 from rlhfkit.models.reward import build_reward_model
 from rlhfkit.models.shared_prompt import pack_rows, packed_mask
+from rlhfkit.stats import wilson_interval
 from rlhfkit.train.reward import (
     EncodedPair,
     RewardConfig,

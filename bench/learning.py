@@ -112,8 +112,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def prepare(tau: float, noise_seed: int) -> tuple[Path, Path, dict]:
     """Write the training and held-out files; return them and the data's baselines."""
-    from rlhfkit.data.synth import noisy_labels
-    from rlhfkit.eval.stats import wilson_interval
+    from rlhfkit.eval.synth import noisy_labels
+    from rlhfkit.stats import wilson_interval
 
     rows = noisy_labels(read_jsonl(DATA_FILE), tau, noise_seed)
     train, held_out = rows[:-HELD_OUT], rows[-HELD_OUT:]

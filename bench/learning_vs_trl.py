@@ -211,7 +211,7 @@ def trl_held_out(model, tokenizer, held: list[dict[str, Any]]) -> dict[str, Any]
     """Accuracy of a sequence-classification reward model on the held-out pairs."""
     import torch
 
-    from rlhfkit.eval.stats import wilson_interval
+    from rlhfkit.stats import wilson_interval
 
     model.eval()
     rewards = []

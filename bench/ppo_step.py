@@ -279,7 +279,7 @@ def _threads() -> int:
 
 def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
     """rlhfkit's RLConfig with the benchmark's settings."""
-    from rlhfkit.train.rl import RL_BASE_LEARNING_RATE, RLConfig
+    from rlhfkit.train.ppo import RL_BASE_LEARNING_RATE, RLConfig
 
     total = args.warmup_steps + args.timed_steps
     config = RLConfig(
@@ -322,7 +322,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """
     from rlhfkit.tracking import read_metrics
     from rlhfkit.train.common import sample_indices
-    from rlhfkit.train.rl import PPOTrainer
+    from rlhfkit.train.ppo import PPOTrainer
 
     total = args.warmup_steps + args.timed_steps
     run_dir = workdir / "rlhfkit_run"

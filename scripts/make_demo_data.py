@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rlhfkit.data.synth import noisy_labels
+from rlhfkit.eval.synth import noisy_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"

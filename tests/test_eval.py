@@ -15,7 +15,7 @@ from cdp import HEADLESS, chromium_or_skip
 from rlhfkit.cli import main
 from rlhfkit.eval.infer import load_infer_config, resolve_model
 from rlhfkit.eval.plot import smooth
-from rlhfkit.eval.stats import wilson_interval, win_rates
+from rlhfkit.stats import wilson_interval, win_rates
 
 TOPICS = ("rain", "tea", "owls", "maps", "salt", "glass")
 

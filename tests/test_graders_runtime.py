@@ -395,18 +395,15 @@ def test_local_judge_with_a_random_model_records_a_parse_error():
         assert result.errors[0]["kind"] == "model_parse"
 
 
-def test_reward_model_grader_scores_like_score_texts(tiny_reward_model, tmp_path):
+def test_reward_model_grader_scores_like_the_reward_model(tiny_reward_model, tmp_path):
     from rlhfkit.data.records import Message
-    from rlhfkit.eval.score import encoder_for, score_texts
-    from rlhfkit.models.loading import load_tokenizer
-    from rlhfkit.models.reward import load_reward_model
+    from rlhfkit.models.scoring import RewardTextScorer
 
     answers = ["Tea is nice.", "I do not know tea.", "Tea is a drink made from leaves."]
     items = [{"q": "What is tea?"}] * 3
-    model = load_reward_model(tiny_reward_model)
-    encoder = encoder_for(model, load_tokenizer(model.spec.base_model))
+    scorer = RewardTextScorer.load(tiny_reward_model)
     prompt = (Message("user", "What is tea?"),)
-    raw = [r for (r,) in score_texts(model, encoder, [prompt] * 3, [[a] for a in answers])]
+    raw = [r for (r,) in scorer.score([prompt] * 3, [[a] for a in answers])]
     assert len({round(r, 4) for r in raw}) == 3  # the answers score differently
 
     path = tmp_path / "rm.yaml"  # relative folder: from the grader file's folder

@@ -7,7 +7,7 @@ import torch
 
 from rlhfkit.tracking import read_metrics
 from rlhfkit.train.grpo import GRPOConfig
-from rlhfkit.train.rl import load_rl_config, train_rl
+from rlhfkit.train.methods import load_rl_config, train_rl
 from test_rl_train import TOPICS, assert_sigkilled_run_resumes_identically, write_prompts
 
 LENGTH_GRADER = """\

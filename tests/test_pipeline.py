@@ -298,7 +298,7 @@ def test_the_demo_config_plans_rloo_on_the_reward_model_judged_by_its_grader():
 
 
 def test_noisy_labels_flip_close_pairs_often_and_clear_pairs_almost_never():
-    from rlhfkit.data.synth import noisy_labels
+    from rlhfkit.eval.synth import noisy_labels
 
     def rows(gap):
         return [{"grades": [0.5 + gap, 0.5], "choice": 0, "label_source": "g"}] * 2000

@@ -11,8 +11,8 @@ import pytest
 
 from cdp import Chromium, chromium_or_skip
 from rlhfkit.cli import main
-from rlhfkit.eval.stats import win_rates
 from rlhfkit.eval.verdicts import mean_last_kl, side_by_side_verdict
+from rlhfkit.stats import win_rates
 
 DOCUMENTS = {
     "doc-0901": "Tarrowdale Rail has delayed the reopening of the line to Vellford until May.",

@@ -11,7 +11,8 @@ import torch
 from rlhfkit.config import build_config
 from rlhfkit.models.policy import build_policy, cut_at_eos
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.rl import RLConfig, train_rl
+from rlhfkit.train.methods import train_rl
+from rlhfkit.train.ppo import RLConfig
 
 TOPICS = [
     "the moon", "rivers", "bread", "chess", "volcanoes", "bicycles", "owls", "glass",
@@ -265,7 +266,7 @@ def test_first_epoch_reusing_the_old_policy_forward_matches_separate_passes(
 ):
     """One micro-batch per batch: the first epoch's forward also gives the old log-probs and
     values. Two micro-batches: separate no-gradient passes. Same update either way."""
-    from rlhfkit.train.rl import PPOTrainer
+    from rlhfkit.train.ppo import PPOTrainer
 
     def run(name, micro):
         pairs = dict(a.split("=", 1) for a in tiny_args(tmp_path, tiny_reward_model))

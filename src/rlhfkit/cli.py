@@ -269,7 +269,7 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 def _data_synth(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config
-    from rlhfkit.data.synth import SynthConfig, synthesize
+    from rlhfkit.eval.synth import SynthConfig, synthesize
 
     result = synthesize(load_config(SynthConfig, args.config, args.overrides))
     dropped = ", ".join(f"{n} {k}" for k, n in result.dropped.items() if n) or "none"
@@ -381,12 +381,13 @@ def _train_reward(args: argparse.Namespace) -> int:
 
 
 def _train_rl(args: argparse.Namespace) -> int:
-    from rlhfkit.train.rl import load_rl_config, train_rl
+    from rlhfkit.train.methods import load_rl_config, method, train_rl
 
     config = load_rl_config(args.config, args.overrides)
     result = train_rl(config)
     change = result.eval_reward_after - result.eval_reward_before
-    greedy = getattr(config, "eval_samples", 1) == 1
+    greedy = config.eval_samples == 1
+    metric = method(config.method).eval_metric
     lines = [
         f"policy adapter: {result.policy_dir}",
         *([f"merged model: {result.model_dir}"] if result.model_dir else []),
@@ -394,7 +395,7 @@ def _train_rl(args: argparse.Namespace) -> int:
         f"{result.eval_prompts} prompts): {result.eval_reward_before:.4f} before, "
         f"{result.eval_reward_after:.4f} after ({change:+.4f})",
         *(
-            f"best checkpoint: {c['path']} (step {c['step']}, {c['valid_reward_mean']:.4f})"
+            f"best checkpoint: {c['path']} (step {c['step']}, {c[metric]:.4f})"
             for c in result.best_checkpoints or []
         ),
         f"metrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})",

@@ -63,8 +63,8 @@ STAGE_HELP: dict[str, StageHelp] = {
     ),
     "train-rl": StageHelp(
         (
-            ("rlhfkit.train.rl:RLCommonConfig", "parameters of every method"),
-            ("rlhfkit.train.rl:RLConfig", "method=ppo (the default)"),
+            ("rlhfkit.train.rl_config:RLCommonConfig", "parameters of every method"),
+            ("rlhfkit.train.ppo:RLConfig", "method=ppo (the default)"),
             ("rlhfkit.train.grpo:GRPOConfig", "method=grpo and method=rloo"),
         ),
         (
@@ -94,7 +94,7 @@ STAGE_HELP: dict[str, StageHelp] = {
         ),
     ),
     "data synth": StageHelp(
-        (("rlhfkit.data.synth:SynthConfig", "parameters"),),
+        (("rlhfkit.eval.synth:SynthConfig", "parameters"),),
         (
             f"rlhfkit data synth prompt_dataset={DEMO}/prompts.jsonl "
             "grader=examples/graders/summary_content.yaml out=pairs.jsonl",

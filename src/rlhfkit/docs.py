@@ -22,16 +22,17 @@ END = "<!-- config-reference:end -->"
 
 def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.data.config import DataConfig
-    from rlhfkit.data.synth import SynthConfig
     from rlhfkit.eval.autoraters import JudgeConfig
     from rlhfkit.eval.infer import InferConfig
     from rlhfkit.eval.sxs import SxSConfig
+    from rlhfkit.eval.synth import SynthConfig
     from rlhfkit.label.export import LabelExportConfig
     from rlhfkit.label.server import LabelServeConfig
     from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.grpo import GRPOConfig
+    from rlhfkit.train.ppo import RLConfig
     from rlhfkit.train.reward import RewardConfig
-    from rlhfkit.train.rl import RLCommonConfig, RLConfig
+    from rlhfkit.train.rl_config import RLCommonConfig
 
     return [
         ("Data (every stage; `rlhfkit data inspect`)", DataConfig),

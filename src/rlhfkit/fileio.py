@@ -170,3 +170,13 @@ def file_error(exc: OSError) -> str:
     }.get(exc.errno, "check the path")
     reason = exc.strerror or str(exc)
     return f"{path}: {reason.rstrip('.').lower()}; {advice}"
+
+
+def write_config(run_dir: Path, values: dict[str, Any]) -> None:
+    """The resolved config as config.json and config.yaml in the run directory."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", values)
+    text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
+    atomic_write_text(run_dir / "config.yaml", text)

@@ -41,12 +41,12 @@ from rlhfkit.data.config import DataConfig, data_settings
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
 from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
+from rlhfkit.train import METHODS
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
 STAGE_FILE = "stage.json"
-METHODS = ("ppo", "grpo", "rloo")
 RL_REWARDS = ("auto", "reward_model", "grader")
 
 
@@ -75,7 +75,11 @@ class PipelineConfig(DataConfig):
         1000, "Reward-model optimizer steps (0: its head fitted on the base model's features)."
     )
     reinforcement_learning_train_steps: int = param(1000, "Reinforcement-learning steps.")
-    kl_coeff: float = param(0.1, "Weight of the KL penalty to the base model.")
+    kl_coeff: float | None = param(
+        None,
+        "Weight of the KL penalty to the base model (default: the method's own, as in "
+        "train-rl: ppo 0.1, grpo and rloo 0).",
+    )
     method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
     grader: str | None = param(
         None,
@@ -221,8 +225,8 @@ def _shared(config: PipelineConfig) -> dict[str, Any]:
 
 def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) -> Plan:
     """Every stage's config, validated; what is wrong is appended to `problems`."""
+    from rlhfkit.train.methods import load_rl_config, method
     from rlhfkit.train.reward import RewardConfig
-    from rlhfkit.train.rl import load_rl_config
 
     run_dir = Path(config.output_dir)
     shared = _shared(config)
@@ -245,7 +249,6 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
         **shared,
         "method": config.method,
         "prompt_dataset": _data(run_dir, "prompts.jsonl"),
-        "kl_coeff": config.kl_coeff,
         "grader": config.grader if config.reward_source == "grader" else None,
         "grader_sandbox": config.grader_sandbox,
         "reward_model": str(rm_dir / "reward_model")
@@ -253,18 +256,14 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
         else None,
     }
     eval_prompts = _data(run_dir, "eval.jsonl")
-    if config.method == "ppo":
-        rl_values.update(
-            eval_dataset=eval_prompts,
-            reinforcement_learning_train_steps=config.reinforcement_learning_train_steps,
-            reinforcement_learning_rate_multiplier=config.reinforcement_learning_rate_multiplier,
-        )
-    else:
-        rl_values.update(
-            valid_dataset=eval_prompts,
-            train_steps=config.reinforcement_learning_train_steps,
-            learning_rate_multiplier=config.reinforcement_learning_rate_multiplier,
-        )
+    if config.kl_coeff is not None:
+        rl_values["kl_coeff"] = config.kl_coeff
+    vertex_names = {
+        "eval_dataset": eval_prompts,
+        "reinforcement_learning_train_steps": config.reinforcement_learning_train_steps,
+        "reinforcement_learning_rate_multiplier": config.reinforcement_learning_rate_multiplier,
+    }
+    rl_values.update(method(config.method).translate(vertex_names))
     rl_values.update(config.rl_options)
     rl_values["output_dir"] = str(run_dir / "rl")
     rl = _collect(problems, "rl_options", lambda: load_rl_config(None, rl_values))
@@ -415,7 +414,7 @@ class StageRunner:
 
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
     """Validate everything, then run the stages in order (see the module docstring)."""
-    from rlhfkit.train.common import write_config
+    from rlhfkit.fileio import write_config
 
     # step 0. validate inputs and every stage's parameters before any training
     datasets, problems = validate_inputs(config)
@@ -518,7 +517,7 @@ def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
 
     from rlhfkit.eval.verdicts import mean_last_kl
     from rlhfkit.tracking import read_metrics
-    from rlhfkit.train.rl import train_rl
+    from rlhfkit.train.methods import train_rl
 
     result = train_rl(dataclasses.replace(rl_config, resume=resume))
     return {

@@ -6,9 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rlhfkit.config import check, param
+from rlhfkit.config import DEFAULT_MODEL, check, param
 from rlhfkit.data.formats import BAD_ROWS
-from rlhfkit.models import DEFAULT_MODEL
 
 
 @dataclass

@@ -160,20 +160,13 @@ class RewardModelRater:
     """P(A better) = sigmoid(r_A - r_B) from a reward model trained by `train-reward`."""
 
     def __init__(self, folder: str):
-        from rlhfkit.eval.score import encoder_for
-        from rlhfkit.models.loading import load_tokenizer
-        from rlhfkit.models.reward import load_reward_model
+        from rlhfkit.models.scoring import RewardTextScorer
 
         self.name = f"reward_model:{folder}"
-        self.model = load_reward_model(folder)
-        self.encoder = encoder_for(self.model, load_tokenizer(self.model.spec.base_model))
+        self.scorer = RewardTextScorer.load(folder)
 
     def judge(self, pairs: list[Pair]) -> list[Judgment]:
-        from rlhfkit.eval.score import score_texts
-
-        rewards = score_texts(
-            self.model,
-            self.encoder,
+        rewards = self.scorer.score(
             [p.record.messages for p in pairs],
             [[p.response_a, p.response_b] for p in pairs],
         )
@@ -304,7 +297,7 @@ def judge_pairs(
             instead of asking again.
         settings: what the judgments depend on besides the pairs.
     """
-    from rlhfkit.train.common import progress_bar
+    from rlhfkit.progress import progress_bar
 
     journal = None
     done: dict[int, Judgment] = {}

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from rlhfkit import seeding
 from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
 from rlhfkit.data.config import DATA_FIELDS, DataConfig
 from rlhfkit.data.formats import dropped_rows_path, load_dataset, record_dropped
@@ -159,7 +158,7 @@ def infer(config: InferConfig) -> InferResult:
     """Answer every prompt of `config.prompt_dataset`; write the rows with `prediction`."""
     from rlhfkit.models.generate import generate_answers
     from rlhfkit.models.loading import load_tokenizer
-    from rlhfkit.train.common import progress_bar
+    from rlhfkit.progress import progress_bar
 
     check_output_path(config.out)  # before any work: a bad path fails now, not at the end
     # step 1. prompts, in file order, and the raw rows they came from
@@ -192,7 +191,9 @@ def infer(config: InferConfig) -> InferResult:
         bar = progress_bar(len(records), resumed, "infer", unit="prompt")
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
-            torch.manual_seed(config.seed + batch[0])  # the same draws after a resume
+            seeding.seed_global(
+                seeding.infer_batch(config.seed, batch[0])
+            )  # the same after a resume
             answers = generate_answers(
                 model,
                 tokenizer,

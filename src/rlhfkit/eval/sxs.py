@@ -25,8 +25,8 @@ from rlhfkit.eval.autoraters import (
     judge_pairs,
     load_autorater,
 )
-from rlhfkit.eval.stats import CHOICES, alignment_metrics, win_rates
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl, check_output_path
+from rlhfkit.stats import CHOICES, alignment_metrics, win_rates
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from rlhfkit.eval.stats import wilson_interval
+from rlhfkit.stats import wilson_interval
 
 KL_WINDOW = 5
 """The KL of an RL run is the mean of its last this many logged steps (as `rlhfkit run`)."""

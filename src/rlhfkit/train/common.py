@@ -7,13 +7,13 @@ import hashlib
 import json
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import torch
 
+from rlhfkit import seeding
 from rlhfkit.errors import ConfigError
 from rlhfkit.fileio import atomic_write_jsonl, check_output_path
 from rlhfkit.models.loading import trainable_parameters
@@ -32,14 +32,14 @@ def sample_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
     out = []
     for position in range(step * batch_size, (step + 1) * batch_size):
         epoch, offset = divmod(position, n)
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        generator = seeding.data_order(seed, epoch)
         out.append(int(torch.randperm(n, generator=generator)[offset]))
     return out
 
 
 def split_held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, eval) row indices: a seeded random `fraction` of rows (at least one) is held out."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(n, generator=seeding.held_out_split(seed)).tolist()
     held = max(1, round(n * fraction))
     return sorted(order[held:]), sorted(order[:held])
 
@@ -272,34 +272,6 @@ def restore_weights(state: dict[str, Any], params: dict[str, torch.nn.Parameter]
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)
-
-
-def progress_bar(total: int, initial: int, desc: str, unit: str = "step", enabled: bool = True):
-    """A tqdm bar that redraws often on a terminal and rarely in a log file (none at all
-    when not `enabled`: the other ranks of a distributed run)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        disable=not enabled,
-        mininterval=0.5 if sys.stderr.isatty() else 15.0,
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit=unit,
-        dynamic_ncols=True,
-    )
-
-
-def write_config(run_dir: Path, values: dict[str, Any]) -> None:
-    """The resolved config as config.json and config.yaml in the run directory."""
-    import yaml
-
-    from rlhfkit.fileio import atomic_write_json, atomic_write_text
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", values)
-    text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
-    atomic_write_text(run_dir / "config.yaml", text)
 
 
 def release_free_memory() -> None:

@@ -24,7 +24,10 @@ from rlhfkit.algorithms.ppo import (
     policy_loss,
 )
 from rlhfkit.config import check, param
-from rlhfkit.train.rl import RLCommonConfig, RLTrainer, _last_user_turn
+from rlhfkit.models.policy import PolicyOutputs
+from rlhfkit.rollout.experience import Experience
+from rlhfkit.train.rl import RLTrainer, preview_text
+from rlhfkit.train.rl_config import RLCommonConfig
 
 GRPO_BASE_LEARNING_RATE = 1e-4
 """Learning rate at learning_rate_multiplier=1.0 (the policy's LoRA adapter)."""
@@ -55,9 +58,6 @@ class GRPOConfig(RLCommonConfig):
     )
     compute_multiplier: int = param(8, "Answers sampled per prompt (the group size G).")
     eval_interval: int = param(10, "Score the validation prompts every N steps.")
-    eval_samples: int = param(
-        1, "Answers per validation prompt: 1 is the greedy answer, more are sampled (seeded)."
-    )
     kl_coeff: float = param(
         0.0, "Weight of a KL penalty to the base model in the loss (0: no reference pass)."
     )
@@ -81,7 +81,7 @@ class GRPOConfig(RLCommonConfig):
         super().validate()
         check(self.method in ("grpo", "rloo"), "method", self.method, "grpo or rloo here")
         check(self.train_steps >= 0, "train_steps", self.train_steps, "must be >= 0")
-        for name in ("n_epochs", "batch_size", "eval_interval", "eval_samples"):
+        for name in ("n_epochs", "batch_size", "eval_interval"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         check(self.epochs_per_batch >= 1, "epochs_per_batch", self.epochs_per_batch, ">= 1")
         check(
@@ -112,7 +112,6 @@ class GRPOConfig(RLCommonConfig):
             self.learning_rate_multiplier,
             "must be positive",
         )
-        check(self.keep_best >= 0, "keep_best", self.keep_best, "must be >= 0")
 
     @property
     def answers_per_step(self) -> int:
@@ -150,7 +149,7 @@ class GRPOTrainer(RLTrainer):
             sizes["mini_batch_size"] = config.mini_batch_size
         return sizes
 
-    def _step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
+    def _rl_step(self, step: int, indices: list[int]) -> tuple[dict[str, float], list[dict]]:
         config = self.config
         group = config.compute_multiplier
         records = [self.data.train[i] for i in indices for _ in range(group)]
@@ -168,25 +167,27 @@ class GRPOTrainer(RLTrainer):
         rewards = scores.rewards.view(-1, group)  # (B, G)
         advantages = group_advantages(rewards, config.method, config.scale_rewards).flatten()
         mask = rollout.response_mask.float()  # (B*G, A)
-        batch = {
-            "advantages": advantages[:, None] * mask,
-            "mask": mask,
-            "old_logprobs": torch.zeros_like(mask),
-            "entropy": torch.zeros_like(mask),
-        }
+        experience = Experience(
+            mask,
+            advantages[:, None] * mask,
+            old_logprobs=torch.zeros_like(mask),
+            entropy=torch.zeros_like(mask),
+        )
         if config.kl_coeff > 0:
-            batch["ref_logprobs"] = self._reference_pass(rollout)
+            experience.ref_logprobs = self._reference_pass(rollout)
         # step 4. update; the first epoch is one mini-batch, so its forward passes give the
         # old log-probabilities (no separate pass)
         mini = config.mini_batch_size or config.answers_per_step
         record_old = mini >= config.answers_per_step
         if not record_old:
-            old_logprobs, _, entropy = self._no_grad_pass(rollout)
-            batch["old_logprobs"], batch["entropy"] = old_logprobs, entropy
-        update = self._update(step, rollout, batch, config.epochs_per_batch, mini, None, record_old)
+            old = self._no_grad_pass(rollout)
+            experience.old_logprobs, experience.entropy = old.logprobs, old.entropy
+        update = self._update(
+            step, rollout, experience, config.epochs_per_batch, mini, None, record_old
+        )
         training_seconds = time.perf_counter() - mark
         elapsed = time.perf_counter() - started
-        stats = self._stats(scores, rewards, rollout, batch, update)
+        stats = self._stats(scores, rewards, rollout, experience, update)
         stats.update(
             {
                 "timing/sampling": sampling_seconds,
@@ -197,15 +198,15 @@ class GRPOTrainer(RLTrainer):
             }
         )
         samples = [
-            {"prompt": _last_user_turn(r), "answer": a, "score": float(s)}
+            {"prompt": preview_text(r), "answer": a, "score": float(s)}
             for r, a, s in zip(
                 records[::group], answers[::group], rewards[:, 0].tolist(), strict=True
             )
         ][:3]
         return stats, samples
 
-    def _stats(self, scores, rewards, rollout, batch, update) -> dict[str, float]:
-        mask = batch["mask"]
+    def _stats(self, scores, rewards, rollout, experience, update) -> dict[str, float]:
+        mask = experience.mask
         stats: dict[str, Any] = {
             "train_reward_mean": rewards.mean().item(),
             "train_reward_std": rewards.std().item(),
@@ -215,7 +216,7 @@ class GRPOTrainer(RLTrainer):
             "policy/clipfrac": update["clipfrac"],
             "policy/approx_kl": update["approx_kl"],
             "policy/ratio": update["ratio"],
-            "objective/entropy": masked_mean(batch["entropy"], mask).item(),
+            "objective/entropy": masked_mean(experience.entropy, mask).item(),
             "grad_norm": update["grad_norm"],
             "rollout/response_length": mask.sum(1).mean().item(),
             "rollout/ended_fraction": rollout.ended.float().mean().item(),
@@ -231,20 +232,20 @@ class GRPOTrainer(RLTrainer):
                 stats[f"grader/errors/{kind}"] = count / answers
         return stats
 
-    def _loss(self, outputs, take):
+    def _loss(self, outputs: PolicyOutputs, experience: Experience):
         config = self.config
-        logprobs, mask = outputs[0], take("mask")
+        logprobs, mask = outputs.logprobs, experience.mask
         pl = policy_loss(
             logprobs,
-            take("old_logprobs"),
-            take("advantages"),
+            experience.old_logprobs,
+            experience.advantages,
             mask,
             config.cliprange,
             config.loss_aggregation,
         )
         loss = pl.loss
         if config.kl_coeff > 0:
-            kl = kl_estimate(logprobs, take("ref_logprobs"), config.kl_estimator)
+            kl = kl_estimate(logprobs, experience.ref_logprobs, config.kl_estimator)
             kl_term = aggregate(kl, mask, config.loss_aggregation)
             loss = loss + config.kl_coeff * kl_term
         else:

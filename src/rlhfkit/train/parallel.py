@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from rlhfkit import seeding
 from rlhfkit.errors import ConfigError
 from rlhfkit.train.sharding import SHARDINGS, make_engine
 
@@ -240,7 +241,7 @@ class Parallel:
         """Give ranks other than 0 their own random stream for sampling (rank 0 keeps the
         single-process one), also after a resume restored rank 0's saved state."""
         if self.rank:
-            torch.manual_seed(seed * 1_000_003 + step * 7919 + self.rank)
+            seeding.seed_global(seeding.rank_sampling(seed, step, self.rank))
 
     def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist

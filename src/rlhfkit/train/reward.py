@@ -12,14 +12,13 @@ from typing import Any
 
 import torch
 
+from rlhfkit import seeding
 from rlhfkit.algorithms.reward import bradley_terry_loss, fit_linear_head
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.data.config import DataConfig
-from rlhfkit.data.formats import DROPPED_ROWS_FILE, Dataset, record_dropped
+from rlhfkit.data.formats import Dataset
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.eval.stats import length_order, pair_accuracy, pairs_to_tell_from_chance
-from rlhfkit.fileio import atomic_write_json
 from rlhfkit.models.compiled import compile_blocks, compile_param, resolve_compile
 from rlhfkit.models.generate import padded_width
 from rlhfkit.models.loading import trainable_parameters
@@ -32,25 +31,18 @@ from rlhfkit.models.reward import (
     build_reward_model,
     load_reward_model,
 )
+from rlhfkit.stats import length_order, pair_accuracy, pairs_to_tell_from_chance
 from rlhfkit.train import checkpoint as ckpt
 from rlhfkit.train.common import (
     autocast,
-    check_resume,
-    data_digest,
-    is_due,
     prepare_optimization,
-    progress_bar,
     release_free_memory,
     restore_weights,
-    resume_point,
-    sample_indices,
     split_held_out,
     split_to_count,
     trim_heap_during_forward,
-    window_mean,
-    write_config,
 )
-from rlhfkit.train.parallel import Parallel
+from rlhfkit.train.loop import Trainer
 from rlhfkit.train.sharding import sharding_param
 
 logger = logging.getLogger(__name__)
@@ -229,6 +221,15 @@ class RewardConfig(DataConfig):
     @property
     def learning_rate(self) -> float:
         return REWARD_BASE_LEARNING_RATE * self.reward_model_learning_rate_multiplier
+
+    @property
+    def eval_interval_steps(self) -> int:
+        """Evaluate every this many steps."""
+        return self.eval_every
+
+    def resume_values(self) -> dict[str, Any]:
+        """The settings a checkpoint keeps and a resume compares."""
+        return to_dict(self)
 
 
 @dataclass
@@ -502,7 +503,7 @@ def prepare_data(config: RewardConfig) -> PreparedData:
         train_records, validation_records = _split(
             train_records,
             config.validation_fraction,
-            config.seed + 1,
+            seeding.validation_split(config.seed),
             "validation",
             "set validation_fraction=0",
         )
@@ -567,26 +568,19 @@ class BestStep:
         return False
 
 
-class RewardTrainer:
-    """The reward-model training run: data, model, optimizer, loop, checkpoints, output."""
+class RewardTrainer(Trainer):
+    """The reward-model training run: pairs, the model and its fitted head, Bradley-Terry
+    steps, validation with early stopping, the kept step written as reward_model/."""
+
+    stage = "train-reward"
 
     def __init__(self, config: RewardConfig):
-        from rlhfkit.models.loading import decoder_blocks, resolve_device, resolve_dtype
-
-        self.config = config
-        self.run_dir = Path(config.output_dir)
-        self.parallel = Parallel(config.device, config.sharding)
-        self.parallel.check_divides(batch_size=config.batch_size)
-        self.start_step, state = resume_point(config.resume, self.run_dir)
+        # step 1. engine, resume point, seed
+        state = self._start(config)
         self.best = BestStep(**(state["extra"].get("best", {}) if state else {}))
-        # training statistics of the steps since the last log line (kept in checkpoints, so
-        # that a resumed run logs the same means)
-        self.window: list[dict[str, float]] = state["extra"].get("window", []) if state else []
-        torch.manual_seed(config.seed)
-        # step 1. data: load, hold out, set validation pairs aside, encode
+        # step 2. data: load, hold out, set validation pairs aside, encode
         self.data = prepare_data(config)
-        self.data_digest = data_digest(self.data.sources)
-        check_resume(state, to_dict(config), self.data_digest, self.run_dir, self.parallel.is_main)
+        self._check_resume(state, self.data.sources)
         self.total_steps = training_steps(config, len(self.data.train))
         if config.num_epochs is not None:
             logger.info(
@@ -597,7 +591,14 @@ class RewardTrainer:
                 config.batch_size,
                 self.total_steps,
             )
-        # step 2. model, optimizer, schedule (restored when resuming)
+        self._build_model(state)
+
+    def _build_model(self, state: dict[str, Any] | None) -> None:
+        """Step 3. model (its head fitted first), optimizer, schedule (restored when
+        resuming)."""
+        from rlhfkit.models.loading import decoder_blocks, resolve_device, resolve_dtype
+
+        config = self.config
         device = resolve_device(config.device)
         self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
         self.model = build_reward_model(
@@ -654,16 +655,8 @@ class RewardTrainer:
             fit.l2,
         )
 
-    def run(self) -> RewardResult:
-        from rlhfkit.tracking import MetricsLogger, read_metrics
-
-        config, data, main = self.config, self.data, self.parallel.is_main
-        dropped: list[str] = []
-        if main:
-            write_config(self.run_dir, to_dict(config))
-            dropped = record_dropped(data.sources, self.run_dir / DROPPED_ROWS_FILE)
-            for line in dropped:
-                logger.warning(line)
+    def _describe(self) -> None:
+        data = self.data
         logger.info(
             "reward model: %d train pairs, %d validation pairs, %d held-out pairs, %d "
             "trainable parameters",
@@ -672,18 +665,57 @@ class RewardTrainer:
             len(data.eval),
             sum(getattr(p, "ds_numel", p.numel()) for p in self.params.values()),
         )
-        metrics = MetricsLogger(self.run_dir, resume_step=self.start_step, enabled=main)
-        try:
-            done = self._loop(metrics)
-            # step 5. the kept weights become the reward model; its held-out figures
-            kept = self.best.step if data.validation and self.best.found else done
-            out = self._save_reward_model(kept, done)
-            held_out = self._held_out(out, kept, done)
-            if not any(r["step"] == done and "best_step" in r for r in read_metrics(self.run_dir)):
-                metrics.log(done, {**held_out, "best_step": kept})  # once, also when resumed
-        finally:
-            metrics.close()
-        result = RewardResult(
+
+    def _before_loop(self, metrics) -> None:
+        """The fitted head is a candidate too: training must beat it on validation pairs."""
+        fresh = self.start_step == 0 and not self.best.found
+        if fresh and self.config.head_warm_start and self.data.validation:
+            metrics.log(0, self._evaluate_at(0))
+            self._save_checkpoint(0)
+
+    def _step(self, step: int, indices: list[int]) -> dict[str, float]:
+        return self._pair_step([self.data.train[i] for i in indices])
+
+    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{stats['rank_loss']:.3f}", "acc": f"{stats['accuracy']:.2f}"}
+
+    def _stop_after(self, done: int) -> bool:
+        """Early stopping: no lower validation rank loss in `early_stopping_patience`
+        evaluations."""
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.best.since >= patience
+
+    def _stop_message(self, done: int) -> str:
+        return (
+            f"step {done}: no lower validation rank loss in "
+            f"{self.config.early_stopping_patience} evaluations; stopping early "
+            f"(best step {self.best.step})"
+        )
+
+    def _checkpoint_due(self, done: int, evaluated: bool) -> bool:
+        return self.best.step == done  # a new best validation step
+
+    def _checkpoint_score(self, done: int) -> float | None:
+        return -self.best.rank_loss if self.best.step == done else None
+
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return {"best": vars(self.best)}
+
+    @property
+    def _keep_best(self) -> int:
+        return 1
+
+    def _finish(self, metrics, done: int, dropped: list[str]) -> RewardResult:
+        """Step 5. the kept weights become the reward model; its held-out figures."""
+        from rlhfkit.tracking import read_metrics
+
+        data = self.data
+        kept = self.best.step if data.validation and self.best.found else done
+        out = self._save_reward_model(kept, done)
+        held_out = self._held_out(out, kept, done)
+        if not any(r["step"] == done and "best_step" in r for r in read_metrics(self.run_dir)):
+            metrics.log(done, {**held_out, "best_step": kept})  # once, also when resumed
+        return RewardResult(
             run_dir=self.run_dir,
             reward_model_dir=out,
             eval_accuracy=held_out["eval/accuracy"],
@@ -705,55 +737,8 @@ class RewardTrainer:
             verdict=verdict(held_out),
             dropped_rows=dropped,
         )
-        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-        if main:
-            atomic_write_json(self.run_dir / "summary.json", summary)
-        self.parallel.barrier()
-        return result
 
-    def _loop(self, metrics) -> int:
-        """Train from the start (or resumed) step; returns the last step done."""
-        config, total = self.config, self.total_steps
-        patience, window = config.early_stopping_patience, self.window
-        bar = progress_bar(total, self.start_step, "train-reward", enabled=self.parallel.is_main)
-        done = self.start_step
-        if done == 0 and config.head_warm_start and self.data.validation and not self.best.found:
-            # the fitted head is a candidate too: training must beat it on validation pairs
-            metrics.log(0, self._periodic_evaluation(0, bar))
-            self._save_checkpoint(0)
-        stopped = bool(patience) and self.best.since >= patience
-        for step in range(self.start_step, total if not stopped else self.start_step):
-            indices = sample_indices(step, config.batch_size, len(self.data.train), config.seed)
-            lr = self.scheduler.get_last_lr()[0]
-            stats = self._step([self.data.train[i] for i in self.parallel.shard(indices)])
-            self.scheduler.step()
-            window.append(stats)
-            done = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['rank_loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
-            row: dict[str, Any] = {}
-            improved = False
-            if is_due(done, config.eval_every, total):
-                row.update(self._periodic_evaluation(done, bar))
-                improved = self.best.step == done
-                stopped = bool(patience) and self.best.since >= patience and done < total
-            if is_due(done, config.log_every, total) or stopped:
-                row.update(window_mean(window))
-                row["learning_rate"] = lr
-            if row:
-                metrics.log(done, row)
-            if is_due(done, config.save_every, total) or improved or stopped:
-                self._save_checkpoint(done)
-            if stopped:
-                bar.write(
-                    f"step {done}: no lower validation rank loss in {patience} evaluations; "
-                    f"stopping early (best step {self.best.step})"
-                )
-                break
-        bar.close()
-        return done
-
-    def _periodic_evaluation(self, done: int, bar) -> dict[str, float]:
+    def _evaluate_at(self, done: int) -> dict[str, float]:
         """Validation pairs when there are some (tracking the best step), else held-out."""
         pairs, prefix = (
             (self.data.validation, "valid") if self.data.validation else (self.data.eval, "eval")
@@ -761,33 +746,11 @@ class RewardTrainer:
         stats = self.evaluate(pairs, prefix)
         if self.data.validation:
             self.best.update(done, stats["valid/rank_loss"])
-        bar.write(
+        self.bar.write(
             f"step {done}: {'validation' if self.data.validation else 'held-out'} accuracy "
             f"{stats[f'{prefix}/accuracy']:.3f}, rank loss {stats[f'{prefix}/rank_loss']:.4f}"
         )
         return stats
-
-    def _save_checkpoint(self, done: int) -> None:
-        """Every rank gathers its part of the state; rank 0 writes it. The best validation
-        step's checkpoint is kept besides the newest ones."""
-        trainable = self.parallel.trainable_state(self.params)
-        optimizer = self.parallel.optimizer_state(self.params)
-        if self.parallel.is_main:
-            ckpt.save_checkpoint(
-                self.config.output_dir,
-                done,
-                trainable,
-                optimizer,
-                self.scheduler,
-                extra={
-                    "config": to_dict(self.config),
-                    "data": self.data_digest,
-                    "best": vars(self.best),
-                    "window": self.window,
-                },
-                score=-self.best.rank_loss if self.best.step == done else None,
-                keep_best=1,
-            )
 
     def _save_reward_model(self, kept: int, done: int) -> Path:
         """Write `reward_model/` from the weights of step `kept`: the model's own when it is
@@ -840,7 +803,7 @@ class RewardTrainer:
         rewards = torch.tensor([row[1:] for row in rows], dtype=torch.float32).view(-1, 2)
         return pair_statistics(rewards, pairs, prefix)
 
-    def _step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
+    def _pair_step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
         """One optimizer step over `batch_pairs`; returns the step's statistics."""
         config, model = self.config, self.model
         started = time.perf_counter()

@@ -1,7 +1,7 @@
-"""Statistics of side-by-side judgments: win-rate intervals and agreement with humans.
+"""Statistics of judgments and rankings: win-rate intervals, pair accuracy, agreement with humans.
 
 Plain functions of lists of labels; each is checked against hand-worked numbers in
-tests/test_eval_stats.py.
+tests/test_stats.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from rlhfkit.eval.judge import Vote, combine_votes, judge_messages, parse_vote
-from rlhfkit.eval.stats import (
+from rlhfkit.graders.base import MODEL_SERVER, GradingError
+from rlhfkit.stats import (
     alignment_metrics,
     cohens_kappa,
     length_order,
@@ -15,7 +16,6 @@ from rlhfkit.eval.stats import (
     wilson_interval,
     win_rates,
 )
-from rlhfkit.graders.base import MODEL_SERVER, GradingError
 
 
 def test_wilson_interval_hand_worked():

@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhfkit import seeding
 from rlhfkit.config import build_config, check, param, to_dict
 from rlhfkit.data.config import data_settings
 from rlhfkit.data.formats import dropped_rows_path, load_dataset, load_prompts, record_dropped
@@ -108,7 +109,7 @@ def synthesize(config: SynthConfig) -> SynthResult:
             "prompt_dataset": config.prompt_dataset,
             "out": str(work / f"candidate_{index}.jsonl"),
             "temperature": temperature,
-            "seed": config.seed + index,
+            "seed": seeding.synth_candidate(config.seed, index),
         }
         files.append(infer(build_config(InferConfig, values)).out)
     records_0, records_1 = load_prompts(files[0]).records, load_prompts(files[1]).records
