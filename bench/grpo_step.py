@@ -27,28 +27,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# The prompts and per-step figures of the PPO benchmark, and the measuring helpers shared with
-# the reward benchmark (bench/ is on sys.path when a script in it runs).
-from ppo_step import make_prompts, prompt_figures, response_figures, timing_summary, write_prompts
-from reward_throughput import (
+from common import (
     RssSampler,
     add_run_arguments,
     dtype_name,
-    machine_info,
+    make_prompts,
     peak_rss_mib,
+    prompt_figures,
+    prompt_line,
     ratio,
+    report_head,
+    response_figures,
     rss_mib,
     run_child,
-    versions,
+    step_timing,
+    write_prompts,
+    write_report,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -262,7 +262,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {
         **info,
         **autocast_figures(autocast),
-        **timing_summary([r["timing/step"] for r in rows], args.warmup_steps),
+        **step_timing([r["timing/step"] for r in rows], args.warmup_steps),
         "mean_phase_seconds": {
             p: round(statistics.mean(r[f"timing/{p}"] for r in timed), 3) for p in phases
         },
@@ -434,7 +434,7 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
     return {
         **info,
         **autocast_figures(autocast),
-        **timing_summary(timer.seconds, args.warmup_steps),
+        **step_timing(timer.seconds, args.warmup_steps),
         "mean_phase_seconds": {
             "sampling": round(statistics.mean(sampling_seconds[args.warmup_steps :]), 3)
         },
@@ -700,17 +700,13 @@ def main(argv: list[str] | None = None) -> None:
     (args.workdir / "trl_prompts.json").write_text(json.dumps(messages))
 
     results = {side: run_child(side, args, model_dir, dtype) for side in sides}
-    report: dict[str, Any] = {
-        "benchmark": "GRPO step time and peak memory",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
-        "command": " ".join(
-            [PYTHON, "bench/grpo_step.py"] + [shlex.quote(a) for a in sys.argv[1:]]
-        ),
-        "settings": settings(args, dtype, prompts),
-        "results": results,
-    }
+    report = report_head(
+        "GRPO step time and peak memory",
+        PYTHON,
+        "bench/grpo_step.py",
+        settings(args, dtype, prompts),
+        results,
+    )
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["steps_per_second"], theirs["steps_per_second"])
@@ -725,8 +721,7 @@ def main(argv: list[str] | None = None) -> None:
             "statement": f"at least {TARGET_SPEEDUP:g}x TRL's GRPO steps per second",
             "met": speed >= TARGET_SPEEDUP,
         }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.output)
 
     print()
     print(markdown_table(results))
@@ -742,12 +737,7 @@ def main(argv: list[str] | None = None) -> None:
             "rlhfkit/TRL mean answer length: "
             f"{r['mean_response_length_rlhfkit_over_trl']:.2f}x (it scales the work per step)"
         )
-    print(
-        f"prompts: {prompts['prompt_tokens_min']}-{prompts['prompt_tokens_max']} tokens "
-        f"(mean {prompts['prompt_tokens_mean']}); timed batches "
-        f"{prompts['timed_real_prompt_tokens_per_row']} real / "
-        f"{prompts['timed_padded_prompt_tokens_per_row']} padded tokens per prompt"
-    )
+    print(prompt_line(prompts))
     for side, r in results.items():
         print(
             f"{side}: weights {r['weights_dtype']}, LoRA {r['lora_dtype']}, bf16 autocast "

@@ -31,7 +31,8 @@ from rlhfkit.eval.synth import noisy_labels
 from rlhfkit.graders import load_grader
 from rlhfkit.stats import wilson_interval
 from rlhfkit.train.common import split_held_out
-from rlhfkit.train.reward import length_rule, prepare_data
+from rlhfkit.train.reward import prepare_data
+from rlhfkit.train.reward_summary import length_rule
 
 FINAL_LAYER_MEAN = (-1, 0)  # (layer, pooling) that the demo's reward model reads
 

@@ -26,14 +26,9 @@ from rlhfkit.algorithms.reward import fit_linear_head
 from rlhfkit.models.reward import build_reward_model
 from rlhfkit.models.shared_prompt import pack_rows, packed_mask
 from rlhfkit.stats import wilson_interval
-from rlhfkit.train.reward import (
-    EncodedPair,
-    RewardConfig,
-    _spec,
-    micro_batches,
-    pair_batch,
-    prepare_data,
-)
+from rlhfkit.train.pairs import EncodedPair, micro_batches, pair_batch
+from rlhfkit.train.reward import prepare_data
+from rlhfkit.train.reward_config import RewardConfig, reward_spec
 
 POOLINGS = ("mean", "eos", "before eos")
 
@@ -101,7 +96,7 @@ def features(config: RewardConfig, data) -> dict[str, torch.Tensor]:
     if cache.exists():
         by_pair = torch.load(cache)
     else:
-        model = build_reward_model(_spec(config), "auto", "auto", 0.0, 0).eval()
+        model = build_reward_model(reward_spec(config), "auto", "auto", 0.0, 0).eval()
         pooled = layer_features(model, everything, data.pad_id, config.micro_batch_tokens * 2)
         by_pair = {pair_key(pair): row for pair, row in zip(everything, pooled, strict=True)}
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -20,28 +20,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import shlex
 import shutil
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# Measuring helpers shared with the reward benchmark (bench/ is on sys.path when a script in
-# it runs): peak and sampled resident memory, machine load and description, versions.
-from reward_throughput import (
+from common import (
     RssSampler,
     add_run_arguments,
     dtype_name,
-    machine_info,
+    make_prompts,
     peak_rss_mib,
+    prompt_figures,
+    prompt_line,
     ratio,
+    report_head,
+    response_figures,
     rss_mib,
     run_child,
-    versions,
+    step_timing,
+    torch_threads,
+    write_prompts,
+    write_report,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -65,127 +66,6 @@ model's own pad token, `<|im_end|>` (also its end-of-sequence token), TRL would 
 # --------------------------------------------------------------------------- the prompts
 
 
-_PEOPLE = [
-    "Amira",
-    "Bastian",
-    "Chloe",
-    "Dmitri",
-    "Elena",
-    "Farid",
-    "Greta",
-    "Hugo",
-    "Ines",
-    "Jonas",
-    "Keiko",
-    "Lars",
-    "Maren",
-    "Nadia",
-    "Oskar",
-    "Priya",
-]
-_TEAMS = [
-    "the maintenance team",
-    "the finance office",
-    "the events committee",
-    "the IT helpdesk",
-    "the grounds crew",
-    "the purchasing group",
-    "the safety officer",
-    "the volunteer coordinators",
-    "the catering staff",
-    "the communications team",
-    "the transport desk",
-    "the library working group",
-]
-_TOPICS = [
-    "the leaking roof above the main hall",
-    "the new booking system for meeting rooms",
-    "the autumn open day",
-    "the contract for cleaning services",
-    "the broken heating in the east wing",
-    "the quarterly budget review",
-    "the move to electronic invoices",
-    "the staff survey",
-    "the replacement of the old minibus",
-    "the fire drill schedule",
-    "the vegetable garden behind the car park",
-    "the plan to open the cafeteria on Saturdays",
-    "the shared printer on the second floor",
-    "the visitor parking scheme",
-]
-_STATUS = [
-    "is on schedule",
-    "is running about {n} weeks late",
-    "has gone {n} percent over budget",
-    "was finished last {day}",
-    "needs another quote before it can start",
-    "is waiting for approval from the board",
-    "has been paused until the spring",
-    "was discussed with the landlord on {day}",
-]
-_FOLLOWUPS = [
-    "{who} asked whether the costs could be shared with the neighbouring office.",
-    "{who} will circulate a short written update before {day}.",
-    "Several members felt that {topic} should take priority.",
-    "{who} pointed out that the same problem came up {n} months ago.",
-    "It was agreed to revisit the matter at the next meeting.",
-    "{who} offered to contact the supplier directly.",
-    "No decision was taken because {n} members were absent.",
-    "{who} noted that visitors had sent {n} complaints about it.",
-]
-_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
-
-
-def _fill(template: str, rng: random.Random) -> str:
-    return template.format(
-        n=rng.randint(2, 40),
-        day=rng.choice(_DAYS),
-        who=rng.choice(_PEOPLE),
-        topic=rng.choice(_TOPICS),
-    )
-
-
-def _item(rng: random.Random) -> str:
-    """One agenda item: who reported what, with up to two follow-up remarks."""
-    who, team, topic = rng.choice(_PEOPLE), rng.choice(_TEAMS), rng.choice(_TOPICS)
-    text = f"{who} from {team} reported that {topic} {_fill(rng.choice(_STATUS), rng)}."
-    for followup in rng.sample(_FOLLOWUPS, rng.randint(0, 2)):
-        text += " " + _fill(followup, rng)
-    return text
-
-
-def make_prompts(n: int, seed: int) -> list[str]:
-    """Deterministic summarisation prompts: generated meeting minutes, "Summarise ...".
-
-    Each prompt holds numbered agenda items up to a seeded budget of 150-260 words, which
-    is about 210-400 tokens with the chat template.
-    """
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(n):
-        budget, items = rng.randint(150, 260), []
-        while True:
-            item = _item(rng)
-            budget -= len(item.split())
-            if budget < 0 and items:
-                break
-            items.append(item)
-        minutes = "\n".join(f"{i + 1}. {item}" for i, item in enumerate(items))
-        prompts.append(
-            "Summarise these meeting minutes in two or three sentences for a colleague who "
-            f"missed the meeting.\n\nMinutes of the {rng.choice(_DAYS)} staff meeting:\n{minutes}"
-        )
-    return prompts
-
-
-def write_prompts(prompts: list[str], path: Path) -> Path:
-    """Write prompts in the rlhf_pipeline text form (`input_text`), one JSON row a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = "".join(json.dumps({"input_text": p}) + "\n" for p in prompts)
-    path.write_text(rows, encoding="utf-8")
-    return path
-
-
 def rlhfkit_batches(args: argparse.Namespace, workdir: Path) -> list[list[list[int]]]:
     """The token ids of the prompts in each of rlhfkit's PPO steps, in its order.
 
@@ -205,22 +85,6 @@ def rlhfkit_batches(args: argparse.Namespace, workdir: Path) -> list[list[list[i
         ]
         for step in range(args.warmup_steps + args.timed_steps)
     ]
-
-
-def prompt_figures(batches: list[list[list[int]]], args: argparse.Namespace) -> dict[str, Any]:
-    """Prompt token counts: over all steps' prompts, and per prompt in the timed steps."""
-    lengths = [len(ids) for batch in batches for ids in batch]
-    timed = batches[args.warmup_steps :]
-    real = sum(len(ids) for batch in timed for ids in batch)
-    padded = sum(len(batch) * max(len(ids) for ids in batch) for batch in timed)
-    rows = sum(len(batch) for batch in timed)
-    return {
-        "prompt_tokens_min": min(lengths),
-        "prompt_tokens_max": max(lengths),
-        "prompt_tokens_mean": round(statistics.mean(lengths), 1),
-        "timed_real_prompt_tokens_per_row": round(real / rows, 1),
-        "timed_padded_prompt_tokens_per_row": round(padded / rows, 1),
-    }
 
 
 def build_reward_folder(args: argparse.Namespace, folder: Path) -> Path:
@@ -244,34 +108,6 @@ def build_reward_folder(args: argparse.Namespace, folder: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def timing_summary(step_seconds: list[float], warmup: int) -> dict[str, Any]:
-    """PPO steps per second over the timed steps (those after `warmup`)."""
-    timed = step_seconds[warmup:]
-    return {
-        "step_seconds": [round(s, 3) for s in step_seconds],
-        "timed_seconds": round(sum(timed), 3),
-        "median_step_seconds": round(statistics.median(timed), 3),
-        "steps_per_second": round(len(timed) / sum(timed), 5),
-    }
-
-
-def response_figures(lengths: list[float], ended: list[float], warmup: int) -> dict[str, Any]:
-    """Mean answer length (tokens, end token included) and share of answers that ended,
-    per step and over the timed steps."""
-    return {
-        "response_length_per_step": [round(x, 2) for x in lengths],
-        "mean_response_length": round(statistics.mean(lengths[warmup:]), 2),
-        "ended_fraction_per_step": [round(x, 3) for x in ended],
-        "mean_ended_fraction": round(statistics.mean(ended[warmup:]), 3),
-    }
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 # --------------------------------------------------------------------------- rlhfkit side
@@ -340,7 +176,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     frozen = next(p for n, p in named.items() if "q_proj.base_layer" in n)
     lora = next(p for n, p in trainer.params.items() if "lora_A" in n)
     info = {
-        "threads": _threads(),
+        "threads": torch_threads(),
         "weights_dtype": dtype_name(frozen),
         "lora_dtype": dtype_name(lora),
         "value_dtype": dtype_name(trainer.policy.value_head.weight),
@@ -367,7 +203,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     phases = ("rollout", "score", "forward", "update")
     return {
         **info,
-        **timing_summary([r["timing/step"] for r in rows], args.warmup_steps),
+        **step_timing([r["timing/step"] for r in rows], args.warmup_steps),
         "mean_phase_seconds": {
             p: round(statistics.mean(r[f"timing/{p}"] for r in timed), 3) for p in phases
         },
@@ -534,7 +370,7 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
     lora_weight = next(p for n, p in named.items() if "lora_A" in n)
     value_trainable = sum(p.numel() for p in wrapper.value_model.parameters() if p.requires_grad)
     info = {
-        "threads": _threads(),
+        "threads": torch_threads(),
         "weights_dtype": dtype_name(frozen),
         "lora_dtype": dtype_name(lora_weight),
         "value_dtype": dtype_name(wrapper.value_model.score.weight),
@@ -560,7 +396,7 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
     last = next(log for log in reversed(timer.logs) if "objective/scores" in log)
     return {
         **info,
-        **timing_summary(timer.seconds, args.warmup_steps),
+        **step_timing(timer.seconds, args.warmup_steps),
         **response_figures(lengths, ended, args.warmup_steps),
         "rss_before_training_mib": round(rss_before, 1),
         **sampler.figures(),
@@ -817,15 +653,13 @@ def main(argv: list[str] | None = None) -> None:
         build_reward_folder(args, args.workdir / "reward_model")
 
     results = {side: run_side(side, args, model_dir, dtype) for side in sides}
-    report: dict[str, Any] = {
-        "benchmark": "PPO step time and peak memory",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
-        "command": " ".join([PYTHON, "bench/ppo_step.py"] + [shlex.quote(a) for a in sys.argv[1:]]),
-        "settings": settings(args, dtype, prompts),
-        "results": results,
-    }
+    report = report_head(
+        "PPO step time and peak memory",
+        PYTHON,
+        "bench/ppo_step.py",
+        settings(args, dtype, prompts),
+        results,
+    )
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["steps_per_second"], theirs["steps_per_second"])
@@ -844,8 +678,7 @@ def main(argv: list[str] | None = None) -> None:
             "memory_met": memory <= TARGET_MEMORY_RATIO,
             "met": speed >= TARGET_SPEEDUP and memory <= TARGET_MEMORY_RATIO,
         }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.output)
 
     print()
     print(markdown_table(results))
@@ -864,12 +697,7 @@ def main(argv: list[str] | None = None) -> None:
             "rlhfkit/TRL mean answer length: "
             f"{r['mean_response_length_rlhfkit_over_trl']:.2f}x (it scales the work per step)"
         )
-    print(
-        f"prompts: {prompts['prompt_tokens_min']}-{prompts['prompt_tokens_max']} tokens "
-        f"(mean {prompts['prompt_tokens_mean']}); timed batches "
-        f"{prompts['timed_real_prompt_tokens_per_row']} real / "
-        f"{prompts['timed_padded_prompt_tokens_per_row']} padded tokens per prompt"
-    )
+    print(prompt_line(prompts))
     for side, r in results.items():
         print(
             f"{side}: weights {r['weights_dtype']}, LoRA {r['lora_dtype']}, value "

@@ -17,24 +17,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import resource
-import shlex
 import shutil
 import statistics
-import subprocess
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-LAUNCH_ENVIRONMENT = dict(os.environ)
-"""The environment this benchmark was started with. Each side's process starts from it, not
-from this process's environment, which rlhfkit changes when imported here (it keeps PyTorch's
-oneDNN shape cache small for itself: LRU_CACHE_CAPACITY); the peer must not inherit that."""
+from common import (
+    RssSampler,
+    add_run_arguments,
+    dtype_name,
+    peak_rss_mib,
+    ratio,
+    report_head,
+    rss_mib,
+    run_child,
+    torch_threads,
+    write_report,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "reward_throughput.json"
@@ -258,70 +259,6 @@ def rlhfkit_batch_order(n_pairs: int, args: argparse.Namespace) -> list[list[int
 # --------------------------------------------------------------------------- measuring
 
 
-class RssSampler:
-    """Samples this process's resident set size from a separate process and keeps the
-    maximum (bytes).
-
-    The sampler is a process, not a thread: a Python thread that wakes every 20 ms takes
-    the GIL from the training thread, which slows code that holds the GIL while it
-    computes (compiled kernels) far more than eager PyTorch, which releases it; the figure
-    would be the sampler's doing. It also measures this process's CPU seconds per wall
-    second over the block: about the number of threads when the machine is otherwise
-    idle, less when something else competes.
-    """
-
-    SCRIPT = (
-        "import select, sys, psutil\n"
-        "process = psutil.Process(int(sys.argv[1]))\n"
-        "peak = process.memory_info().rss\n"
-        "while not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
-        "    peak = max(peak, process.memory_info().rss)\n"
-        "print(max(peak, process.memory_info().rss))\n"
-    )
-
-    def __init__(self, interval: float = 0.02):
-        self._interval = interval
-        self.peak = 0
-        self.cores_busy = 0.0
-
-    def __enter__(self) -> RssSampler:
-        self._cpu, self._wall = _cpu_seconds(), time.perf_counter()
-        self._sampler = subprocess.Popen(
-            [sys.executable, "-c", self.SCRIPT, str(os.getpid()), str(self._interval)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cores_busy = (_cpu_seconds() - self._cpu) / (time.perf_counter() - self._wall)
-        out, _ = self._sampler.communicate("stop\n", timeout=60)
-        self.peak = int(out)  # sampled at the start, every interval, and at the end
-
-    def figures(self) -> dict[str, float]:
-        return {
-            "peak_rss_sampled_during_training_mib": round(self.peak / 2**20, 1),
-            "cores_busy_during_training": round(self.cores_busy, 2),
-        }
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process since it started (Linux: ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timing_summary(step_seconds: list[float], warmup: int, batch_size: int) -> dict[str, Any]:
     """Pairs per second over the timed steps (those after `warmup`), from per-step seconds."""
     timed = step_seconds[warmup:]
@@ -331,10 +268,6 @@ def timing_summary(step_seconds: list[float], warmup: int, batch_size: int) -> d
         "median_step_seconds": round(statistics.median(timed), 3),
         "pairs_per_second": round(len(timed) * batch_size / sum(timed), 4),
     }
-
-
-def dtype_name(tensor: Any) -> str:
-    return str(tensor.dtype).replace("torch.", "")
 
 
 def token_counts(real: list[int], padded: list[int], pairs: int) -> dict[str, float]:
@@ -394,7 +327,8 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from rlhfkit.models.shared_prompt import pack_rows
     from rlhfkit.tracking import read_metrics
     from rlhfkit.train.common import sample_indices
-    from rlhfkit.train.reward import RewardTrainer, micro_batches, pair_batch
+    from rlhfkit.train.pairs import micro_batches, pair_batch
+    from rlhfkit.train.reward import RewardTrainer
 
     total = args.warmup_steps + args.timed_steps
     run_dir = workdir / "rlhfkit_run"
@@ -434,7 +368,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     frozen = next(p for n, p in trainer.model.named_parameters() if "q_proj.base_layer" in n)
     lora = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n)
     info = {
-        "threads": _threads(),
+        "threads": torch_threads(),
         "weights_dtype": dtype_name(frozen),
         "lora_dtype": dtype_name(lora),
         "head_dtype": dtype_name(trainer.model.head.weight),
@@ -466,12 +400,6 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "final_rank_loss": rows[-1]["rank_loss"],
         "first_step_seconds": rows[0]["timing/step"],  # includes compiling when compiled
     }
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 # --------------------------------------------------------------------------- TRL side
@@ -565,7 +493,7 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
     lora_weight = next(p for n, p in named.items() if "lora_A" in n)
     head = next(p for n, p in named.items() if "score" in n and p.requires_grad)
     info = {
-        "threads": _threads(),
+        "threads": torch_threads(),
         "weights_dtype": dtype_name(frozen),
         "lora_dtype": dtype_name(lora_weight),
         "head_dtype": dtype_name(head),
@@ -595,41 +523,6 @@ def run_trl(args: argparse.Namespace, workdir: Path, model_dir: str) -> dict[str
 
 
 # --------------------------------------------------------------------------- the driver
-
-
-def add_run_arguments(
-    parser: argparse.ArgumentParser,
-    *,
-    warmup_steps: int,
-    timed_steps: int,
-    lora_rank: int,
-    lora_alpha: int,
-    results_file: Path,
-    scratch_dir: Path,
-) -> None:
-    """The options every benchmark script takes, with that script's defaults: steps, LoRA
-    size, seed, sides, where results and scratch files go, and the child-process options."""
-    parser.add_argument(
-        "--warmup-steps", type=int, default=warmup_steps, help="Untimed steps first."
-    )
-    parser.add_argument(
-        "--timed-steps", type=int, default=timed_steps, help="Timed steps after them."
-    )
-    parser.add_argument("--lora-rank", type=int, default=lora_rank)
-    parser.add_argument("--lora-alpha", type=int, default=lora_alpha)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
-    )
-    parser.add_argument(
-        "--output", type=Path, default=results_file, help="Where the JSON results go."
-    )
-    parser.add_argument(
-        "--workdir", type=Path, default=scratch_dir, help="Scratch folder (data, runs)."
-    )
-    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -678,103 +571,6 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         result = run_trl(args, args.workdir, args.model_dir)
     (args.workdir / f"result_{args.child}.json").write_text(json.dumps(result, indent=2))
-
-
-def run_child(
-    side: str,
-    args: argparse.Namespace,
-    model_dir: str,
-    dtype: str,
-    extra_env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run one side in a fresh process of this script (`--child SIDE`); return its figures."""
-    result_path = args.workdir / f"result_{side}.json"
-    result_path.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        str(Path(sys.argv[0]).resolve()),  # the script that was run
-        *sys.argv[1:],
-        "--child",
-        side,
-        "--workdir",
-        str(args.workdir),
-        "--model-dir",
-        model_dir,
-        "--dtype",
-        dtype,
-    ]
-    env = {
-        **LAUNCH_ENVIRONMENT,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        **(extra_env or {}),
-    }
-    busy = machine_busy_cores()
-    print(f"==> {side}: training in its own process (cores busy before: {busy:.2f})", flush=True)
-    if busy > 0.25:
-        print(
-            f"warning: other processes keep {busy:.2f} cores busy; timings will be low. "
-            "Stop other heavy processes and run again.",
-            flush=True,
-        )
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    print(f"==> {side}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    return {**json.loads(result_path.read_text()), "cores_busy_before_start": round(busy, 2)}
-
-
-def machine_busy_cores(seconds: float = 2.0) -> float:
-    """Cores kept busy by all processes over `seconds` (from /proc/stat; 0 if unreadable)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields[:8]) - idle, sum(fields[:8])
-
-    try:
-        busy0, total0 = sample()
-        time.sleep(seconds)
-        busy1, total1 = sample()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    cores = os.cpu_count() or 1
-    return cores * (busy1 - busy0) / max(1, total1 - total0)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    mem_total = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_total = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return {
-        "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": mem_total,
-        "python": platform.python_version(),
-    }
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("rlhfkit", "torch", "transformers", "peft", "accelerate", "trl", "datasets"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
@@ -840,10 +636,6 @@ def settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
     }
 
 
-def ratio(a: float, b: float) -> float:
-    return round(a / b, 3) if b else float("nan")
-
-
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| side | pairs/s | median step s | peak RSS MiB | RSS before training MiB | "
@@ -878,18 +670,13 @@ def main(argv: list[str] | None = None) -> None:
     (args.workdir / "batch_order.json").write_text(json.dumps(order))
 
     results = {side: run_child(side, args, model_dir, dtype) for side in sides}
-    report: dict[str, Any] = {
-        "benchmark": "reward-model training throughput",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
-        "command": " ".join(
-            ["bench/.venv/bin/python", "bench/reward_throughput.py"]
-            + [shlex.quote(a) for a in sys.argv[1:]]
-        ),
-        "settings": settings(args, dtype),
-        "results": results,
-    }
+    report = report_head(
+        "reward-model training throughput",
+        "bench/.venv/bin/python",
+        "bench/reward_throughput.py",
+        settings(args, dtype),
+        results,
+    )
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["pairs_per_second"], theirs["pairs_per_second"])
@@ -905,8 +692,7 @@ def main(argv: list[str] | None = None) -> None:
             "memory_met": memory <= TARGET_MEMORY_RATIO,
             "met": speed >= TARGET_SPEEDUP and memory <= TARGET_MEMORY_RATIO,
         }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.output)
 
     print()
     print(markdown_table(results))

@@ -133,3 +133,19 @@ def test_modules_within_a_package_do_not_import_each_other_in_a_cycle():
     graph, where = _graph(lambda module: module)
     cycle = _cycle(graph)
     assert cycle is None, f"import cycle between modules: {_explain(cycle, where)}"
+
+
+def test_modules_and_functions_stay_small():
+    """A module does one job (at most 500 lines); a function fits on a screen (60)."""
+    too_long = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        where = path.relative_to(SRC.parent)
+        if len(text.splitlines()) > 500:
+            too_long.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    too_long.append(f"{where}:{node.lineno} {node.name}(): {lines} lines")
+    assert not too_long, too_long

@@ -86,15 +86,15 @@ def test_other_attention_and_activations_are_left_alone():
 
 
 def test_heap_is_trimmed_after_every_tenth_layer_and_the_last(monkeypatch):
-    from rlhfkit.train import common
+    from rlhfkit.train import memory
 
     calls: list[int] = []
     layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(23))
     for index, layer in enumerate(layers, start=1):
         layer.register_forward_hook(lambda *_, index=index: calls.append(-index))
-    monkeypatch.setattr(common, "release_free_memory", lambda: calls.append(len(calls)))
-    handles = common.trim_heap_during_forward(layers, every=10)
-    if common._malloc_trim() is None:
+    monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(len(calls)))
+    handles = memory.trim_heap_during_forward(layers, every=10)
+    if memory._malloc_trim() is None:
         pytest.skip("no glibc malloc_trim on this system")
     assert len(handles) == 3  # after layers 10, 20 and 23 (the last)
     x = torch.randn(2, 4)

@@ -283,6 +283,37 @@ def test_rl_reward_picks_what_rl_maximises_and_the_grader_stays_a_judge(tmp_path
     assert load_pipeline_config(None, {**without, "rl_reward": "grader"}).reward_source == "grader"
 
 
+def test_each_method_has_one_kl_default_and_its_own_names_from_run_and_train_rl(inputs):
+    from rlhfkit.pipeline import load_pipeline_config, plan
+    from rlhfkit.train.methods import load_rl_config, method
+
+    for name, kl, steps_name in (
+        ("ppo", 0.1, "reinforcement_learning_train_steps"),
+        ("grpo", 0.0, "train_steps"),
+        ("rloo", 0.0, "train_steps"),
+    ):
+        settings = {**inputs, "large_model_reference": "tiny-random-llama", "method": name}
+        problems: list[str] = []
+        planned = plan(load_pipeline_config(None, settings), False, problems)
+        assert problems == []
+        direct = load_rl_config(
+            None,
+            {
+                "method": name,
+                "prompt_dataset": inputs["prompt_dataset"],
+                "grader": inputs["grader"],
+            },
+        )
+        assert planned.rl.kl_coeff == direct.kl_coeff == method(name).kl_coeff == kl
+        # the pipeline's Vertex AI names arrive as the method's own
+        assert (
+            getattr(planned.rl, steps_name)
+            == load_pipeline_config(None, settings).reinforcement_learning_train_steps
+        )
+    chosen = load_pipeline_config(None, {**inputs, "method": "grpo", "kl_coeff": 0.05})
+    assert plan(chosen, False, []).rl.kl_coeff == 0.05  # a value given wins
+
+
 def test_the_demo_config_plans_rloo_on_the_reward_model_judged_by_its_grader():
     from rlhfkit.pipeline import load_pipeline_config, plan
 

@@ -28,15 +28,9 @@ from rlhfkit.models.shared_prompt import (
 )
 from rlhfkit.tracking import read_metrics
 from rlhfkit.train.common import sample_indices, split_held_out, split_to_count
-from rlhfkit.train.reward import (
-    EncodedPair,
-    RewardConfig,
-    micro_batches,
-    padded_tokens,
-    result_lines,
-    train_reward_model,
-    training_steps,
-)
+from rlhfkit.train.pairs import EncodedPair, micro_batches, padded_tokens
+from rlhfkit.train.reward import RewardConfig, train_reward_model, training_steps
+from rlhfkit.train.reward_summary import result_lines
 
 WORDS = [
     "river",
@@ -168,7 +162,8 @@ def test_trunk_layers_keeps_the_first_layers_and_the_final_norm_and_is_saved(tmp
 
 def test_warm_started_head_is_the_fit_on_training_features_and_not_refit_on_resume(tmp_path):
     from rlhfkit.algorithms.reward import fit_linear_head
-    from rlhfkit.train.reward import RewardTrainer, pair_outputs
+    from rlhfkit.train.pairs import pair_outputs
+    from rlhfkit.train.reward import RewardTrainer
 
     data = keyword_preferences(tmp_path / "p.jsonl", 60)
     config = tiny_config(
@@ -501,7 +496,7 @@ def test_zero_steps_keeps_the_fitted_head_and_needs_the_warm_start(tmp_path):
 
 
 def test_verdict_compares_with_the_better_length_rule():
-    from rlhfkit.train.reward import length_rule, verdict
+    from rlhfkit.train.reward_summary import length_rule, verdict
 
     assert length_rule(0.7) == ("prefer-longer", 0.7)
     assert length_rule(0.25) == ("prefer-shorter", 0.75)
@@ -588,7 +583,7 @@ def test_resume_refuses_other_data_or_settings_and_records_allowed_changes(tmp_p
 def test_check_resume_ignores_settings_added_since_and_file_names(tmp_path):
     from rlhfkit.data.formats import load_preferences
     from rlhfkit.errors import ConfigError
-    from rlhfkit.train.common import check_resume, data_digest
+    from rlhfkit.train.resume import check_resume, data_digest
 
     data = keyword_preferences(tmp_path / "p.jsonl", 4)
     digest = data_digest({"a": load_preferences(data)})

@@ -340,7 +340,7 @@ def test_ppo_mini_batch_follows_batch_size_unless_set():
 
 
 def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it(caplog):
-    from rlhfkit.train.common import warmup_steps
+    from rlhfkit.train.optim import warmup_steps
 
     assert warmup_steps(10, 50) == 10
     assert caplog.records == []

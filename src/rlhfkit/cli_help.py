@@ -53,7 +53,7 @@ STAGE_HELP: dict[str, StageHelp] = {
         "key=value, over the values of the demo config that rlhfkit demo --print-config shows",
     ),
     "train-reward": StageHelp(
-        (("rlhfkit.train.reward:RewardConfig", "parameters"),),
+        (("rlhfkit.train.reward_config:RewardConfig", "parameters"),),
         (
             f"rlhfkit train-reward preference_dataset={DEMO}/preferences.jsonl num_epochs=1 "
             "output_dir=runs/rm",

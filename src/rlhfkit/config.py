@@ -36,6 +36,12 @@ def param(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> An
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def param_default(base: type, name: str, default: Any) -> Any:
+    """Config class `base`'s field `name` with another default; its help and choices stay."""
+    found = next(f for f in dataclasses.fields(base) if f.name == name)
+    return param(default, found.metadata["help"], found.metadata.get("choices"))
+
+
 def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) for every field of a config class, in declaration order."""
     rows = []

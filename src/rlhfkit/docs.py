@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import is_dataclass
 from pathlib import Path
 
 from rlhfkit.config import field_help
@@ -31,7 +30,7 @@ def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.ppo import RLConfig
-    from rlhfkit.train.reward import RewardConfig
+    from rlhfkit.train.reward_config import RewardConfig
     from rlhfkit.train.rl_config import RLCommonConfig
 
     return [
@@ -52,9 +51,13 @@ def config_classes() -> list[tuple[str, type]]:
 
 def config_reference() -> str:
     parts = []
-    for title, cls in config_classes():
-        parent = cls.__mro__[1]
-        inherited = {repr(r) for r in field_help(parent)} if is_dataclass(parent) else set()
+    classes = config_classes()
+    documented = {cls for _, cls in classes}
+    for title, cls in classes:
+        # the nearest base with a table of its own; the shared blocks (train.params) have
+        # none, so their rows show in each command's table
+        parent = next((base for base in cls.__mro__[1:] if base in documented), None)
+        inherited = {repr(r) for r in field_help(parent)} if parent else set()
         rows = [r for r in field_help(cls) if repr(r) not in inherited]  # new, or new default
         parts.append(f"#### {title}\n")
         if inherited:

@@ -24,16 +24,13 @@ that skips rows counts them by reason and lists them).
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from rlhfkit.data.reader import RowScan, json_type_name, not_an_object, scan_rows, sort_issues
-from rlhfkit.data.records import Message, PreferenceRecord, PromptRecord, Source
+from rlhfkit.data.reader import RowScan, not_an_object, scan_rows, sort_issues
+from rlhfkit.data.records import PreferenceRecord, PromptRecord, Source
+from rlhfkit.data.row_parsers import CANDIDATE_KEYS, RECORD_PARSERS, RowCheck
 from rlhfkit.errors import DatasetError, RlhfkitError
 from rlhfkit.fileio import atomic_write_jsonl
 
@@ -61,28 +58,6 @@ FORMAT_KEYS: dict[str, dict[str, str]] = {
 
 The formats are those of `rlhfkit.data.records.PREFERENCE_FORMATS` and `PROMPT_FORMATS`.
 """
-
-_CANDIDATE_KEYS = ("candidate_0", "candidate_1", "choice")
-_OWN_KEYS: dict[str, dict[str, frozenset[str]]] = {
-    "preference": {
-        "rlhf_text": frozenset({"input_text", *_CANDIDATE_KEYS, "margin"}),
-        "rlhf_chat": frozenset({"messages", "context", *_CANDIDATE_KEYS, "margin"}),
-        "trl": frozenset({"prompt", "chosen", "rejected", "margin"}),
-        "trl_implicit": frozenset({"chosen", "rejected", "margin"}),
-        "hh": frozenset({"chosen", "rejected", "margin"}),
-    },
-    "prompt": {
-        "rlhf_text": frozenset({"input_text"}),
-        "rlhf_chat": frozenset({"messages", "context"}),
-        "trl": frozenset({"prompt"}),
-        "openai_rft": frozenset({"messages"}),
-    },
-}
-_AUTHORS = ("user", "assistant")
-_ROLES = ("system", "user", "assistant")
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-_MISSING: Any = object()
-_Prompt = tuple[tuple[Message, ...], bool]
 
 
 @dataclass
@@ -301,7 +276,7 @@ def _check_kind(kind: str | None) -> None:
 
 
 def _detect_preference(row: dict[str, Any]) -> str | None:
-    if any(key in row for key in _CANDIDATE_KEYS):
+    if any(key in row for key in CANDIDATE_KEYS):
         return "rlhf_chat" if "messages" in row else "rlhf_text"
     if "prompt" in row and ("chosen" in row or "rejected" in row):
         return "trl"
@@ -347,17 +322,6 @@ class _First:
     source: Source
 
 
-class _Check:
-    """Collects the problems of one row, each prefixed with the row's `file:line`."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def fail(self, message: str) -> None:
-        self.problems.append(f"{self.source}: {message}")
-
-
 def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "error") -> Dataset:
     issues = list(scan.issues)
     first: _First | None = None
@@ -365,12 +329,12 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     for source, row in scan.rows:
-        check = _Check(source)
+        check = RowCheck(source)
         detected = _row_kind_format(row, check, kind, first)
         record = None
         if detected is not None:
             first = first or _First(*detected, source)
-            record = _PARSERS[detected[0]](row, check, detected[1])
+            record = RECORD_PARSERS[detected[0]](row, check, detected[1])
         if check.problems:
             issues.extend((source, problem) for problem in check.problems)
             continue
@@ -421,7 +385,7 @@ def _build_dataset(name: str, scan: RowScan, kind: str | None, bad_rows: str = "
 
 
 def _row_kind_format(
-    row: dict[str, Any], check: _Check, kind: str | None, first: _First | None
+    row: dict[str, Any], check: RowCheck, kind: str | None, first: _First | None
 ) -> tuple[str, str] | None:
     """The (kind, format) of a row, or None after recording why it has none that fits."""
     kinds = [kind] if kind else list(KINDS)
@@ -458,456 +422,3 @@ def _unknown_format(row: dict[str, Any], kind: str | None) -> str:
         if other_format is not None:
             message += f" (the row looks like a {other} row in format {other_format})"
     return message
-
-
-# ---------------------------------------------------------------- field checks
-
-
-def _show(value: Any) -> str:
-    shown = json.dumps(value, ensure_ascii=False, default=str)
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    return f"{shown} ({json_type_name(value)})"
-
-
-def _key(row: dict[str, Any], key: str, check: _Check, where: str) -> Any:
-    """row[key], or _MISSING after recording that `where` lacks it."""
-    if key in row:
-        return row[key]
-    check.fail(f"{where} is missing key '{key}'" if where else f"missing key '{key}'")
-    return _MISSING
-
-
-def _text(value: Any, name: str, check: _Check) -> str | None:
-    """A non-empty string, or None after recording what is wrong (nothing when missing)."""
-    if value is _MISSING:
-        return None
-    if not isinstance(value, str):
-        check.fail(f"{name} must be a string, found {json_type_name(value)}")
-        return None
-    if not value.strip():
-        check.fail(f"{name} is empty (or whitespace only)")
-        return None
-    return value
-
-
-def _choice(value: Any, check: _Check) -> int | None:
-    if value is _MISSING:
-        return None
-    if type(value) is int and value in (0, 1):
-        return value
-    check.fail(
-        f"choice must be 0 or 1 (the index of the preferred candidate), found {_show(value)}"
-    )
-    return None
-
-
-def _margin(row: dict[str, Any], check: _Check) -> float | None:
-    value = row.get("margin")
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            margin = float(value)
-        except OverflowError:
-            margin = math.inf
-        if math.isfinite(margin):
-            return margin
-    check.fail(f"margin must be a finite number, found {_show(value)}")
-    return None
-
-
-def _context(row: dict[str, Any], check: _Check) -> list[Message] | None:
-    """The optional rlhf_chat `context` as a leading system message (none when empty)."""
-    value = row.get("context")
-    if value is None:
-        return []
-    if not isinstance(value, str):
-        check.fail(f"context must be a string, found {json_type_name(value)}")
-        return None
-    return [Message("system", value)] if value.strip() else []
-
-
-def _message_list(value: Any, name: str, key: str, check: _Check) -> list[Any] | None:
-    if value is _MISSING:
-        return None
-    if not isinstance(value, list):
-        check.fail(
-            f"{name} must be a list of {{{key}, content}} objects, found {json_type_name(value)}"
-        )
-        return None
-    if not value:
-        check.fail(f"{name} is empty; it needs at least one message")
-        return None
-    return value
-
-
-def _author_messages(value: Any, check: _Check) -> list[Message] | None:
-    """rlhf_chat messages: {author, content}, alternating user/assistant, user first and last."""
-    items = _message_list(value, "messages", "author", check)
-    if items is None:
-        return None
-    out: list[Message] = []
-    for i, item in enumerate(items):
-        name = f"messages[{i}]"
-        if not isinstance(item, dict):
-            check.fail(
-                f"{name} must be an object {{author, content}}, found {json_type_name(item)}"
-            )
-            continue
-        author = _key(item, "author", check, name)
-        content = _text(_key(item, "content", check, name), f"{name}.content", check)
-        expected = _AUTHORS[i % 2]
-        if author is _MISSING:
-            continue
-        if author not in _AUTHORS:
-            check.fail(f"{name}.author must be 'user' or 'assistant', found {_show(author)}")
-        elif author != expected:
-            check.fail(
-                f"{name}.author must be '{expected}' (messages alternate user, assistant, "
-                f"user, ... starting with user), found '{author}'"
-            )
-        elif content is not None:
-            out.append(Message(author, content))
-    if len(out) != len(items):
-        return None
-    if out[-1].role != "user":
-        check.fail(
-            f"messages[{len(out) - 1}].author must be 'user' (the last message is the turn to "
-            "answer), found 'assistant'"
-        )
-        return None
-    return out
-
-
-def _role_messages(
-    value: Any, name: str, check: _Check, *, last: str | None
-) -> list[Message] | None:
-    """{role, content} messages; system messages only at the start; `last` role if given."""
-    items = _message_list(value, name, "role", check)
-    if items is None:
-        return None
-    out: list[Message] = []
-    for i, item in enumerate(items):
-        here = f"{name}[{i}]"
-        if not isinstance(item, dict):
-            check.fail(f"{here} must be an object {{role, content}}, found {json_type_name(item)}")
-            continue
-        role = _key(item, "role", check, here)
-        content = _text(_key(item, "content", check, here), f"{here}.content", check)
-        if role is _MISSING:
-            continue
-        if role not in _ROLES:
-            check.fail(f"{here}.role must be 'system', 'user' or 'assistant', found {_show(role)}")
-        elif role == "system" and any(m.role != "system" for m in out):
-            check.fail(f"{here}.role is 'system' but system messages may only come first")
-        elif content is not None:
-            out.append(Message(role, content))
-    if len(out) != len(items):
-        return None
-    if last is not None and out[-1].role != last:
-        check.fail(
-            f"{name}[{len(out) - 1}].role must be '{last}' (the last message of a "
-            f"{'prompt' if last == 'user' else 'response'}), found '{out[-1].role}'"
-        )
-        return None
-    return out
-
-
-def _assistant_reply(value: Any, name: str, check: _Check) -> str | None:
-    """The content of a TRL conversational response: a list of exactly one assistant message."""
-    if value is _MISSING:
-        return None
-    if not isinstance(value, list) or len(value) != 1:
-        found = f"{len(value)} messages" if isinstance(value, list) else json_type_name(value)
-        check.fail(
-            f"{name} must be a list of exactly one assistant message "
-            f'[{{"role": "assistant", "content": ...}}] like the conversational prompt, '
-            f"found {found}"
-        )
-        return None
-    messages = _role_messages(value, name, check, last="assistant")
-    return messages[0].content if messages else None
-
-
-# ---------------------------------------------------------------- preference formats
-
-
-class _Pair(NamedTuple):
-    """What a preference-format parser extracts from one row."""
-
-    messages: tuple[Message, ...]
-    chosen: str
-    rejected: str
-    choice: int
-    chat: bool
-
-
-def _candidates(row: dict[str, Any], check: _Check) -> tuple[str, str, int] | None:
-    """(chosen, rejected, choice) from candidate_0, candidate_1 and choice."""
-    first = _text(_key(row, "candidate_0", check, ""), "candidate_0", check)
-    second = _text(_key(row, "candidate_1", check, ""), "candidate_1", check)
-    choice = _choice(_key(row, "choice", check, ""), check)
-    if first is None or second is None or choice is None:
-        return None
-    return (first, second, 0) if choice == 0 else (second, first, 1)
-
-
-def _pref_rlhf_text(row: dict[str, Any], check: _Check) -> _Pair | None:
-    prompt = _text(_key(row, "input_text", check, ""), "input_text", check)
-    candidates = _candidates(row, check)
-    if prompt is None or candidates is None:
-        return None
-    return _Pair((Message("user", prompt),), *candidates, chat=False)
-
-
-def _pref_rlhf_chat(row: dict[str, Any], check: _Check) -> _Pair | None:
-    context = _context(row, check)
-    messages = _author_messages(_key(row, "messages", check, ""), check)
-    candidates = _candidates(row, check)
-    if context is None or messages is None or candidates is None:
-        return None
-    return _Pair((*context, *messages), *candidates, chat=True)
-
-
-def _pref_trl(row: dict[str, Any], check: _Check) -> _Pair | None:
-    prompt = _key(row, "prompt", check, "")
-    chosen = _key(row, "chosen", check, "")
-    rejected = _key(row, "rejected", check, "")
-    if isinstance(prompt, list):
-        messages = _role_messages(prompt, "prompt", check, last="user")
-        chosen_text = _assistant_reply(chosen, "chosen", check)
-        rejected_text = _assistant_reply(rejected, "rejected", check)
-        chat = True
-    elif isinstance(prompt, str) or prompt is _MISSING:
-        text = _text(prompt, "prompt", check)
-        messages = [Message("user", text)] if text is not None else None
-        chosen_text = _text(chosen, "chosen", check)
-        rejected_text = _text(rejected, "rejected", check)
-        chat = False
-    else:
-        check.fail(
-            "prompt must be a string or a list of {role, content} messages, "
-            f"found {json_type_name(prompt)}"
-        )
-        return None
-    if messages is None or chosen_text is None or rejected_text is None:
-        return None
-    return _Pair(tuple(messages), chosen_text, rejected_text, 0, chat)
-
-
-def _pref_trl_implicit(row: dict[str, Any], check: _Check) -> _Pair | None:
-    chosen, rejected = row["chosen"], row["rejected"]
-    if isinstance(chosen, str) and isinstance(rejected, str):
-        return _implicit_text(chosen, rejected, check)
-    if isinstance(chosen, list) and isinstance(rejected, list):
-        return _implicit_conversation(chosen, rejected, check)
-    for name, value in (("chosen", chosen), ("rejected", rejected)):
-        if not isinstance(value, (str, list)):
-            check.fail(
-                f"{name} must be a string or a list of {{role, content}} messages, "
-                f"found {json_type_name(value)}"
-            )
-            return None
-    check.fail(
-        "chosen and rejected must both be strings or both be conversations, found "
-        f"{json_type_name(chosen)} and {json_type_name(rejected)}"
-    )
-    return None
-
-
-def _implicit_text(chosen: str, rejected: str, check: _Check) -> _Pair | None:
-    """Split two strings into their shared prompt (cut at a word boundary) and responses."""
-    if chosen == rejected:
-        check.fail(
-            "chosen and rejected are identical, so no prompt and responses can be told apart"
-        )
-        return None
-    prefix = chosen[: _common_prefix_length(chosen, rejected)]
-    prefix = re.sub(r"\S+\Z", "", prefix)
-    if not prefix.strip():
-        check.fail(
-            "chosen and rejected share no prompt text at their start (an implicit-prompt row "
-            "is prompt + response in both fields)"
-        )
-        return None
-    responses = chosen[len(prefix) :], rejected[len(prefix) :]
-    for name, response in zip(("chosen", "rejected"), responses, strict=True):
-        if not response.strip():
-            check.fail(f"{name} has no response after the shared prompt")
-    if check.problems:
-        return None
-    return _Pair((Message("user", prefix),), *responses, choice=0, chat=False)
-
-
-def _common_prefix_length(a: str, b: str) -> int:
-    """Length of the longest common prefix (binary search over C-speed slice comparisons)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def _implicit_conversation(chosen: list[Any], rejected: list[Any], check: _Check) -> _Pair | None:
-    """Shared leading messages are the prompt; each final assistant message is a response."""
-    conversations = {
-        name: _role_messages(value, name, check, last="assistant")
-        for name, value in (("chosen", chosen), ("rejected", rejected))
-    }
-    chosen_messages, rejected_messages = conversations["chosen"], conversations["rejected"]
-    if chosen_messages is None or rejected_messages is None:
-        return None
-    prompt = chosen_messages[:-1]
-    if prompt != rejected_messages[:-1]:
-        at = next(
-            (
-                i
-                for i, (a, b) in enumerate(zip(prompt, rejected_messages[:-1], strict=False))
-                if a != b
-            ),
-            min(len(prompt), len(rejected_messages) - 1),
-        )
-        check.fail(
-            "chosen and rejected must share every message before their final assistant "
-            f"message; they differ at message {at}"
-        )
-        return None
-    if not prompt or prompt[-1].role != "user":
-        check.fail(
-            "chosen must hold the prompt before its final assistant message, ending with a "
-            "user message"
-        )
-        return None
-    return _Pair(tuple(prompt), chosen_messages[-1].content, rejected_messages[-1].content, 0, True)
-
-
-def _pref_hh(row: dict[str, Any], check: _Check) -> _Pair | None:
-    chosen = _hh_turns(row["chosen"], "chosen", check)
-    rejected = _hh_turns(row["rejected"], "rejected", check)
-    if chosen is None or rejected is None:
-        return None
-    prompt = chosen[:-1]
-    if prompt != rejected[:-1]:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(prompt, rejected[:-1], strict=False)) if a != b),
-            min(len(prompt), len(rejected) - 1),
-        )
-        check.fail(
-            "chosen and rejected must share every turn before the final Assistant turn; "
-            f"they differ at turn {at + 1}"
-        )
-        return None
-    return _Pair(tuple(prompt), chosen[-1].content, rejected[-1].content, 0, True)
-
-
-def _hh_turns(text: str, name: str, check: _Check) -> list[Message] | None:
-    """Parse '\\n\\nHuman: ...\\n\\nAssistant: ...' into messages (prompt turns + response)."""
-    body = text if text.startswith("\n\n") else "\n\n" + text
-    parts = _HH_TURN.split(body)
-    if parts[0].strip():
-        check.fail(f"{name} has text before its first '\\n\\nHuman:' turn")
-        return None
-    turns = []
-    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
-        role = "user" if speaker == "Human" else "assistant"
-        turns.append(Message(role, content.removeprefix(" ")))
-    problems = len(check.problems)
-    for number, turn in enumerate(turns, start=1):
-        if not turn.content.strip():
-            speaker = "Human" if turn.role == "user" else "Assistant"
-            check.fail(f"{name} turn {number} ({speaker}) is empty")
-    if turns[-1].role != "assistant":
-        check.fail(f"{name} must end with an '\\n\\nAssistant:' turn (the response), found Human")
-    elif len(turns) < 2 or turns[-2].role != "user":
-        check.fail(f"{name} must have a Human turn right before its final Assistant turn")
-    return turns if len(check.problems) == problems else None
-
-
-# ---------------------------------------------------------------- prompt formats
-
-
-def _prompt_rlhf_text(row: dict[str, Any], check: _Check) -> _Prompt | None:
-    text = _text(row["input_text"], "input_text", check)
-    return None if text is None else ((Message("user", text),), False)
-
-
-def _prompt_rlhf_chat(row: dict[str, Any], check: _Check) -> _Prompt | None:
-    context = _context(row, check)
-    messages = _author_messages(_key(row, "messages", check, ""), check)
-    if context is None or messages is None:
-        return None
-    return (*context, *messages), True
-
-
-def _prompt_trl(row: dict[str, Any], check: _Check) -> _Prompt | None:
-    prompt = row["prompt"]
-    if isinstance(prompt, list):
-        messages = _role_messages(prompt, "prompt", check, last="user")
-        return None if messages is None else (tuple(messages), True)
-    if not isinstance(prompt, str):
-        check.fail(
-            "prompt must be a string or a list of {role, content} messages, "
-            f"found {json_type_name(prompt)}"
-        )
-        return None
-    text = _text(prompt, "prompt", check)
-    return None if text is None else ((Message("user", text),), False)
-
-
-def _prompt_openai_rft(row: dict[str, Any], check: _Check) -> _Prompt | None:
-    messages = _role_messages(row["messages"], "messages", check, last="user")
-    return None if messages is None else (tuple(messages), True)
-
-
-_PREFERENCE_PARSERS: dict[str, Callable[[dict[str, Any], _Check], _Pair | None]] = {
-    "rlhf_text": _pref_rlhf_text,
-    "rlhf_chat": _pref_rlhf_chat,
-    "trl": _pref_trl,
-    "trl_implicit": _pref_trl_implicit,
-    "hh": _pref_hh,
-}
-_PROMPT_PARSERS: dict[str, Callable[[dict[str, Any], _Check], _Prompt | None]] = {
-    "rlhf_text": _prompt_rlhf_text,
-    "rlhf_chat": _prompt_rlhf_chat,
-    "trl": _prompt_trl,
-    "openai_rft": _prompt_openai_rft,
-}
-
-
-def _extra(row: dict[str, Any], kind: str, fmt: str) -> dict[str, Any]:
-    own = _OWN_KEYS[kind][fmt]
-    return {key: value for key, value in row.items() if key not in own}
-
-
-def _preference_record(row: dict[str, Any], check: _Check, fmt: str) -> PreferenceRecord | None:
-    pair = _PREFERENCE_PARSERS[fmt](row, check)
-    margin = _margin(row, check)
-    if pair is None or check.problems:
-        return None
-    return PreferenceRecord(
-        messages=pair.messages,
-        chosen=pair.chosen,
-        rejected=pair.rejected,
-        source=check.source,
-        choice=pair.choice,
-        margin=margin,
-        extra=_extra(row, "preference", fmt),
-        chat=pair.chat,
-    )
-
-
-def _prompt_record(row: dict[str, Any], check: _Check, fmt: str) -> PromptRecord | None:
-    parsed = _PROMPT_PARSERS[fmt](row, check)
-    if parsed is None or check.problems:
-        return None
-    messages, chat = parsed
-    return PromptRecord(messages, check.source, _extra(row, "prompt", fmt), chat)
-
-
-_PARSERS: dict[str, Callable[[dict[str, Any], _Check, str], Any]] = {
-    "preference": _preference_record,
-    "prompt": _prompt_record,
-}

@@ -47,6 +47,36 @@ class LengthStats:
         )
 
 
+def _preference_figures(
+    dataset: Dataset,
+    encoder: PromptEncoder,
+    fields: dict[str, list[str]],
+    tokens: dict[str, list[int]],
+    batch_size: int,
+) -> dict[str, Any]:
+    """A preference dataset's own figures; adds the answers' texts and token counts to
+    `fields` and `tokens`."""
+    records = dataset.records
+    report: dict[str, Any] = {}
+    fields["chosen"] = [r.chosen for r in records]
+    fields["rejected"] = [r.rejected for r in records]
+    for name in ("chosen", "rejected"):
+        tokens[name] = [
+            encoder.encode_response(text, add_eos=True).full_length for text in fields[name]
+        ]
+    if dataset.format in CANDIDATE_FORMATS:  # other formats have no candidate order
+        choices = Counter(r.choice for r in records)
+        report["choice_balance"] = {"0": choices.get(0, 0), "1": choices.get(1, 0)}
+    longer = sum(len(r.chosen) > len(r.rejected) for r in records)
+    report["chosen_longer_fraction"] = round(longer / len(records), 4)
+    report["with_margin"] = sum(r.margin is not None for r in records)
+    report["steps_per_epoch"] = {
+        "batch_size": batch_size,
+        "steps": math.ceil(len(records) / batch_size),
+    }
+    return report
+
+
 def inspect_dataset(
     dataset: Dataset, tokenizer: Any, config: DataConfig, batch_size: int = REWARD_BATCH_SIZE
 ) -> dict[str, Any]:
@@ -72,22 +102,7 @@ def inspect_dataset(
         "files": dataset.files,
     }
     if dataset.kind == "preference":
-        fields["chosen"] = [r.chosen for r in records]
-        fields["rejected"] = [r.rejected for r in records]
-        for name in ("chosen", "rejected"):
-            tokens[name] = [
-                encoder.encode_response(text, add_eos=True).full_length for text in fields[name]
-            ]
-        if dataset.format in CANDIDATE_FORMATS:  # other formats have no candidate order
-            choices = Counter(r.choice for r in records)
-            report["choice_balance"] = {"0": choices.get(0, 0), "1": choices.get(1, 0)}
-        longer = sum(len(r.chosen) > len(r.rejected) for r in records)
-        report["chosen_longer_fraction"] = round(longer / len(records), 4)
-        report["with_margin"] = sum(r.margin is not None for r in records)
-        report["steps_per_epoch"] = {
-            "batch_size": batch_size,
-            "steps": math.ceil(len(records) / batch_size),
-        }
+        report.update(_preference_figures(dataset, encoder, fields, tokens, batch_size))
     report["length_chars"] = {
         k: vars(LengthStats.of([len(t) for t in v])) for k, v in fields.items()
     }

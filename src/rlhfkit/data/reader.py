@@ -300,10 +300,11 @@ def _undecodable(source: Source, raw: bytes, exc: UnicodeDecodeError) -> str:
     )
 
 
-def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Source, Any]]:
-    """The elements of a `.json` list, each with the line where it starts."""
+def _decoded(data: bytes, name: str, scan: RowScan) -> str | None:
+    """The file's text without a byte-order mark, or None after recording every line that
+    is not UTF-8 (the file is then unreadable)."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError:
         for number, raw in enumerate(data.split(b"\n"), start=1):
             try:
@@ -312,8 +313,14 @@ def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Sourc
                 source = Source(name, number)
                 scan.issues.append((source, _undecodable(source, raw, exc)))
         scan.unreadable.add(name)
+        return None
+
+
+def _json_list_values(data: bytes, name: str, scan: RowScan) -> list[tuple[Source, Any]]:
+    """The elements of a `.json` list, each with the line where it starts."""
+    text = _decoded(data, name, scan)
+    if text is None:
         return []
-    text = text.removeprefix(_BOM)
     pos = _skip_space(text, 0)
     if not text.startswith("[", pos):
         scan.issues.append(_not_a_list(text, pos, name))

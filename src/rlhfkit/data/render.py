@@ -56,6 +56,23 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
         f"{cut['prompt_sequence_length']}, {cut['responses']} responses over "
         f"target_sequence_length={cut['target_sequence_length']} ({cut['rows']} rows affected)"
     )
+    _print_duplicates_and_bad_rows(report, console)
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for example in report["examples"]:
+        console.rule(f"example {example['source']}")
+        for turn in example["prompt"]:
+            console.print(f"[cyan]{turn['role']}:[/cyan] {_preview(turn['content'])}")
+        if "chosen" in example:
+            console.print(f"[green]chosen:[/green] {_preview(example['chosen'])}")
+            console.print(f"[red]rejected:[/red] {_preview(example['rejected'])}")
+        if example.get("extra"):
+            console.print(f"[dim]extra fields: {escape(', '.join(example['extra']))}[/dim]")
+    for path in report.get("plots", []):
+        console.print(f"plot: {escape(path)}")
+
+
+def _print_duplicates_and_bad_rows(report: dict[str, Any], console: Console) -> None:
     dup = report["duplicates"]
     line = f"duplicates: {dup['prompts']} repeated prompts"
     if "pairs" in dup:
@@ -81,19 +98,6 @@ def print_inspect_report(report: dict[str, Any], console: Console | None = None)
         )
     else:
         console.print("bad rows: none")
-    for warning in report["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    for example in report["examples"]:
-        console.rule(f"example {example['source']}")
-        for turn in example["prompt"]:
-            console.print(f"[cyan]{turn['role']}:[/cyan] {_preview(turn['content'])}")
-        if "chosen" in example:
-            console.print(f"[green]chosen:[/green] {_preview(example['chosen'])}")
-            console.print(f"[red]rejected:[/red] {_preview(example['rejected'])}")
-        if example.get("extra"):
-            console.print(f"[dim]extra fields: {escape(', '.join(example['extra']))}[/dim]")
-    for path in report.get("plots", []):
-        console.print(f"plot: {escape(path)}")
 
 
 def _four(stats: dict[str, Any]) -> str:

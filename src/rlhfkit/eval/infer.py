@@ -156,9 +156,7 @@ def load_for_inference(resolved: ResolvedModel, dtype: str = "auto", device: str
 
 def infer(config: InferConfig) -> InferResult:
     """Answer every prompt of `config.prompt_dataset`; write the rows with `prediction`."""
-    from rlhfkit.models.generate import generate_answers
     from rlhfkit.models.loading import load_tokenizer
-    from rlhfkit.progress import progress_bar
 
     check_output_path(config.out)  # before any work: a bad path fails now, not at the end
     # step 1. prompts, in file order, and the raw rows they came from
@@ -186,35 +184,50 @@ def infer(config: InferConfig) -> InferResult:
         (i for i in range(len(records)) if i not in done), key=lambda i: -len(prompt_ids[i])
     )
     if todo:
-        model = load_for_inference(resolved, config.dtype, config.device)
-        logger.info("infer: %s on %d prompts", resolved.describe(), len(todo))
-        bar = progress_bar(len(records), resumed, "infer", unit="prompt")
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            seeding.seed_global(
-                seeding.infer_batch(config.seed, batch[0])
-            )  # the same after a resume
-            answers = generate_answers(
-                model,
-                tokenizer,
-                [prompt_ids[i] for i in batch],
-                max_new_tokens=config.target_sequence_length,
-                do_sample=config.temperature > 0,
-                temperature=config.temperature or 1.0,
-                top_p=config.top_p,
-                top_k=config.top_k,
-            )
-            for i, answer in zip(batch, answers, strict=True):
-                done[i] = {PREDICTION: answer.text, ENDED: answer.ended}
-            journal.append((i, done[i]) for i in batch)
-            bar.update(len(batch))
-        bar.close()
+        _generate(config, resolved, tokenizer, prompt_ids, todo, done, journal)
     # step 5. the whole file, atomically, in input order
     rows = [{**raw[i], **done[i]} for i in range(len(records))]
     atomic_write_jsonl(out, rows)
     journal.remove()
     dropped = record_dropped({config.prompt_dataset: dataset}, dropped_rows_path(out))
     return InferResult(out, len(rows), resolved.describe(), resumed, dropped)
+
+
+def _generate(
+    config: InferConfig,
+    resolved: ResolvedModel,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    todo: list[int],
+    done: dict[int, dict[str, Any]],
+    journal: Journal,
+) -> None:
+    """Answer the prompts `todo` in batches, into `done` and the journal as each ends."""
+    from rlhfkit.models.generate import generate_answers
+    from rlhfkit.progress import progress_bar
+
+    model = load_for_inference(resolved, config.dtype, config.device)
+    logger.info("infer: %s on %d prompts", resolved.describe(), len(todo))
+    bar = progress_bar(len(prompt_ids), len(done), "infer", unit="prompt")
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        # seeded by the batch's first row: the same draws after a resume
+        seeding.seed_global(seeding.infer_batch(config.seed, batch[0]))
+        answers = generate_answers(
+            model,
+            tokenizer,
+            [prompt_ids[i] for i in batch],
+            max_new_tokens=config.target_sequence_length,
+            do_sample=config.temperature > 0,
+            temperature=config.temperature or 1.0,
+            top_p=config.top_p,
+            top_k=config.top_k,
+        )
+        for i, answer in zip(batch, answers, strict=True):
+            done[i] = {PREDICTION: answer.text, ENDED: answer.ended}
+        journal.append((i, done[i]) for i in batch)
+        bar.update(len(batch))
+    bar.close()
 
 
 def _fingerprint(config: InferConfig, resolved: ResolvedModel, prompt_ids: list[list[int]]) -> str:

@@ -281,7 +281,7 @@ def _stage_summaries(run_dir: Path) -> tuple[dict | None, dict | None]:
 
 def _reward_lines(reward: dict[str, Any]) -> list[str]:
     """The lines `train-reward` and `rlhfkit run` print about the reward model."""
-    from rlhfkit.train.reward import result_lines
+    from rlhfkit.train.reward_summary import result_lines
 
     try:
         return [line.strip() for line in result_lines(reward)]

@@ -87,7 +87,6 @@ class SynthResult:
 def synthesize(config: SynthConfig) -> SynthResult:
     """Sample two candidates per prompt, label the pairs, write the preference file."""
     from rlhfkit.eval.autoraters import Pair, judge_pairs, load_autorater
-    from rlhfkit.eval.infer import InferConfig, infer
 
     # step 1. the labeller first: a bad grader file fails before any sampling; the prompts'
     # bad rows (with bad_rows=skip) listed beside the output
@@ -97,21 +96,7 @@ def synthesize(config: SynthConfig) -> SynthResult:
         logger.warning(line)
     # step 2. two candidates per prompt (resumable: rlhfkit infer)
     work = Path(f"{config.out}.candidates")
-    shared = {
-        **data_settings(config),
-        **{k: getattr(config, k) for k in ("top_p", "batch_size", "dtype", "device")},
-    }
-    files = []
-    for index, temperature in enumerate((config.temperature_0, config.temperature_1)):
-        values = {
-            **shared,
-            "model": config.model,
-            "prompt_dataset": config.prompt_dataset,
-            "out": str(work / f"candidate_{index}.jsonl"),
-            "temperature": temperature,
-            "seed": seeding.synth_candidate(config.seed, index),
-        }
-        files.append(infer(build_config(InferConfig, values)).out)
+    files = _sample_candidates(config, work)
     records_0, records_1 = load_prompts(files[0]).records, load_prompts(files[1]).records
     # step 3. label
     pairs = [
@@ -133,22 +118,7 @@ def synthesize(config: SynthConfig) -> SynthResult:
         if reason:
             dropped[reason] += 1
             continue
-        choice = 0 if judgment.choice == "A" else 1
-        extra = {k: v for k, v in pair.record.extra.items() if k != "prediction"}
-        extra["label_source"] = config.label_source
-        if judgment.score_a is not None:
-            extra["grades"] = [judgment.score_a, judgment.score_b]
-        else:
-            extra["judge_confidence"] = judgment.confidence
-        record = PreferenceRecord(
-            messages=pair.record.messages,
-            chosen=(pair.response_a, pair.response_b)[choice],
-            rejected=(pair.response_a, pair.response_b)[1 - choice],
-            source=pair.record.source,
-            choice=choice,
-            extra=extra,
-            chat=pair.record.chat,
-        )
+        record = _labelled_record(config, pair, judgment)
         rows.append(rlhf_preference_row(record))
     if not rows:
         raise RlhfkitError(
@@ -159,6 +129,49 @@ def synthesize(config: SynthConfig) -> SynthResult:
     shutil.rmtree(work, ignore_errors=True)
     share = sum(r["choice"] == 0 for r in rows) / len(rows)
     return SynthResult(Path(config.out), len(rows), len(pairs), dropped, share)
+
+
+def _sample_candidates(config: SynthConfig, work: Path) -> list[Path]:
+    """Two `rlhfkit infer` runs over the prompts, at temperature_0 and temperature_1."""
+    from rlhfkit.eval.infer import InferConfig, infer
+
+    shared = {
+        **data_settings(config),
+        **{k: getattr(config, k) for k in ("top_p", "batch_size", "dtype", "device")},
+    }
+    files = []
+    for index, temperature in enumerate((config.temperature_0, config.temperature_1)):
+        values = {
+            **shared,
+            "model": config.model,
+            "prompt_dataset": config.prompt_dataset,
+            "out": str(work / f"candidate_{index}.jsonl"),
+            "temperature": temperature,
+            "seed": seeding.synth_candidate(config.seed, index),
+        }
+        files.append(infer(build_config(InferConfig, values)).out)
+    return files
+
+
+def _labelled_record(config: SynthConfig, pair, judgment) -> PreferenceRecord:
+    """The pair as a preference record: the judged better answer chosen, with how it was
+    labelled (`label_source`, and `grades` or `judge_confidence`)."""
+    choice = 0 if judgment.choice == "A" else 1
+    extra = {k: v for k, v in pair.record.extra.items() if k != "prediction"}
+    extra["label_source"] = config.label_source
+    if judgment.score_a is not None:
+        extra["grades"] = [judgment.score_a, judgment.score_b]
+    else:
+        extra["judge_confidence"] = judgment.confidence
+    return PreferenceRecord(
+        messages=pair.record.messages,
+        chosen=(pair.response_a, pair.response_b)[choice],
+        rejected=(pair.response_a, pair.response_b)[1 - choice],
+        source=pair.record.source,
+        choice=choice,
+        extra=extra,
+        chat=pair.record.chat,
+    )
 
 
 def _drop_reason(config: SynthConfig, pair, judgment) -> str | None:

@@ -162,26 +162,7 @@ def label_stats(db: str | Path) -> dict[str, Any]:
     by_labeller: dict[str, list[Judgment]] = defaultdict(list)
     for judgment in judgments:
         by_labeller[judgment.labeller].append(judgment)
-    labellers = []
-    for name in sorted(by_labeller):
-        own = by_labeller[name]
-        choices = Counter(j.choice for j in own)
-        decided = [j for j in own if j.choice in ("A", "B")]
-        seconds = [j.seconds for j in own if j.seconds is not None]
-        labellers.append(
-            {
-                "labeller": name,
-                "judged": len(own),
-                **{choice.lower(): choices[choice] for choice in ("A", "B", "TIE", "SKIP")},
-                "comments": sum(bool(j.comment) for j in own),
-                "left_share": (
-                    sum(j.choice == j.left_side for j in decided) / len(decided)
-                    if decided
-                    else None
-                ),
-                "median_seconds": statistics.median(seconds) if seconds else None,
-            }
-        )
+    labellers = [_labeller_counts(name, by_labeller[name]) for name in sorted(by_labeller)]
     voted = {
         name: {j.item_id: j.choice for j in own if j.choice in VOTES}
         for name, own in by_labeller.items()
@@ -210,6 +191,23 @@ def label_stats(db: str | Path) -> dict[str, Any]:
         "judgments": len(judgments),
         "labellers": labellers,
         "agreement": agreement,
+    }
+
+
+def _labeller_counts(name: str, own: list[Judgment]) -> dict[str, Any]:
+    """One labeller's judgments by choice, comments, left_share and median seconds."""
+    choices = Counter(j.choice for j in own)
+    decided = [j for j in own if j.choice in ("A", "B")]
+    seconds = [j.seconds for j in own if j.seconds is not None]
+    return {
+        "labeller": name,
+        "judged": len(own),
+        **{choice.lower(): choices[choice] for choice in ("A", "B", "TIE", "SKIP")},
+        "comments": sum(bool(j.comment) for j in own),
+        "left_share": (
+            sum(j.choice == j.left_side for j in decided) / len(decided) if decided else None
+        ),
+        "median_seconds": statistics.median(seconds) if seconds else None,
     }
 
 

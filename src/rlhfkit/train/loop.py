@@ -30,15 +30,9 @@ from rlhfkit.data.formats import DROPPED_ROWS_FILE, record_dropped
 from rlhfkit.fileio import atomic_write_json, write_config
 from rlhfkit.progress import progress_bar
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import (
-    check_resume,
-    data_digest,
-    is_due,
-    resume_point,
-    sample_indices,
-    window_mean,
-)
+from rlhfkit.train.common import is_due, sample_indices, window_mean
 from rlhfkit.train.parallel import Parallel
+from rlhfkit.train.resume import check_resume, data_digest, resume_point
 
 logger = logging.getLogger(__name__)
 

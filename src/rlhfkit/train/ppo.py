@@ -26,9 +26,7 @@ from rlhfkit.algorithms.ppo import (
 from rlhfkit.config import check, param, to_dict
 from rlhfkit.models.policy import PolicyOutputs, Rollout
 from rlhfkit.rollout.experience import Experience
-from rlhfkit.train.common import (
-    autocast,
-)
+from rlhfkit.train.common import autocast
 from rlhfkit.train.parallel import whiten
 from rlhfkit.train.rl import RLTrainer, preview_text
 from rlhfkit.train.rl_config import RLCommonConfig

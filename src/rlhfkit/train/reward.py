@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,374 +14,34 @@ import torch
 
 from rlhfkit import seeding
 from rlhfkit.algorithms.reward import bradley_terry_loss, fit_linear_head
-from rlhfkit.config import check, param, to_dict
-from rlhfkit.data.config import DataConfig
 from rlhfkit.data.formats import Dataset
 from rlhfkit.data.prompts import PromptEncoder
-from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.models.compiled import compile_blocks, compile_param, resolve_compile
-from rlhfkit.models.generate import padded_width
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.models.compiled import compile_blocks, resolve_compile
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.reward import (
-    ALL_LINEAR,
-    POOLINGS,
-    ResponseBatch,
     RewardModel,
-    RewardModelSpec,
     build_reward_model,
     load_reward_model,
 )
-from rlhfkit.stats import length_order, pair_accuracy, pairs_to_tell_from_chance
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import (
-    autocast,
-    prepare_optimization,
-    release_free_memory,
-    restore_weights,
-    split_held_out,
-    split_to_count,
-    trim_heap_during_forward,
-)
+from rlhfkit.train.common import autocast, split_held_out, split_to_count
 from rlhfkit.train.loop import Trainer
-from rlhfkit.train.sharding import sharding_param
+from rlhfkit.train.memory import release_free_memory, trim_heap_during_forward
+from rlhfkit.train.optim import prepare_optimization, restore_weights
+from rlhfkit.train.pairs import (
+    EncodedPair,
+    encode_pairs,
+    micro_batches,
+    pair_batch,
+    pair_outputs,
+    pair_statistics,
+    score_pairs,
+)
+from rlhfkit.train.reward_config import EVAL_ROWS_MAX, RewardConfig, reward_spec
+from rlhfkit.train.reward_summary import RewardResult, verdict
 
 logger = logging.getLogger(__name__)
-
-REWARD_BASE_LEARNING_RATE = 5e-4
-"""Learning rate at reward_model_learning_rate_multiplier=1.0 (the peak, after warm-up)."""
-
-EVAL_ROWS_MAX = 5000
-
-
-@dataclass
-class RewardConfig(DataConfig):
-    """Parameters of `rlhfkit train-reward` (names shared with the pipeline)."""
-
-    preference_dataset: str | None = param(
-        None, "Preference dataset (file, folder or glob) in any supported format."
-    )
-    eval_dataset: str | None = param(
-        None, "Held-out preference dataset; its first 5000 rows are used for evaluation."
-    )
-    eval_fraction: float = param(
-        0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
-    )
-    reward_model_train_steps: int = param(
-        1000,
-        "Optimizer steps (num_epochs, when set, wins and sets the steps instead); 0 with "
-        "head_warm_start keeps the fitted head on the untrained model, with no training step.",
-    )
-    num_epochs: float | None = param(
-        None,
-        "Passes over the training pairs; when set, the run takes ceil(num_epochs * pairs / "
-        "batch_size) steps and reward_model_train_steps is ignored.",
-    )
-    validation_fraction: float = param(
-        0.1,
-        "Share of the training pairs set aside for validation: evaluated every eval_every "
-        "steps, and the step with the lowest validation rank loss becomes reward_model/. "
-        "0: no validation; the last step is kept and the held-out pairs are evaluated instead.",
-    )
-    early_stopping_patience: int = param(
-        0, "Stop after this many validations without a lower rank loss (0: never stop early)."
-    )
-    reward_model_learning_rate_multiplier: float = param(
-        1.0, f"Multiplies the base learning rate {REWARD_BASE_LEARNING_RATE:g}."
-    )
-    batch_size: int = param(16, "Preference pairs per optimizer step.")
-    micro_batch_tokens: int = param(
-        1024,
-        "Most padded tokens (prompt + both answers, all pairs) in one forward/backward pass; "
-        "gradients accumulate up to batch_size. Raise it on a GPU, lower it to save memory.",
-    )
-    pad_to_multiple: int = param(
-        16, "Round padded prompt and answer widths up to this multiple (bounds kernel shapes)."
-    )
-    lora_rank: int = param(4, "LoRA rank of the adapter.")
-    lora_alpha: float = param(8.0, "LoRA scaling numerator (scale = alpha / rank).")
-    lora_targets: list[str] = param(
-        list(ALL_LINEAR), "Module names that get LoRA adapters (comma-separated)."
-    )
-    full_finetune: bool = param(False, "Train every weight instead of a LoRA adapter.")
-    head_init_std: float = param(0.0, "Std of the reward head's initial weights (0: zeros).")
-    head_pooling: str = param(
-        "mean",
-        "What the head reads: the final hidden state of the answer's last token, or the "
-        "mean over the answer's tokens.",
-        choices=POOLINGS,
-    )
-    trunk_layers: int = param(
-        0,
-        "Decoder layers the reward model keeps: the first N, whose output (after the final "
-        "norm) the head reads; training and scoring cost about N / all layers as much. "
-        "0: every layer. bench/layer_probe.py measures what each layer's output knows.",
-    )
-    head_warm_start: bool = param(
-        True,
-        "Before training, fit the head on the training pairs' features of the untrained "
-        "model (L2-regularised logistic regression, L2 weight by 5-fold cross-validation).",
-    )
-    center_rewards_coeff: float = param(
-        0.0, "Weight of the reward-centering term mean((r_c + r_r)^2); 0 turns it off."
-    )
-    use_margin: bool = param(True, "Subtract a row's `margin` field inside the loss when present.")
-    warmup_steps: int = param(
-        10, "Linear learning-rate warm-up steps (a tenth of the run when not shorter than it)."
-    )
-    lr_schedule: str = param(
-        "cosine", "Learning-rate decay after warm-up.", choices=("cosine", "constant", "linear")
-    )
-    weight_decay: float = param(0.0, "AdamW weight decay.")
-    max_grad_norm: float = param(1.0, "Gradient-norm clipping (0 turns it off).")
-    log_every: int = param(10, "Log training metrics every N steps.")
-    eval_every: int = param(100, "Evaluate on the held-out pairs every N steps (and at the end).")
-    save_every: int = param(100, "Write a checkpoint every N steps (and at the end).")
-    dtype: str = param(
-        "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
-    )
-    device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    sharding: str = sharding_param()
-    compile: bool | None = compile_param()
-    seed: int = param(0, "Seed for initialisation, data order and the held-out split.")
-    output_dir: str = param("runs/reward", "Run directory (metrics, checkpoints, reward_model/).")
-    resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
-
-    def validate(self) -> None:
-        super().validate()
-        check(
-            self.preference_dataset is not None,
-            "preference_dataset",
-            None,
-            "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl",
-        )
-        check(
-            self.reward_model_train_steps >= (0 if self.head_warm_start else 1),
-            "reward_model_train_steps",
-            self.reward_model_train_steps,
-            "must be at least 1 (0 only with head_warm_start=true: the fitted head alone)",
-        )
-        check(
-            self.reward_model_learning_rate_multiplier > 0,
-            "reward_model_learning_rate_multiplier",
-            self.reward_model_learning_rate_multiplier,
-            "must be positive",
-        )
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
-        check(
-            self.micro_batch_tokens >= 1,
-            "micro_batch_tokens",
-            self.micro_batch_tokens,
-            "must be at least 1",
-        )
-        check(self.pad_to_multiple >= 1, "pad_to_multiple", self.pad_to_multiple, "must be >= 1")
-        check(
-            0.0 < self.eval_fraction < 1.0,
-            "eval_fraction",
-            self.eval_fraction,
-            "must be between 0 and 1 (exclusive)",
-        )
-        check(
-            0.0 <= self.validation_fraction < 1.0,
-            "validation_fraction",
-            self.validation_fraction,
-            "must be in [0, 1): 0 turns validation off",
-        )
-        if self.num_epochs is not None:
-            check(self.num_epochs > 0, "num_epochs", self.num_epochs, "must be positive")
-            check(
-                self.reward_model_train_steps != 0,
-                "reward_model_train_steps",
-                0,
-                f"asks for no training step while num_epochs={self.num_epochs:g} asks for "
-                "some: unset num_epochs, or set reward_model_train_steps >= 1",
-            )
-        check(
-            self.early_stopping_patience >= 0,
-            "early_stopping_patience",
-            self.early_stopping_patience,
-            "must be >= 0 (0: never stop early)",
-        )
-        if self.early_stopping_patience and not self.validation_fraction:
-            raise ConfigError(
-                f"early_stopping_patience={self.early_stopping_patience} needs validation "
-                "pairs: set validation_fraction > 0 (e.g. 0.1) or early_stopping_patience=0"
-            )
-        check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
-        check(self.trunk_layers >= 0, "trunk_layers", self.trunk_layers, "must be >= 0 (0: all)")
-        check(
-            bool(self.lora_targets),
-            "lora_targets",
-            self.lora_targets,
-            "name at least one module, e.g. q_proj,v_proj",
-        )
-        for name in ("log_every", "eval_every", "save_every"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
-
-    @property
-    def learning_rate(self) -> float:
-        return REWARD_BASE_LEARNING_RATE * self.reward_model_learning_rate_multiplier
-
-    @property
-    def eval_interval_steps(self) -> int:
-        """Evaluate every this many steps."""
-        return self.eval_every
-
-    def resume_values(self) -> dict[str, Any]:
-        """The settings a checkpoint keeps and a resume compares."""
-        return to_dict(self)
-
-
-@dataclass
-class EncodedPair:
-    """One preference pair as token ids (responses end with the end-of-sequence token)."""
-
-    prompt: list[int]
-    chosen: list[int]
-    rejected: list[int]
-    margin: float
-    length_order: int = 0
-    """1 when the chosen answer is longer (in characters), -1 when shorter, 0 when equal."""
-
-
-@dataclass
-class RewardResult:
-    """What a finished run produced: the kept model's figures on the held-out pairs.
-
-    `eval_accuracy` counts a tie as half a pair (`eval_ties` says how many there were);
-    `eval_accuracy_ci95` is its 95% Wilson interval; `best_step` is the step whose weights
-    were kept (the lowest validation rank loss, or the last step without validation).
-    """
-
-    run_dir: Path
-    reward_model_dir: Path
-    eval_accuracy: float
-    eval_rank_loss: float
-    longer_baseline_accuracy: float
-    train_pairs: int
-    eval_pairs: int
-    eval_accuracy_ci95: list[float]
-    eval_ties: int
-    eval_accuracy_chosen_longer: float
-    eval_accuracy_chosen_shorter: float
-    validation_pairs: int
-    steps: int
-    best_step: int
-    stopped_early: bool
-    verdict: str
-    dropped_rows: list[str] = field(default_factory=list)
-    """One line per dataset that lost rows to `bad_rows=skip` (listed in dropped_rows.jsonl)."""
-
-
-def encode_pairs(records: list, encoder: PromptEncoder, use_margin: bool) -> list[EncodedPair]:
-    """Encode preference records with one encoder (its truncation counts accumulate)."""
-    pairs = []
-    for record in records:
-        margin = record.margin if (use_margin and record.margin is not None) else 0.0
-        pairs.append(
-            EncodedPair(
-                prompt=encoder.encode_prompt(record.messages).ids,
-                chosen=encoder.encode_response(record.chosen).ids,
-                rejected=encoder.encode_response(record.rejected).ids,
-                margin=float(margin),
-                length_order=length_order(record.chosen, record.rejected),
-            )
-        )
-    return pairs
-
-
-def pair_batch(
-    pairs: list[EncodedPair], pad_id: int, multiple: int = 1
-) -> tuple[ResponseBatch, torch.Tensor]:
-    """Rows 2i and 2i+1 are the chosen and rejected answer of pair i; margins (B,)."""
-    responses = [ids for p in pairs for ids in (p.chosen, p.rejected)]
-    batch = ResponseBatch.build([p.prompt for p in pairs], responses, pad_id, multiple)
-    return batch, torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-
-
-def padded_tokens(pairs: list[EncodedPair], multiple: int = 1) -> int:
-    """Tokens a micro-batch of `pairs` occupies once padded (prompt + two answers per pair)."""
-    prompt = padded_width([len(p.prompt) for p in pairs], multiple)
-    answer = padded_width([len(ids) for p in pairs for ids in (p.chosen, p.rejected)], multiple)
-    return len(pairs) * (prompt + 2 * answer)
-
-
-def micro_batches(
-    pairs: list[EncodedPair], max_tokens: int, multiple: int = 1
-) -> list[list[EncodedPair]]:
-    """Split a batch into micro-batches of similar length, each within `max_tokens` padded
-    tokens (a pair longer than that goes alone)."""
-    ordered = sorted(pairs, key=lambda p: (len(p.prompt), max(len(p.chosen), len(p.rejected))))
-    chunks: list[list[EncodedPair]] = []
-    for pair in ordered:
-        if chunks and padded_tokens([*chunks[-1], pair], multiple) <= max_tokens:
-            chunks[-1].append(pair)
-        else:
-            chunks.append([pair])
-    return chunks
-
-
-def score_pairs(
-    model: RewardModel,
-    pairs: list[EncodedPair],
-    pad_id: int,
-    max_tokens: int,
-    use_bf16: bool,
-    multiple: int = 1,
-) -> torch.Tensor:
-    """Rewards of every pair's chosen and rejected answer, in the order of `pairs`.
-
-    Returns:
-        fp32 rewards, column 0 the chosen and column 1 the rejected answer. Shape: (N, 2)
-    """
-    return pair_outputs(model, model, pairs, pad_id, max_tokens, use_bf16, multiple)
-
-
-@torch.no_grad()
-def pair_outputs(
-    model: RewardModel,
-    function,
-    pairs: list[EncodedPair],
-    pad_id: int,
-    max_tokens: int,
-    use_bf16: bool,
-    multiple: int,
-) -> torch.Tensor:
-    """`function(batch)` of every pair's two answers (one row each), in the order of
-    `pairs`, run in micro-batches of similar length with `model` in eval mode: rewards
-    with `model` itself, the head's features with `model.features`.
-
-    Returns:
-        fp32 outputs. Shape: (N, 2, ...)
-    """
-    was_training = model.training
-    model.eval()
-    position = {id(pair): index for index, pair in enumerate(pairs)}
-    out: torch.Tensor | None = None
-    for chunk in micro_batches(pairs, max_tokens, multiple):
-        batch, _ = pair_batch(chunk, pad_id, multiple)
-        with autocast(model.device, use_bf16):
-            values = function(batch.to(model.device)).float().cpu()  # (2 * len(chunk), ...)
-        values = values.view(len(chunk), 2, *values.shape[1:])
-        if out is None:
-            out = torch.zeros(len(pairs), *values.shape[1:])
-        out[torch.tensor([position[id(pair)] for pair in chunk])] = values
-    model.train(was_training)
-    return out if out is not None else torch.zeros(0, 2)
-
-
-def pair_statistics(rewards: torch.Tensor, pairs: list[EncodedPair], prefix: str) -> dict:
-    """Rank loss, margin and accuracy (with its interval, ties, the split by length and the
-    prefer-longer rule) of `rewards` (N, 2) on `pairs`, keys named `{prefix}/...`."""
-    margins = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    loss = bradley_terry_loss(rewards[:, 0], rewards[:, 1], margins)
-    diffs = (rewards[:, 0] - rewards[:, 1]).tolist()
-    accuracy = pair_accuracy(diffs, [p.length_order for p in pairs])
-    return {
-        f"{prefix}/rank_loss": loss.rank_loss.item(),
-        f"{prefix}/margin": loss.margin.item(),
-        **{f"{prefix}/{key}": value for key, value in accuracy.items()},
-    }
 
 
 def training_steps(config: RewardConfig, train_pairs: int) -> int:
@@ -390,76 +50,6 @@ def training_steps(config: RewardConfig, train_pairs: int) -> int:
         return config.reward_model_train_steps
     # rounded first: 1.1 * 100 / 10 is 11.000000000000002 in floating point, not 12 steps
     return max(1, math.ceil(round(config.num_epochs * train_pairs / config.batch_size, 9)))
-
-
-def length_rule(longer_accuracy: float) -> tuple[str, float]:
-    """The better of "prefer the longer answer" and "prefer the shorter one" (its accuracy is
-    1 - the other's: equal lengths count half either way), named, with its accuracy."""
-    if longer_accuracy >= 0.5:
-        return "prefer-longer", longer_accuracy
-    return "prefer-shorter", 1.0 - longer_accuracy
-
-
-def verdict(stats: dict, prefix: str = "eval") -> str:
-    """One sentence on whether the held-out figure tells the model from chance."""
-    n, accuracy = stats[f"{prefix}/n"], stats[f"{prefix}/accuracy"]
-    low, high = stats[f"{prefix}/accuracy_ci95_low"], stats[f"{prefix}/accuracy_ci95_high"]
-    name, baseline = length_rule(stats[f"{prefix}/longer_baseline_accuracy"])
-    if low > 0.5:
-        rule = (
-            "above" if low > baseline else ("below" if accuracy < baseline else "not clearly above")
-        )
-        return (
-            f"better than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f}); "
-            f"{rule} the better length rule, {name} ({baseline:.3f})"
-        )
-    if high < 0.5:
-        return f"worse than chance on {n} held-out pairs (95% interval {low:.3f} to {high:.3f})"
-    needed = pairs_to_tell_from_chance(accuracy)
-    more = (
-        f"at an accuracy of {accuracy:.3f}, {needed} held-out pairs would be needed for the "
-        "interval to exclude 0.5"
-        if needed
-        else "an accuracy of exactly 0.5"
-    )
-    return (
-        f"cannot be told from chance on {n} held-out pairs (95% interval {low:.3f} to "
-        f"{high:.3f} includes 0.5); {more}"
-    )
-
-
-def result_lines(result: dict[str, Any]) -> list[str]:
-    """A finished run's figures as printed (from `RewardResult` fields, e.g. summary.json)."""
-    low, high = result["eval_accuracy_ci95"]
-    ties = result["eval_ties"]
-    lines = [
-        f"reward model: held-out accuracy {result['eval_accuracy']:.3f} (95% interval "
-        f"{low:.3f} to {high:.3f}{f', {ties} ties counted as half' if ties else ''}) on "
-        f"{result['eval_pairs']} pairs; prefer-longer rule "
-        f"{result['longer_baseline_accuracy']:.3f}; where the chosen answer is longer "
-        f"{_figure(result['eval_accuracy_chosen_longer'])}, shorter "
-        f"{_figure(result['eval_accuracy_chosen_shorter'])}",
-        f"  {result['verdict']}",
-    ]
-    lines += [f"  {line}" for line in result.get("dropped_rows", [])]
-    if not result["steps"]:
-        lines.append("  the head fitted on the base model's features alone: no training step")
-    elif result["validation_pairs"]:
-        stop = ", stopped early" if result["stopped_early"] else ""
-        lines.append(
-            f"  kept step {result['best_step']} of {result['steps']}{stop}: the lowest "
-            f"validation rank loss on {result['validation_pairs']} pairs set aside from training"
-            + (
-                " (step 0: the fitted head, before any training step)"
-                if not result["best_step"]
-                else ""
-            )
-        )
-    return lines
-
-
-def _figure(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def train_reward_model(config: RewardConfig) -> RewardResult:
@@ -602,7 +192,7 @@ class RewardTrainer(Trainer):
         device = resolve_device(config.device)
         self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
         self.model = build_reward_model(
-            _spec(config), config.dtype, config.device, config.head_init_std, config.seed
+            reward_spec(config), config.dtype, config.device, config.head_init_std, config.seed
         )
         if config.head_warm_start and state is None:
             self._warm_start_head()
@@ -843,19 +433,3 @@ class RewardTrainer(Trainer):
                 "tokens_per_second": tokens / elapsed,
             }
         )
-
-
-def _spec(config: RewardConfig) -> RewardModelSpec:
-    return RewardModelSpec(
-        base_model=config.large_model_reference,
-        full_finetune=config.full_finetune,
-        lora_rank=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_targets=list(config.lora_targets),
-        instruction=config.instruction,
-        prompt_sequence_length=config.prompt_sequence_length,
-        target_sequence_length=config.target_sequence_length,
-        use_chat_template=config.use_chat_template,
-        pooling=config.head_pooling,
-        trunk_layers=config.trunk_layers,
-    )

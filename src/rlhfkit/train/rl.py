@@ -26,13 +26,9 @@ from rlhfkit.models.reward import read_reward_spec
 from rlhfkit.rollout.experience import Experience
 from rlhfkit.rollout.scorers import FunctionScorer, GraderScorer, RewardFn, RewardScorer, Scorer
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import (
-    autocast,
-    is_due,
-    prepare_optimization,
-    split_held_out,
-)
+from rlhfkit.train.common import autocast, is_due, split_held_out
 from rlhfkit.train.loop import Trainer
+from rlhfkit.train.optim import prepare_optimization
 from rlhfkit.train.rl_config import RLCommonConfig
 
 logger = logging.getLogger(__name__)

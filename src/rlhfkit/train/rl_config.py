@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.algorithms.ppo import KL_ESTIMATORS
-from rlhfkit.config import check, param, to_dict
+from rlhfkit.config import check, param, param_default, to_dict
 from rlhfkit.data.config import DataConfig
 from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
 from rlhfkit.models.reward import ALL_LINEAR
 from rlhfkit.train import METHODS
-from rlhfkit.train.sharding import sharding_param
+from rlhfkit.train.params import OptimizationParams, RunParams
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RLCommonConfig(DataConfig, ABC):
+class RLCommonConfig(RunParams, OptimizationParams, DataConfig, ABC):
     """Parameters every `rlhfkit train-rl` method shares."""
 
     method: str = param(
@@ -57,7 +57,6 @@ class RLCommonConfig(DataConfig, ABC):
         8, "Answers per forward/backward pass; gradients accumulate over a mini-batch."
     )
     cliprange: float = param(0.2, "Clip range of the policy ratio.")
-    max_grad_norm: float = param(1.0, "Gradient-norm clipping (0 turns it off).")
     temperature: float = param(0.7, "Sampling temperature of the rollouts.")
     top_p: float = param(1.0, "Nucleus sampling: keep the smallest token set with this mass.")
     top_k: int = param(0, "Sample among the k most likely tokens (0: all).")
@@ -71,25 +70,9 @@ class RLCommonConfig(DataConfig, ABC):
     lora_targets: list[str] = param(
         list(ALL_LINEAR), "Module names that get LoRA adapters (comma-separated)."
     )
-    warmup_steps: int = param(
-        0, "Linear learning-rate warm-up steps (a tenth of the run when not shorter than it)."
-    )
-    lr_schedule: str = param(
-        "constant", "Learning-rate decay after warm-up.", choices=("cosine", "constant", "linear")
-    )
-    weight_decay: float = param(0.0, "AdamW weight decay.")
-    log_every: int = param(1, "Log training metrics every N steps.")
     sample_every: int = param(10, "Log a few decoded prompts, answers and scores every N steps.")
-    save_every: int = param(50, "Write a checkpoint every N steps (and at the end).")
     save_merged: bool = param(True, "Also write the adapter merged into the base (model/).")
-    dtype: str = param(
-        "auto", "Weights of the frozen base: auto, bf16 or fp32.", ("auto", "bf16", "fp32")
-    )
-    device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    sharding: str = sharding_param()
-    seed: int = param(0, "Seed for initialisation, prompt order, sampling and the held-out split.")
-    output_dir: str = param("runs/rl", "Run directory (metrics, checkpoints, policy/, model/).")
-    resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
+    output_dir: str = param_default(RunParams, "output_dir", "runs/rl")
     eval_samples: int = param(
         1, "Answers per held-out prompt: 1 is the greedy answer, more are sampled (seeded)."
     )
@@ -114,8 +97,7 @@ class RLCommonConfig(DataConfig, ABC):
             "set either grader or reward_model, not both",
         )
         positive = (
-            "micro_batch_size", "eval_prompts", "lora_rank", "log_every", "sample_every",
-            "save_every", "eval_samples",
+            "micro_batch_size", "eval_prompts", "lora_rank", "sample_every", "eval_samples",
         )  # fmt: skip
         for name in positive:
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
@@ -131,7 +113,6 @@ class RLCommonConfig(DataConfig, ABC):
             self.eval_fraction,
             "must be between 0 and 1 (exclusive)",
         )
-        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         check(self.keep_best >= 0, "keep_best", self.keep_best, "must be >= 0")
 
     def resume_values(self) -> dict[str, Any]:

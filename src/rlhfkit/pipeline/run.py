@@ -1,157 +1,21 @@
-"""The whole RLHF pipeline in one call: `rlhfkit run` and `rlhfkit.rlhf_pipeline(...)`.
-
-What Vertex AI's `rlhf_pipeline` runs, with its parameter names and defaults, locally:
-validate inputs -> import the datasets -> train the reward model -> reinforcement learning
--> bulk inference on the eval prompts with the base and the tuned model -> side by side
-of tuned (b) against base (a) -> report.
-
-Run directory (`output_dir`):
-
-    config.yaml, config.json   the resolved pipeline config
-    summary.json               the figures printed at the end
-    report.html                the report (rlhfkit report)
-    data/                      the imported datasets: preferences.jsonl, prompts.jsonl
-                               (training prompts), eval.jsonl (eval prompts or pairs)
-    reward_model/              the train-reward run; reward_model/reward_model is the model
-    rl/                        the train-rl run: metrics, checkpoints, policy/, model/
-    infer/                     base.jsonl and tuned.jsonl, the answers to the eval prompts
-    sxs/NAME/                  judgments.jsonl and metrics.json per autorater
-    STAGE/stage.json           per stage: the hash of its inputs and config, and its status
-
-A stage whose `stage.json` says done with the same hash is skipped; one that was
-interrupted (same hash, not done) continues from its last checkpoint; one whose inputs
-or config changed is run again from scratch, and so is every stage after it.
-`from_stage=NAME` (`--from-stage`) forces a fresh run from that stage on.
-"""
+"""`run_pipeline`: validate, plan every stage, then run them in order (see the package)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml, to_dict
-from rlhfkit.data.config import DataConfig, data_settings
+from rlhfkit.config import build_config, to_dict
+from rlhfkit.data.config import data_settings
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
-from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
-from rlhfkit.train import METHODS
+from rlhfkit.pipeline.config import PipelineConfig, load_pipeline_config
+from rlhfkit.pipeline.stages import StageRunner, file_digest, stage_key
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
-STAGE_FILE = "stage.json"
-RL_REWARDS = ("auto", "reward_model", "grader")
-
-
-@dataclass
-class PipelineConfig(DataConfig):
-    """The pipeline (`rlhfkit run`, `rlhfkit.rlhf_pipeline`); names and defaults as in
-    Vertex AI's rlhf_pipeline where it has them."""
-
-    preference_dataset: str | None = param(
-        None, "Preference pairs for the reward model (any supported preference format)."
-    )
-    prompt_dataset: str | None = param(None, "Prompts for reinforcement learning.")
-    eval_dataset: str | None = param(
-        None,
-        "Eval prompts for the side by side (default: 10% of prompt_dataset held out); a "
-        "preference file also evaluates the reward model (its prompts are then the eval prompts).",
-    )
-    model_display_name: str | None = param(None, "Name of the tuned model (report title).")
-    reward_model_learning_rate_multiplier: float = param(
-        1.0, "Multiplies the reward model's base learning rate."
-    )
-    reinforcement_learning_rate_multiplier: float = param(
-        1.0, "Multiplies the RL base learning rate."
-    )
-    reward_model_train_steps: int = param(
-        1000, "Reward-model optimizer steps (0: its head fitted on the base model's features)."
-    )
-    reinforcement_learning_train_steps: int = param(1000, "Reinforcement-learning steps.")
-    kl_coeff: float | None = param(
-        None,
-        "Weight of the KL penalty to the base model (default: the method's own, as in "
-        "train-rl: ppo 0.1, grpo and rloo 0).",
-    )
-    method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
-    grader: str | None = param(
-        None,
-        "Grader file: a side-by-side autorater, and RL's reward where rl_reward picks it.",
-    )
-    grader_sandbox: str | None = sandbox_param()
-    rl_reward: str = param(
-        "auto",
-        "What RL maximises: reward_model (trained on preference_dataset), grader, or auto "
-        "(ppo: the reward model; grpo / rloo: the grader when set, else the reward model).",
-        choices=RL_REWARDS,
-    )
-    autorater: str | None = param(
-        None, "Side-by-side autorater (default: the trained reward model); see rlhfkit sxs."
-    )
-    eval_fraction: float = param(
-        0.1, "Share of prompt_dataset held out as eval prompts when eval_dataset is not set."
-    )
-    reward_model_options: dict = param(
-        {}, "More train-reward parameters, e.g. {lora_rank: 8} (CLI: reward_model_options.KEY=V)."
-    )
-    rl_options: dict = param(
-        {}, "More train-rl parameters, e.g. {batch_size: 4} (CLI: rl_options.KEY=V)."
-    )
-    seed: int = param(0, "Seed of every stage.")
-    output_dir: str = param("runs/pipeline", "Run directory (layout: docs/pipeline.md).")
-    from_stage: str | None = param(
-        None, f"Run again from this stage on: {', '.join(STAGES)}.", choices=(None, *STAGES)
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.grader_sandbox is not None:
-            resolve_mode(self.grader_sandbox, "grader_sandbox")
-        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
-        check(
-            bool(self.preference_dataset) or self.reward_source == "grader",
-            "preference_dataset",
-            self.preference_dataset,
-            "is required (a reward model is trained on it); only a grader as RL's reward "
-            "(method=grpo or rloo with a grader, or rl_reward=grader) can do without",
-        )
-        check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
-        check(
-            self.reward_source != "grader" or bool(self.grader),
-            "rl_reward",
-            self.rl_reward,
-            "grader needs a grader file: set grader=PATH, or rl_reward=reward_model",
-        )
-        check(
-            self.reinforcement_learning_train_steps >= 1,
-            "reinforcement_learning_train_steps",
-            self.reinforcement_learning_train_steps,
-            "must be at least 1",
-        )
-        check(
-            self.reward_model_train_steps >= 0,
-            "reward_model_train_steps",
-            self.reward_model_train_steps,
-            "must be >= 0 (0: the reward model's fitted head alone, no training step)",
-        )
-
-    @property
-    def trains_reward_model(self) -> bool:
-        return bool(self.preference_dataset)
-
-    @property
-    def reward_source(self) -> str:
-        """`reward_model` or `grader`: what RL maximises (rl_reward with auto resolved)."""
-        if self.rl_reward != "auto":
-            return self.rl_reward
-        return "grader" if self.method != "ppo" and self.grader else "reward_model"
 
 
 @dataclass
@@ -169,35 +33,6 @@ def rlhf_pipeline(**parameters: Any) -> PipelineResult:
                       reward_model_train_steps=200, output_dir="runs/mine")
     """
     return run_pipeline(load_pipeline_config(None, parameters))
-
-
-PATH_PARAMETERS = ("preference_dataset", "prompt_dataset", "eval_dataset", "grader")
-"""The input files a pipeline config names (`relative_to` of load_pipeline_config)."""
-
-
-def load_pipeline_config(
-    path: str | Path | None,
-    overrides: list[str] | dict[str, Any] | None = None,
-    relative_to: Path | None = None,
-) -> PipelineConfig:
-    """Defaults < YAML file < overrides; `reward_model_options.KEY=V` and `rl_options.KEY=V`
-    overrides set one stage parameter each. With `relative_to` (`rlhfkit demo`: the installed
-    package), the file's relative PATH_PARAMETERS start there instead of the working
-    directory; the overrides' and output_dir still start at the working directory."""
-    values: dict[str, Any] = read_yaml(path) if path else {}
-    if relative_to is not None:
-        for key in PATH_PARAMETERS:
-            if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
-                values[key] = str(relative_to / values[key])
-    if isinstance(overrides, list):
-        overrides = parse_overrides(overrides)
-    for key, value in (overrides or {}).items():
-        group, dot, name = key.partition(".")
-        if dot and group in ("reward_model_options", "rl_options"):
-            values[group] = {**(values.get(group) or {}), name: value}
-        else:
-            values[key] = value
-    return build_config(PipelineConfig, values, source=str(path) if path else "parameters")
 
 
 # ---------------------------------------------------------------- stage settings
@@ -226,7 +61,7 @@ def _shared(config: PipelineConfig) -> dict[str, Any]:
 def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) -> Plan:
     """Every stage's config, validated; what is wrong is appended to `problems`."""
     from rlhfkit.train.methods import load_rl_config, method
-    from rlhfkit.train.reward import RewardConfig
+    from rlhfkit.train.reward_config import RewardConfig
 
     run_dir = Path(config.output_dir)
     shared = _shared(config)
@@ -342,74 +177,6 @@ def _check_grader(path: str, sandbox: str | None) -> list[str]:
     except RlhfkitError as exc:
         return [f"grader {path}: {exc}"]
     return []
-
-
-# ---------------------------------------------------------------- stages and their hashes
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a folder (names and contents)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def stage_key(name: str, settings: dict[str, Any], upstream: list[str]) -> str:
-    """The hash that decides whether a finished stage can be kept."""
-    blob = json.dumps([name, settings, upstream], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class StageRunner:
-    """Runs a stage, skips it, or continues it, by its `stage.json`."""
-
-    def __init__(self, run_dir: Path, from_stage: str | None):
-        self.run_dir = run_dir
-        self.forced = False
-        self.from_stage = from_stage
-
-    def run(
-        self, name: str, key: str, work: Callable[[Path, bool], Any], folder_name: str = ""
-    ) -> Any:
-        """`work(folder, resume)` runs the stage; its return value is stored as the stage's
-        outputs and returned (also when the stage is skipped)."""
-        folder = self.run_dir / (folder_name or name)
-        record_path = folder / STAGE_FILE
-        record = json.loads(record_path.read_text()) if record_path.is_file() else None
-        self.forced = self.forced or name == self.from_stage
-        same = record is not None and record.get("key") == key and not self.forced
-        if same and record.get("status") == "done":
-            logger.info("stage %s: unchanged, skipped (%s)", name, folder)
-            return record.get("outputs")
-        resume = same  # interrupted with the same inputs: continue
-        if not resume and folder.exists():
-            why = "forced" if self.forced else "inputs changed" if record else "incomplete"
-            logger.info("stage %s: starting again (%s)", name, why)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        started = time.time()
-        atomic_write_json(record_path, {"key": key, "status": "running", "started": started})
-        print(f"== stage {name}{' (continuing)' if resume else ''}", flush=True)
-        outputs = work(folder, resume)
-        seconds = round(time.time() - started, 1)
-        atomic_write_json(
-            record_path,
-            {
-                "key": key,
-                "status": "done",
-                "started": started,
-                "seconds": seconds,
-                "outputs": outputs,
-            },
-        )
-        print(f"== stage {name} done in {seconds // 60:.0f} min {seconds % 60:.0f} s", flush=True)
-        return outputs
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
@@ -606,7 +373,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = list(summary.get("data", {}).get("dropped_rows", []))
     reward = summary.get("reward_model")
     if reward:
-        from rlhfkit.train.reward import result_lines
+        from rlhfkit.train.reward_summary import result_lines
 
         lines.extend(result_lines(reward))
     lines.append(rl_sentence(summary["rl"]))

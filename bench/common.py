@@ -1,0 +1,436 @@
+"""What the benchmark scripts share: measuring a process (memory, CPU), running one side in
+a child process, the machine and versions, the command-line options every script takes,
+and the generated prompts of the RL benchmarks (bench/ is on sys.path when a script in it
+runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LAUNCH_ENVIRONMENT = dict(os.environ)
+"""The environment this benchmark was started with. Each side's process starts from it, not
+from this process's environment, which rlhfkit changes when imported here (it keeps PyTorch's
+oneDNN shape cache small for itself: LRU_CACHE_CAPACITY); the peer must not inherit that."""
+
+
+class RssSampler:
+    """Samples this process's resident set size from a separate process and keeps the
+    maximum (bytes).
+
+    The sampler is a process, not a thread: a Python thread that wakes every 20 ms takes
+    the GIL from the training thread, which slows code that holds the GIL while it
+    computes (compiled kernels) far more than eager PyTorch, which releases it; the figure
+    would be the sampler's doing. It also measures this process's CPU seconds per wall
+    second over the block: about the number of threads when the machine is otherwise
+    idle, less when something else competes.
+    """
+
+    SCRIPT = (
+        "import select, sys, psutil\n"
+        "process = psutil.Process(int(sys.argv[1]))\n"
+        "peak = process.memory_info().rss\n"
+        "while not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:\n"
+        "    peak = max(peak, process.memory_info().rss)\n"
+        "print(max(peak, process.memory_info().rss))\n"
+    )
+
+    def __init__(self, interval: float = 0.02):
+        self._interval = interval
+        self.peak = 0
+        self.cores_busy = 0.0
+
+    def __enter__(self) -> RssSampler:
+        self._cpu, self._wall = _cpu_seconds(), time.perf_counter()
+        self._sampler = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(os.getpid()), str(self._interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cores_busy = (_cpu_seconds() - self._cpu) / (time.perf_counter() - self._wall)
+        out, _ = self._sampler.communicate("stop\n", timeout=60)
+        self.peak = int(out)  # sampled at the start, every interval, and at the end
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "peak_rss_sampled_during_training_mib": round(self.peak / 2**20, 1),
+            "cores_busy_during_training": round(self.cores_busy, 2),
+        }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process since it started (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dtype_name(tensor: Any) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    warmup_steps: int,
+    timed_steps: int,
+    lora_rank: int,
+    lora_alpha: int,
+    results_file: Path,
+    scratch_dir: Path,
+) -> None:
+    """The options every benchmark script takes, with that script's defaults: steps, LoRA
+    size, seed, sides, where results and scratch files go, and the child-process options."""
+    parser.add_argument(
+        "--warmup-steps", type=int, default=warmup_steps, help="Untimed steps first."
+    )
+    parser.add_argument(
+        "--timed-steps", type=int, default=timed_steps, help="Timed steps after them."
+    )
+    parser.add_argument("--lora-rank", type=int, default=lora_rank)
+    parser.add_argument("--lora-alpha", type=int, default=lora_alpha)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sides", default="rlhfkit,trl", help="Comma-separated sides to run, in order."
+    )
+    parser.add_argument(
+        "--output", type=Path, default=results_file, help="Where the JSON results go."
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=scratch_dir, help="Scratch folder (data, runs)."
+    )
+    parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
+
+
+def run_child(
+    side: str,
+    args: argparse.Namespace,
+    model_dir: str,
+    dtype: str,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one side in a fresh process of this script (`--child SIDE`); return its figures."""
+    result_path = args.workdir / f"result_{side}.json"
+    result_path.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        str(Path(sys.argv[0]).resolve()),  # the script that was run
+        *sys.argv[1:],
+        "--child",
+        side,
+        "--workdir",
+        str(args.workdir),
+        "--model-dir",
+        model_dir,
+        "--dtype",
+        dtype,
+    ]
+    env = {
+        **LAUNCH_ENVIRONMENT,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        **(extra_env or {}),
+    }
+    busy = machine_busy_cores()
+    print(f"==> {side}: training in its own process (cores busy before: {busy:.2f})", flush=True)
+    if busy > 0.25:
+        print(
+            f"warning: other processes keep {busy:.2f} cores busy; timings will be low. "
+            "Stop other heavy processes and run again.",
+            flush=True,
+        )
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    print(f"==> {side}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    return {**json.loads(result_path.read_text()), "cores_busy_before_start": round(busy, 2)}
+
+
+def machine_busy_cores(seconds: float = 2.0) -> float:
+    """Cores kept busy by all processes over `seconds` (from /proc/stat; 0 if unreadable)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    cores = os.cpu_count() or 1
+    return cores * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = "unknown"
+    mem_total = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_total = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": mem_total,
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("rlhfkit", "torch", "transformers", "peft", "accelerate", "trl", "datasets"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+_PEOPLE = [
+    "Amira",
+    "Bastian",
+    "Chloe",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Keiko",
+    "Lars",
+    "Maren",
+    "Nadia",
+    "Oskar",
+    "Priya",
+]
+
+
+_TEAMS = [
+    "the maintenance team",
+    "the finance office",
+    "the events committee",
+    "the IT helpdesk",
+    "the grounds crew",
+    "the purchasing group",
+    "the safety officer",
+    "the volunteer coordinators",
+    "the catering staff",
+    "the communications team",
+    "the transport desk",
+    "the library working group",
+]
+
+
+_TOPICS = [
+    "the leaking roof above the main hall",
+    "the new booking system for meeting rooms",
+    "the autumn open day",
+    "the contract for cleaning services",
+    "the broken heating in the east wing",
+    "the quarterly budget review",
+    "the move to electronic invoices",
+    "the staff survey",
+    "the replacement of the old minibus",
+    "the fire drill schedule",
+    "the vegetable garden behind the car park",
+    "the plan to open the cafeteria on Saturdays",
+    "the shared printer on the second floor",
+    "the visitor parking scheme",
+]
+
+
+_STATUS = [
+    "is on schedule",
+    "is running about {n} weeks late",
+    "has gone {n} percent over budget",
+    "was finished last {day}",
+    "needs another quote before it can start",
+    "is waiting for approval from the board",
+    "has been paused until the spring",
+    "was discussed with the landlord on {day}",
+]
+
+
+_FOLLOWUPS = [
+    "{who} asked whether the costs could be shared with the neighbouring office.",
+    "{who} will circulate a short written update before {day}.",
+    "Several members felt that {topic} should take priority.",
+    "{who} pointed out that the same problem came up {n} months ago.",
+    "It was agreed to revisit the matter at the next meeting.",
+    "{who} offered to contact the supplier directly.",
+    "No decision was taken because {n} members were absent.",
+    "{who} noted that visitors had sent {n} complaints about it.",
+]
+
+
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+
+
+def _fill(template: str, rng: random.Random) -> str:
+    return template.format(
+        n=rng.randint(2, 40),
+        day=rng.choice(_DAYS),
+        who=rng.choice(_PEOPLE),
+        topic=rng.choice(_TOPICS),
+    )
+
+
+def _item(rng: random.Random) -> str:
+    """One agenda item: who reported what, with up to two follow-up remarks."""
+    who, team, topic = rng.choice(_PEOPLE), rng.choice(_TEAMS), rng.choice(_TOPICS)
+    text = f"{who} from {team} reported that {topic} {_fill(rng.choice(_STATUS), rng)}."
+    for followup in rng.sample(_FOLLOWUPS, rng.randint(0, 2)):
+        text += " " + _fill(followup, rng)
+    return text
+
+
+def make_prompts(n: int, seed: int) -> list[str]:
+    """Deterministic summarisation prompts: generated meeting minutes, "Summarise ...".
+
+    Each prompt holds numbered agenda items up to a seeded budget of 150-260 words, which
+    is about 210-400 tokens with the chat template.
+    """
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(n):
+        budget, items = rng.randint(150, 260), []
+        while True:
+            item = _item(rng)
+            budget -= len(item.split())
+            if budget < 0 and items:
+                break
+            items.append(item)
+        minutes = "\n".join(f"{i + 1}. {item}" for i, item in enumerate(items))
+        prompts.append(
+            "Summarise these meeting minutes in two or three sentences for a colleague who "
+            f"missed the meeting.\n\nMinutes of the {rng.choice(_DAYS)} staff meeting:\n{minutes}"
+        )
+    return prompts
+
+
+def write_prompts(prompts: list[str], path: Path) -> Path:
+    """Write prompts in the rlhf_pipeline text form (`input_text`), one JSON row a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(json.dumps({"input_text": p}) + "\n" for p in prompts)
+    path.write_text(rows, encoding="utf-8")
+    return path
+
+
+def prompt_figures(batches: list[list[list[int]]], args: argparse.Namespace) -> dict[str, Any]:
+    """Prompt token counts: over all steps' prompts, and per prompt in the timed steps."""
+    lengths = [len(ids) for batch in batches for ids in batch]
+    timed = batches[args.warmup_steps :]
+    real = sum(len(ids) for batch in timed for ids in batch)
+    padded = sum(len(batch) * max(len(ids) for ids in batch) for batch in timed)
+    rows = sum(len(batch) for batch in timed)
+    return {
+        "prompt_tokens_min": min(lengths),
+        "prompt_tokens_max": max(lengths),
+        "prompt_tokens_mean": round(statistics.mean(lengths), 1),
+        "timed_real_prompt_tokens_per_row": round(real / rows, 1),
+        "timed_padded_prompt_tokens_per_row": round(padded / rows, 1),
+    }
+
+
+def step_timing(step_seconds: list[float], warmup: int) -> dict[str, Any]:
+    """PPO steps per second over the timed steps (those after `warmup`)."""
+    timed = step_seconds[warmup:]
+    return {
+        "step_seconds": [round(s, 3) for s in step_seconds],
+        "timed_seconds": round(sum(timed), 3),
+        "median_step_seconds": round(statistics.median(timed), 3),
+        "steps_per_second": round(len(timed) / sum(timed), 5),
+    }
+
+
+def response_figures(lengths: list[float], ended: list[float], warmup: int) -> dict[str, Any]:
+    """Mean answer length (tokens, end token included) and share of answers that ended,
+    per step and over the timed steps."""
+    return {
+        "response_length_per_step": [round(x, 2) for x in lengths],
+        "mean_response_length": round(statistics.mean(lengths[warmup:]), 2),
+        "ended_fraction_per_step": [round(x, 3) for x in ended],
+        "mean_ended_fraction": round(statistics.mean(ended[warmup:]), 3),
+    }
+
+
+def report_head(
+    benchmark: str, python: str, script: str, settings: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    """The start of a results file: what ran, when, where, with what, and its figures."""
+    from datetime import datetime, timezone
+
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "command": " ".join([python, script] + [shlex.quote(a) for a in sys.argv[1:]]),
+        "settings": settings,
+        "results": results,
+    }
+
+
+def write_report(report: dict[str, Any], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def prompt_line(prompts: dict[str, Any]) -> str:
+    """The RL benchmarks' prompt lengths, in one line."""
+    return (
+        f"prompts: {prompts['prompt_tokens_min']}-{prompts['prompt_tokens_max']} tokens "
+        f"(mean {prompts['prompt_tokens_mean']}); timed batches "
+        f"{prompts['timed_real_prompt_tokens_per_row']} real / "
+        f"{prompts['timed_padded_prompt_tokens_per_row']} padded tokens per prompt"
+    )

@@ -1,0 +1,5 @@
+"""`python -m rlhfkit.cli`: the `rlhfkit` command."""
+
+from rlhfkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""`PipelineConfig`: the parameters of `rlhfkit run` (Vertex AI's names), and its loader."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import build_config, check, param, parse_overrides, read_yaml
+from rlhfkit.data.config import DataConfig
+from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
+from rlhfkit.train import METHODS
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
+RL_REWARDS = ("auto", "reward_model", "grader")
+
+
+@dataclass
+class PipelineConfig(DataConfig):
+    """The pipeline (`rlhfkit run`, `rlhfkit.rlhf_pipeline`); names and defaults as in
+    Vertex AI's rlhf_pipeline where it has them."""
+
+    preference_dataset: str | None = param(
+        None, "Preference pairs for the reward model (any supported preference format)."
+    )
+    prompt_dataset: str | None = param(None, "Prompts for reinforcement learning.")
+    eval_dataset: str | None = param(
+        None,
+        "Eval prompts for the side by side (default: 10% of prompt_dataset held out); a "
+        "preference file also evaluates the reward model (its prompts are then the eval prompts).",
+    )
+    model_display_name: str | None = param(None, "Name of the tuned model (report title).")
+    reward_model_learning_rate_multiplier: float = param(
+        1.0, "Multiplies the reward model's base learning rate."
+    )
+    reinforcement_learning_rate_multiplier: float = param(
+        1.0, "Multiplies the RL base learning rate."
+    )
+    reward_model_train_steps: int = param(
+        1000, "Reward-model optimizer steps (0: its head fitted on the base model's features)."
+    )
+    reinforcement_learning_train_steps: int = param(1000, "Reinforcement-learning steps.")
+    kl_coeff: float | None = param(
+        None,
+        "Weight of the KL penalty to the base model (default: the method's own, as in "
+        "train-rl: ppo 0.1, grpo and rloo 0).",
+    )
+    method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
+    grader: str | None = param(
+        None,
+        "Grader file: a side-by-side autorater, and RL's reward where rl_reward picks it.",
+    )
+    grader_sandbox: str | None = sandbox_param()
+    rl_reward: str = param(
+        "auto",
+        "What RL maximises: reward_model (trained on preference_dataset), grader, or auto "
+        "(ppo: the reward model; grpo / rloo: the grader when set, else the reward model).",
+        choices=RL_REWARDS,
+    )
+    autorater: str | None = param(
+        None, "Side-by-side autorater (default: the trained reward model); see rlhfkit sxs."
+    )
+    eval_fraction: float = param(
+        0.1, "Share of prompt_dataset held out as eval prompts when eval_dataset is not set."
+    )
+    reward_model_options: dict = param(
+        {}, "More train-reward parameters, e.g. {lora_rank: 8} (CLI: reward_model_options.KEY=V)."
+    )
+    rl_options: dict = param(
+        {}, "More train-rl parameters, e.g. {batch_size: 4} (CLI: rl_options.KEY=V)."
+    )
+    seed: int = param(0, "Seed of every stage.")
+    output_dir: str = param("runs/pipeline", "Run directory (layout: docs/pipeline.md).")
+    from_stage: str | None = param(
+        None, f"Run again from this stage on: {', '.join(STAGES)}.", choices=(None, *STAGES)
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.grader_sandbox is not None:
+            resolve_mode(self.grader_sandbox, "grader_sandbox")
+        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
+        check(
+            bool(self.preference_dataset) or self.reward_source == "grader",
+            "preference_dataset",
+            self.preference_dataset,
+            "is required (a reward model is trained on it); only a grader as RL's reward "
+            "(method=grpo or rloo with a grader, or rl_reward=grader) can do without",
+        )
+        check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
+        check(
+            self.reward_source != "grader" or bool(self.grader),
+            "rl_reward",
+            self.rl_reward,
+            "grader needs a grader file: set grader=PATH, or rl_reward=reward_model",
+        )
+        check(
+            self.reinforcement_learning_train_steps >= 1,
+            "reinforcement_learning_train_steps",
+            self.reinforcement_learning_train_steps,
+            "must be at least 1",
+        )
+        check(
+            self.reward_model_train_steps >= 0,
+            "reward_model_train_steps",
+            self.reward_model_train_steps,
+            "must be >= 0 (0: the reward model's fitted head alone, no training step)",
+        )
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return bool(self.preference_dataset)
+
+    @property
+    def reward_source(self) -> str:
+        """`reward_model` or `grader`: what RL maximises (rl_reward with auto resolved)."""
+        if self.rl_reward != "auto":
+            return self.rl_reward
+        return "grader" if self.method != "ppo" and self.grader else "reward_model"
+
+
+PATH_PARAMETERS = ("preference_dataset", "prompt_dataset", "eval_dataset", "grader")
+"""The input files a pipeline config names (`relative_to` of load_pipeline_config)."""
+
+
+def load_pipeline_config(
+    path: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    relative_to: Path | None = None,
+) -> PipelineConfig:
+    """Defaults < YAML file < overrides; `reward_model_options.KEY=V` and `rl_options.KEY=V`
+    overrides set one stage parameter each. With `relative_to` (`rlhfkit demo`: the installed
+    package), the file's relative PATH_PARAMETERS start there instead of the working
+    directory; the overrides' and output_dir still start at the working directory."""
+    values: dict[str, Any] = read_yaml(path) if path else {}
+    if relative_to is not None:
+        for key in PATH_PARAMETERS:
+            if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+                values[key] = str(relative_to / values[key])
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for key, value in (overrides or {}).items():
+        group, dot, name = key.partition(".")
+        if dot and group in ("reward_model_options", "rl_options"):
+            values[group] = {**(values.get(group) or {}), name: value}
+        else:
+            values[key] = value
+    return build_config(PipelineConfig, values, source=str(path) if path else "parameters")
