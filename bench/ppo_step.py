@@ -185,8 +185,8 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "optimizer": "torch.optim.AdamW",
         "trainable_parameters": sum(p.numel() for p in trainer.params.values()),
         "trainable": "policy LoRA adapter + value head on the policy's trunk",
-        "base_weight_copies": 1 if trainer.shared_reward else 2,
-        "reward_model_shares_base": trainer.shared_reward,
+        "base_weight_copies": 1 if trainer.scorer.shared else 2,
+        "reward_model_shares_base": trainer.scorer.shared,
         "train_prompts": len(data.train),
     }
     rss_before = rss_mib()

@@ -45,6 +45,12 @@ class RunParams:
     )
     device: str = param("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     sharding: str = sharding_param()
-    seed: int = param(0, "Seed for initialisation, data order, sampling and the held-out split.")
-    output_dir: str = param("runs/run", "Run directory (metrics, checkpoints, outputs).")
+    seed: int = param(
+        0,
+        "Seed of the run's random streams: initialisation, data order, held-out split and, "
+        "in RL, sampling (rlhfkit.seeding lists them).",
+    )
+    output_dir: str = param(
+        "runs/run", "Run directory: config, metrics, checkpoints and the trained model."
+    )
     resume: bool = param(False, "Continue from the last checkpoint in output_dir.")
