@@ -264,3 +264,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         assert "Traceback" not in result.stderr, name
         assert expected in result.stderr, (name, result.stderr)
     assert list(tmp_path.iterdir()) == [blocker]  # nothing half-written, no .partial
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback():
+    # `rlhfkit train-rl --help | head -1`: the reader is gone before the help is written
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhfkit.cli", "train-rl", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    _, err = process.communicate(timeout=300)
+    assert b"Traceback" not in err, err.decode()
+    assert process.returncode == 1

@@ -24,6 +24,16 @@ from rlhfkit.fileio import file_error
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # the reader went away (`rlhfkit ... --help | head`): stop quietly, as other tools
+        # do; what is left to flush goes nowhere instead of raising again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come before or after options; argparse leaves late ones over
