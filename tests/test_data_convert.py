@@ -168,6 +168,68 @@ def test_prompt_datasets(tmp_path):
     assert to_rows(text, "rlhf") == [{"input_text": "Hi", "id": 1}]
     back = dataset_from_rows(to_rows(dataset_from_rows(rows, "prompt"), "rlhf"), "prompt")
     assert without_source(back.records) == without_source(dataset_from_rows(rows, "prompt").records)
+    convert_file(src, tmp_path / "openai.jsonl", to="openai")
+    assert read_jsonl(tmp_path / "openai.jsonl") == rows
+    assert to_rows(text, "openai") == [{"messages": [{"role": "user", "content": "Hi"}], "id": 1}]
+
+
+OPENAI_DPO = [
+    {
+        "input": {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Joke?"},
+            ]
+        },
+        "preferred_output": [{"role": "assistant", "content": "Knock knock."}],
+        "non_preferred_output": [{"role": "assistant", "content": "No."}],
+        "metadata": {"topic": "jokes"},
+    },
+    {
+        "input": {"messages": [{"role": "user", "content": "Sky?"}]},
+        "preferred_output": [{"role": "assistant", "content": "Blue"}],
+        "non_preferred_output": [{"role": "assistant", "content": "Green"}],
+        "margin": 0.5,
+    },
+]
+
+
+def test_openai_to_openai_gives_back_the_same_rows_and_drops_tools(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", OPENAI_DPO)
+    assert convert_file(src, tmp_path / "out.jsonl", to="openai") == 2
+    assert read_jsonl(tmp_path / "out.jsonl") == OPENAI_DPO
+    with_tools = [
+        {**row, "input": {**row["input"], "tools": [], "parallel_tool_calls": True}}
+        for row in OPENAI_DPO
+    ]
+    assert to_rows(dataset_from_rows(with_tools, None), "openai") == OPENAI_DPO
+
+
+def test_rlhf_to_openai_to_rlhf_keeps_the_records(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", RLHF_CHAT)
+    assert convert_file(src, tmp_path / "openai.jsonl", to="openai") == 2
+    first = {key: value for key, value in OPENAI_DPO[0].items() if key != "metadata"}
+    assert read_jsonl(tmp_path / "openai.jsonl")[0] == {**first, "topic": "jokes"}
+    assert load_dataset(tmp_path / "openai.jsonl").format == "openai_dpo"
+    assert convert_file(tmp_path / "openai.jsonl", tmp_path / "back.jsonl", to="rlhf") == 2
+    back = load_dataset(tmp_path / "back.jsonl").records
+    original = load_dataset(src).records
+    # OpenAI rows have no candidate order either: `choice` becomes 0
+    assert without_source(back) == [
+        dataclasses.replace(r, choice=0) for r in without_source(original)
+    ]
+
+
+def test_plain_prompts_become_openai_conversations():
+    dataset = dataset_from_rows(RLHF_TEXT, "preference")
+    assert to_rows(dataset, "openai")[0] == {
+        "input": {"messages": [{"role": "user", "content": "2+2?"}]},
+        "preferred_output": [{"role": "assistant", "content": "4"}],
+        "non_preferred_output": [{"role": "assistant", "content": "5"}],
+        "margin": 2.0,
+    }
 
 
 def test_conversation_that_rlhf_cannot_express_is_reported():
@@ -204,7 +266,7 @@ def test_unknown_target_lists_the_choices(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", RLHF_TEXT)
     with pytest.raises(RlhfkitError) as info:
         convert_file(src, tmp_path / "out.jsonl", to="dpo")
-    assert str(info.value) == "unknown output format 'dpo'; choose one of: rlhf, trl"
+    assert str(info.value) == "unknown output format 'dpo'; choose one of: rlhf, trl, openai"
     with pytest.raises(RlhfkitError, match="unknown output format 'x'"):
         to_rows(load_dataset(src), "x")
     assert not (tmp_path / "out.jsonl").exists()

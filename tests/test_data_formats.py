@@ -238,6 +238,100 @@ def test_hh_errors():
     ]
 
 
+def openai_row(prompt: list, preferred: list, non_preferred: list, **rest) -> dict:
+    return {
+        "input": {"messages": prompt, "tools": [], "parallel_tool_calls": True},
+        "preferred_output": preferred,
+        "non_preferred_output": non_preferred,
+        **rest,
+    }
+
+
+OPENAI_PROMPT = [
+    {"role": "system", "content": "Be kind."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello"},
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Weather "}, {"type": "text", "text": "?"}],
+    },
+]
+
+
+def test_openai_dpo_preference(tmp_path):
+    row = openai_row(
+        OPENAI_PROMPT,
+        [{"role": "assistant", "content": [{"type": "text", "text": "Sunny"}], "weight": 1}],
+        [{"role": "assistant", "content": "No idea"}],
+        metadata={"id": 3},
+        margin=1,
+    )
+    path = write_jsonl(tmp_path / "dpo.jsonl", [row])
+    dataset = load_dataset(path)
+    assert (dataset.kind, dataset.format) == ("preference", "openai_dpo")
+    # input.tools, input.parallel_tool_calls and a message's other keys are ignored
+    assert dataset.records == [
+        PreferenceRecord(
+            (Message("system", "Be kind."), user("Hi"), assistant("Hello"), user("Weather ?")),
+            "Sunny",
+            "No idea",
+            Source(str(path), 1),
+            margin=1.0,
+            extra={"metadata": {"id": 3}},
+            chat=True,
+        )
+    ]
+
+
+def test_openai_dpo_errors(tmp_path):
+    prompt = [{"role": "user", "content": "Hi"}]
+    good = [{"role": "assistant", "content": "Yo"}]
+    rows = [
+        openai_row(prompt, [{"role": "assistant"}], good),
+        openai_row(prompt, good, [{"role": "user", "content": "x"}]),
+        openai_row(prompt, [*good, *good], good),
+        openai_row(prompt + good, good, "Yo"),
+        {"input": prompt, "preferred_output": good, "non_preferred_output": good},
+        {"input": {"tools": []}, "preferred_output": good},
+        openai_row(
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {}}, "Hi", {}]}],
+            [{"role": "assistant", "content": {"text": "Yo"}}],
+            [{"role": "assistant", "content": [{"type": "text", "text": " "}]}],
+        ),
+    ]
+    path = write_jsonl(tmp_path / "dpo.jsonl", rows)
+    one = (
+        'must be a list of exactly one assistant message [{"role": "assistant", "content": ...}] '
+        "like the conversational prompt, found"
+    )
+    assert problems_of(load_dataset, path).problems == [
+        f"{path}:1: preferred_output[0] is missing key 'content'",
+        f"{path}:2: non_preferred_output[0].role must be 'assistant' (the last message of a "
+        "response), found 'user'",
+        f"{path}:3: preferred_output {one} 2 messages",
+        f"{path}:4: input.messages[1].role must be 'user' (the last message of a prompt), "
+        "found 'assistant'",
+        f"{path}:4: non_preferred_output {one} string",
+        f"{path}:5: input must be an object {{messages, ...}}, found array",
+        f"{path}:6: input is missing key 'messages'",
+        f"{path}:6: missing key 'non_preferred_output'",
+        f"{path}:7: input.messages[0].content[0].type must be 'text' (only text content is "
+        'read), found "image_url" (string)',
+        f"{path}:7: input.messages[0].content[1] must be an object {{type: text, text}}, "
+        "found string",
+        f"{path}:7: input.messages[0].content[2] is missing key 'type'",
+        f"{path}:7: preferred_output[0].content must be a string or a list of "
+        "{type: text, text} parts, found object",
+        f"{path}:7: non_preferred_output[0].content is empty (or whitespace only)",
+    ]
+    rows.append(openai_row(prompt, good, [{"role": "assistant", "content": "No"}]))
+    dataset = load_dataset(write_jsonl(tmp_path / "some_bad.jsonl", rows), bad_rows="skip")
+    assert [(r.chosen, r.rejected, str(r.source)) for r in dataset.records] == [
+        ("Yo", "No", f"{tmp_path / 'some_bad.jsonl'}:8")
+    ]
+    assert dataset.dropped_rows == 7
+
+
 def test_margin_and_extra_keys():
     record = only_record(
         [{"input_text": "q", "candidate_0": "a", "candidate_1": "b", "choice": 0, "margin": 1.5}]
@@ -360,6 +454,15 @@ def test_prompt_errors():
     assert problems([rows[1]], "prompt") == [
         "<rows>:1: prompt must be a string or a list of {role, content} messages, found number"
     ]
+
+
+def test_openai_rft_content_may_be_text_parts():
+    parts = [{"type": "text", "text": "2+2"}, {"type": "text", "text": "?"}]
+    record = only_record([{"messages": [{"role": "user", "content": parts}]}], "prompt")
+    assert record.messages == (user("2+2?"),)
+    assert problems(
+        [{"messages": [{"role": "user", "content": [{"type": "text"}]}]}], "prompt"
+    ) == ["<rows>:1: messages[0].content[0] is missing key 'text'"]
 
 
 # ---------------------------------------------------------------- validation
@@ -645,6 +748,9 @@ def test_detect_format():
     assert detect_format({"input_text": "a", "choice": 0}, "preference") == "rlhf_text"
     assert detect_format({"messages": [], "candidate_0": "a"}, "preference") == "rlhf_chat"
     assert detect_format({"prompt": "a"}, "preference") is None
+    assert detect_format({"input": {}, "preferred_output": []}, "preference") == "openai_dpo"
+    assert detect_format({"non_preferred_output": [], "chosen": "a"}, "preference") == "openai_dpo"
+    assert detect_format(openai_row([], [], []), "prompt") is None
     assert detect_format({"input_text": "a"}, "prompt") == "rlhf_text"
     assert detect_format({"messages": [{"author": "user"}]}, "prompt") == "rlhf_chat"
     assert detect_format({"messages": [], "context": ""}, "prompt") == "rlhf_chat"

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from rlhfkit.data.convert import TARGETS
 from rlhfkit.fileio import check_output_path
 
 if TYPE_CHECKING:
@@ -50,11 +51,12 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     convert = sub.add_parser(
         "convert",
         help="write a dataset in another format",
-        description="Convert a dataset to the rlhf_pipeline (rlhf) or TRL (trl) format.",
+        description="Convert a dataset to the rlhf_pipeline (rlhf), TRL (trl) or OpenAI "
+        "fine-tuning (openai: preference fine-tuning rows, or RFT prompt rows) format.",
     )
     convert.add_argument("src", help="input dataset (any supported format)")
     convert.add_argument("dst", help="output .jsonl or .jsonl.gz")
-    convert.add_argument("--to", required=True, choices=("rlhf", "trl"))
+    convert.add_argument("--to", required=True, choices=TARGETS)
     convert.add_argument("--kind", choices=("preference", "prompt"), help="default: detected")
     add_bad_rows_argument(convert, "DST")
     convert.set_defaults(handler=_data_convert)

@@ -1,13 +1,15 @@
-"""Write a dataset in the rlhf_pipeline (`rlhf`) or TRL (`trl`) format.
+"""Write a dataset in the rlhf_pipeline (`rlhf`), TRL (`trl`) or OpenAI (`openai`) format.
 
 `rlhf` preference rows are `input_text`, `candidate_0`, `candidate_1`, `choice` when the
 prompt is one plain user turn, otherwise `messages` [{author, content}] with `context` from a
 leading system message; the candidates keep the record's order (`choice`), so an rlhf file
 converted to rlhf comes back unchanged. `trl` preference rows are `prompt`, `chosen`,
 `rejected`: strings for plain prompts, [{role, content}] conversations for chat prompts. TRL
-has no candidate order, so a record read back from trl has `choice` 0. Prompt datasets become
-`input_text` (or the chat form) and `prompt`. Every row keeps its `margin` and its other
-fields (`extra`).
+has no candidate order, so a record read back from trl has `choice` 0. `openai` preference
+rows are OpenAI's preference fine-tuning rows (`openai_dpo`): `input` {`messages`},
+`preferred_output`, `non_preferred_output`, always as conversations (no candidate order
+either). Prompt datasets become `input_text` (or the chat form), `prompt`, and `messages`
+(`openai_rft`). Every row keeps its `margin` and its other fields (`extra`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rlhfkit.errors import DatasetError, RlhfkitError
 from rlhfkit.fileio import atomic_write_jsonl, check_output_path
 
 logger = logging.getLogger(__name__)
-TARGETS = ("rlhf", "trl")
+TARGETS = ("rlhf", "trl", "openai")
 OUTPUT_SUFFIXES = (".jsonl", ".jsonl.gz")
 _AUTHORS = ("user", "assistant")
 
@@ -40,7 +42,7 @@ def convert_file(
     Args:
         src: the input dataset (a file, folder or glob; see `rlhfkit.data.reader.find_files`).
         dst: the output file, `.jsonl` or `.jsonl.gz` (gzip); written atomically.
-        to: "rlhf" or "trl".
+        to: one of `TARGETS`: "rlhf", "trl" or "openai".
         kind: "preference", "prompt", or None to detect it.
         bad_rows: "error" or "skip": invalid rows are left out, logged as a warning and
             listed beside `dst` (`dropped_rows_path`).
@@ -70,7 +72,7 @@ def to_rows(dataset: Dataset, to: str) -> list[dict[str, Any]]:
 
     Args:
         dataset: a loaded dataset (preference or prompt).
-        to: "rlhf" or "trl".
+        to: one of `TARGETS`: "rlhf", "trl" or "openai".
 
     Returns:
         One JSON-ready dict per record, in order.
@@ -129,14 +131,15 @@ def _rlhf_prompt(record: PreferenceRecord | PromptRecord) -> dict[str, Any]:
     return fields
 
 
-def _trl_messages(messages: tuple[Message, ...] | list[Message]) -> list[dict[str, str]]:
+def _role_messages(messages: tuple[Message, ...] | list[Message]) -> list[dict[str, str]]:
+    """[{role, content}] messages, as TRL and OpenAI write conversations."""
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def _trl_prompt(record: PreferenceRecord | PromptRecord) -> dict[str, Any]:
     if _is_plain(record):
         return {"prompt": record.messages[0].content}
-    return {"prompt": _trl_messages(record.messages)}
+    return {"prompt": _role_messages(record.messages)}
 
 
 def _with_rest(fields: dict[str, Any], record: PreferenceRecord | PromptRecord) -> dict[str, Any]:
@@ -170,8 +173,17 @@ def _trl_preference(record: PreferenceRecord) -> dict[str, Any]:
     if _is_plain(record):
         fields.update(chosen=record.chosen, rejected=record.rejected)
     else:
-        fields["chosen"] = _trl_messages([Message("assistant", record.chosen)])
-        fields["rejected"] = _trl_messages([Message("assistant", record.rejected)])
+        fields["chosen"] = _role_messages([Message("assistant", record.chosen)])
+        fields["rejected"] = _role_messages([Message("assistant", record.rejected)])
+    return _with_rest(fields, record)
+
+
+def _openai_preference(record: PreferenceRecord) -> dict[str, Any]:
+    fields = {
+        "input": {"messages": _role_messages(record.messages)},
+        "preferred_output": _role_messages([Message("assistant", record.chosen)]),
+        "non_preferred_output": _role_messages([Message("assistant", record.rejected)]),
+    }
     return _with_rest(fields, record)
 
 
@@ -183,9 +195,15 @@ def _trl_prompt_row(record: PromptRecord) -> dict[str, Any]:
     return _with_rest(_trl_prompt(record), record)
 
 
+def _openai_prompt_row(record: PromptRecord) -> dict[str, Any]:
+    return _with_rest({"messages": _role_messages(record.messages)}, record)
+
+
 _WRITERS: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
     ("preference", "rlhf"): _rlhf_preference,
     ("preference", "trl"): _trl_preference,
     ("prompt", "rlhf"): _rlhf_prompt_row,
     ("prompt", "trl"): _trl_prompt_row,
+    ("preference", "openai"): _openai_preference,
+    ("prompt", "openai"): _openai_prompt_row,
 }

@@ -10,11 +10,16 @@ A format is a set of keys (TRL's convention). Preference formats:
 - `trl_implicit`: `chosen` and `rejected` only; the prompt is their shared start.
 - `hh`: `chosen` and `rejected` as Anthropic HH transcripts ("\\n\\nHuman: ..." and
   "\\n\\nAssistant: ..." turns); the prompt is every turn before the final Assistant turn.
+- `openai_dpo`: OpenAI's preference fine-tuning rows: `input` {`messages` [{role, content}]
+  ending with a user turn}, `preferred_output` and `non_preferred_output` (one assistant
+  message each). A content may be a string or a list of text parts. `input`'s other keys
+  (`tools`, `parallel_tool_calls`) and a message's keys other than role and content are
+  ignored; other top-level keys (`metadata`, ...) are kept like any format's.
 
 Any preference row may carry a numeric `margin`. Prompt formats: `rlhf_text` (`input_text`),
 `rlhf_chat` (`messages` with `author`, optional `context`), `trl` (`prompt`, a string or a
-conversation) and `openai_rft` (`messages` with `role`, ending with a user turn). Every
-field that is not the format's own is kept in the record's `extra`.
+conversation) and `openai_rft` (`messages` with `role`, ending with a user turn; contents as
+in `openai_dpo`). Every field that is not the format's own is kept in the record's `extra`.
 
 Every problem names `file:line`, the field and the reason; all problems of a dataset are
 collected and raised together as one `DatasetError`, or, with `bad_rows="skip"`, the rows
@@ -46,6 +51,7 @@ FORMAT_KEYS: dict[str, dict[str, str]] = {
         "trl": "prompt, chosen, rejected",
         "trl_implicit": "chosen, rejected sharing the prompt at their start",
         "hh": "chosen, rejected as '\\n\\nHuman: ...\\n\\nAssistant: ...' transcripts",
+        "openai_dpo": "input {messages [{role, content}]}, preferred_output, non_preferred_output",
     },
     "prompt": {
         "rlhf_text": "input_text",
@@ -276,6 +282,8 @@ def _check_kind(kind: str | None) -> None:
 
 
 def _detect_preference(row: dict[str, Any]) -> str | None:
+    if "preferred_output" in row or "non_preferred_output" in row:
+        return "openai_dpo"
     if any(key in row for key in CANDIDATE_KEYS):
         return "rlhf_chat" if "messages" in row else "rlhf_text"
     if "prompt" in row and ("chosen" in row or "rejected" in row):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
-PREFERENCE_FORMATS = ("rlhf_text", "rlhf_chat", "trl", "trl_implicit", "hh")
+PREFERENCE_FORMATS = ("rlhf_text", "rlhf_chat", "trl", "trl_implicit", "hh", "openai_dpo")
 PROMPT_FORMATS = ("rlhf_text", "rlhf_chat", "trl", "openai_rft")
 
 

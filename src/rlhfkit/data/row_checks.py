@@ -53,6 +53,44 @@ def text_field(value: Any, name: str, check: RowCheck) -> str | None:
     return value
 
 
+def content_field(value: Any, name: str, check: RowCheck, *, parts: bool) -> str | None:
+    """A message's content: a non-empty string or, with `parts` (OpenAI's formats), also a
+    list of text parts [{"type": "text", "text": ...}], joined; None after recording what is
+    wrong (nothing when missing)."""
+    if not parts or value is MISSING or isinstance(value, str):
+        return text_field(value, name, check)
+    if not isinstance(value, list):
+        check.fail(
+            f"{name} must be a string or a list of {{type: text, text}} parts, "
+            f"found {json_type_name(value)}"
+        )
+        return None
+    texts = [_text_part(part, f"{name}[{i}]", check) for i, part in enumerate(value)]
+    if any(text is None for text in texts):
+        return None
+    return text_field("".join(texts), name, check)
+
+
+def _text_part(part: Any, name: str, check: RowCheck) -> str | None:
+    """The text of one {type: text, text} content part, or None after recording why not."""
+    if not isinstance(part, dict):
+        check.fail(f"{name} must be an object {{type: text, text}}, found {json_type_name(part)}")
+        return None
+    kind = field(part, "type", check, name)
+    text = field(part, "text", check, name) if kind == "text" else MISSING
+    if kind is MISSING:
+        return None
+    if kind != "text":
+        check.fail(f"{name}.type must be 'text' (only text content is read), found {shown(kind)}")
+        return None
+    if text is MISSING:
+        return None
+    if not isinstance(text, str):
+        check.fail(f"{name}.text must be a string, found {json_type_name(text)}")
+        return None
+    return text
+
+
 def choice_field(value: Any, check: RowCheck) -> int | None:
     if value is MISSING:
         return None
@@ -143,9 +181,13 @@ def author_messages(value: Any, check: RowCheck) -> list[Message] | None:
 
 
 def role_messages(
-    value: Any, name: str, check: RowCheck, *, last: str | None
+    value: Any, name: str, check: RowCheck, *, last: str | None, parts: bool = False
 ) -> list[Message] | None:
-    """{role, content} messages; system messages only at the start; `last` role if given."""
+    """{role, content} messages; system messages only at the start; `last` role if given.
+
+    With `parts` (OpenAI's formats) a content may also be a list of text parts
+    (`content_field`). Keys of a message other than role and content are ignored.
+    """
     items = message_list_field(value, name, "role", check)
     if items is None:
         return None
@@ -156,7 +198,9 @@ def role_messages(
             check.fail(f"{here} must be an object {{role, content}}, found {json_type_name(item)}")
             continue
         role = field(item, "role", check, here)
-        content = text_field(field(item, "content", check, here), f"{here}.content", check)
+        content = content_field(
+            field(item, "content", check, here), f"{here}.content", check, parts=parts
+        )
         if role is MISSING:
             continue
         if role not in ROLES:
@@ -176,8 +220,9 @@ def role_messages(
     return out
 
 
-def assistant_reply(value: Any, name: str, check: RowCheck) -> str | None:
-    """The content of a TRL conversational response: a list of exactly one assistant message."""
+def assistant_reply(value: Any, name: str, check: RowCheck, *, parts: bool = False) -> str | None:
+    """The content of a conversational response (TRL's `chosen`, OpenAI's `preferred_output`):
+    a list of exactly one assistant message (`parts`: as in `role_messages`)."""
     if value is MISSING:
         return None
     if not isinstance(value, list) or len(value) != 1:
@@ -188,5 +233,5 @@ def assistant_reply(value: Any, name: str, check: RowCheck) -> str | None:
             f"found {found}"
         )
         return None
-    messages = role_messages(value, name, check, last="assistant")
+    messages = role_messages(value, name, check, last="assistant", parts=parts)
     return messages[0].content if messages else None

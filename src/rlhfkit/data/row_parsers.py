@@ -34,6 +34,7 @@ _OWN_KEYS: dict[str, dict[str, frozenset[str]]] = {
         "trl": frozenset({"prompt", "chosen", "rejected", "margin"}),
         "trl_implicit": frozenset({"chosen", "rejected", "margin"}),
         "hh": frozenset({"chosen", "rejected", "margin"}),
+        "openai_dpo": frozenset({"input", "preferred_output", "non_preferred_output", "margin"}),
     },
     "prompt": {
         "rlhf_text": frozenset({"input_text"}),
@@ -243,6 +244,34 @@ def _hh_turns(text: str, name: str, check: RowCheck) -> list[Message] | None:
     return turns if len(check.problems) == problems else None
 
 
+def _pref_openai_dpo(row: dict[str, Any], check: RowCheck) -> _Pair | None:
+    prompt = _openai_input(field(row, "input", check, ""), check)
+    chosen, rejected = (
+        assistant_reply(field(row, name, check, ""), name, check, parts=True)
+        for name in ("preferred_output", "non_preferred_output")
+    )
+    if prompt is None or chosen is None or rejected is None:
+        return None
+    return _Pair(tuple(prompt), chosen, rejected, 0, True)
+
+
+def _openai_input(value: Any, check: RowCheck) -> list[Message] | None:
+    """The prompt of an openai_dpo row: `input.messages` (`input`'s other keys, such as
+    `tools` and `parallel_tool_calls`, are ignored)."""
+    if value is MISSING:
+        return None
+    if not isinstance(value, dict):
+        check.fail(f"input must be an object {{messages, ...}}, found {json_type_name(value)}")
+        return None
+    return _openai_messages(field(value, "messages", check, "input"), "input.messages", check)
+
+
+def _openai_messages(value: Any, name: str, check: RowCheck) -> list[Message] | None:
+    """OpenAI's prompt messages (openai_rft's `messages`, openai_dpo's `input.messages`):
+    {role, content}, content a string or a list of text parts, ending with a user turn."""
+    return role_messages(value, name, check, last="user", parts=True)
+
+
 # ---------------------------------------------------------------- prompt formats
 
 
@@ -275,7 +304,7 @@ def _prompt_trl(row: dict[str, Any], check: RowCheck) -> _Prompt | None:
 
 
 def _prompt_openai_rft(row: dict[str, Any], check: RowCheck) -> _Prompt | None:
-    messages = role_messages(row["messages"], "messages", check, last="user")
+    messages = _openai_messages(row["messages"], "messages", check)
     return None if messages is None else (tuple(messages), True)
 
 
@@ -285,6 +314,7 @@ _PREFERENCE_PARSERS: dict[str, Callable[[dict[str, Any], RowCheck], _Pair | None
     "trl": _pref_trl,
     "trl_implicit": _pref_trl_implicit,
     "hh": _pref_hh,
+    "openai_dpo": _pref_openai_dpo,
 }
 _PROMPT_PARSERS: dict[str, Callable[[dict[str, Any], RowCheck], _Prompt | None]] = {
     "rlhf_text": _prompt_rlhf_text,
