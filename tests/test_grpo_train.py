@@ -5,8 +5,11 @@ import sys
 import pytest
 import torch
 
+from rlhfkit.config import build_config
+from rlhfkit.errors import ConfigError
+from rlhfkit.rollout.experience import Experience
 from rlhfkit.tracking import read_metrics
-from rlhfkit.train.grpo import GRPOConfig
+from rlhfkit.train.grpo import GRPOConfig, GRPOTrainer
 from rlhfkit.train.methods import load_rl_config, train_rl
 from test_rl_train import TOPICS, assert_sigkilled_run_resumes_identically, write_prompts
 
@@ -34,6 +37,33 @@ graders:
     reference: "{{item.topic}}"
     operation: ilike
 calculate_output: "0.5 * length + 0.5 * topic"
+"""
+
+VARIED_GRADER = """\
+type: python
+name: varied
+source: |
+  def grade(sample, item):
+      return (len(sample["output_text"]) % 7) / 7
+"""
+
+ODD_TOPICS_GRADER = """\
+type: python
+name: odd_topics
+source: |
+  def grade(sample, item):
+      if len(item["topic"]) % 2:
+          return (len(sample["output_text"]) % 7) / 7
+      return 0.5
+"""
+"""Grades that vary for topics of odd length and agree for the others."""
+
+CONSTANT_GRADER = """\
+type: python
+name: constant
+source: |
+  def grade(sample, item):
+      return 1.0
 """
 
 
@@ -71,6 +101,12 @@ def tiny_grpo_args(tmp_path, grader_text=MULTI_GRADER, **overrides):
     }
     values.update(overrides)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_trainer(tmp_path, grader_text=VARIED_GRADER, **overrides) -> GRPOTrainer:
+    pairs = dict(a.split("=", 1) for a in tiny_grpo_args(tmp_path, grader_text))
+    pairs.update(save_merged=False, **overrides)
+    return GRPOTrainer(build_config(GRPOConfig, pairs))
 
 
 def test_method_picks_the_config_class(tmp_path):
@@ -131,9 +167,6 @@ def test_tiny_grpo_cli_run_end_to_end(tmp_path):
 
 
 def test_grpo_update_changes_the_adapter_and_rloo_runs(tmp_path):
-    from rlhfkit.config import build_config
-    from rlhfkit.train.grpo import GRPOTrainer
-
     pairs = dict(a.split("=", 1) for a in tiny_grpo_args(tmp_path, method="rloo"))
     pairs.update(n_epochs=1, save_merged=False, epochs_per_batch=2, mini_batch_size=4)
     config = build_config(GRPOConfig, pairs)
@@ -145,6 +178,104 @@ def test_grpo_update_changes_the_adapter_and_rloo_runs(tmp_path):
     rows = [r for r in read_metrics(tmp_path / "run") if "train_reward_mean" in r]
     # two mini-batches and two passes: later updates see a moved policy
     assert any(r["policy/approx_kl"] > 0 for r in rows)
+
+
+def test_grpo_loss_parameters_take_trl_names_and_are_checked():
+    def config(**values):
+        return build_config(GRPOConfig, {"prompt_dataset": "p.jsonl", "grader": "g", **values})
+
+    default = config()
+    assert (default.resolved_loss_type, default.clip_low, default.clip_high) == ("bnpo", 0.2, 0.2)
+    assert config(loss_aggregation="sequence_mean").resolved_loss_type == "grpo"
+    assert config(loss_type="dapo").resolved_loss_type == "dapo"
+    assert (config(epsilon=0.1).clip_low, config(epsilon=0.1).clip_high) == (0.1, 0.1)
+    assert config(cliprange=0.3, epsilon_high=0.28).clip_high == 0.28
+    assert config(epsilon=0.3, cliprange=0.3).clip_low == 0.3
+    refused = {
+        "loss_type": {"loss_type": "token_mean"},
+        "loss_aggregation": {"loss_type": "dapo", "loss_aggregation": "sequence_mean"},
+        "cliprange": {"epsilon": 0.1, "cliprange": 0.3},
+        "epsilon_high": {"epsilon_high": 0},
+        "importance_sampling_level": {"importance_sampling_level": "answer"},
+    }
+    for name, values in refused.items():
+        with pytest.raises(ConfigError, match=name):
+            config(**values)
+
+
+def test_grpo_loss_variants_train_and_log(tmp_path):
+    trainer = tiny_trainer(
+        tmp_path, ODD_TOPICS_GRADER, train_steps=3, log_every=1, eval_interval=3,
+        epochs_per_batch=2, mini_batch_size=4, loss_type="dapo", epsilon_high=0.28,
+        importance_sampling_level="sequence", skip_zero_std_groups=True,
+    )  # fmt: skip
+    before = {k: v.detach().clone() for k, v in trainer.params.items()}
+    trainer.run()
+    changed = [k for k, v in trainer.params.items() if not torch.equal(v, before[k])]
+    assert changed and all("lora_" in k for k in changed)
+    rows = [r for r in read_metrics(tmp_path / "run") if "train_reward_mean" in r]
+    assert len(rows) == 3
+    for row in rows:
+        # 2 groups per step: those whose grades all agree are the ones skipped
+        assert row["skipped_groups"] == row["frac_reward_zero_std"] * 2
+        assert row["update_skipped"] == float(row["skipped_groups"] == 2)
+    assert any(r["skipped_groups"] == 1 and r["grad_norm"] > 0 for r in rows)
+    assert any(r["policy/approx_kl"] > 0 for r in rows)  # two passes, two mini-batches
+
+
+def test_a_step_with_every_group_skipped_takes_no_optimizer_step(tmp_path):
+    trainer = tiny_trainer(
+        tmp_path, CONSTANT_GRADER, train_steps=2, log_every=1, save_every=1,
+        skip_zero_std_groups=True, mask_truncated_completions=True,
+    )  # fmt: skip
+    before = {k: v.detach().clone() for k, v in trainer.params.items()}
+    result = trainer.run()
+    assert all(torch.equal(v, before[k]) for k, v in trainer.params.items())
+    assert not trainer.optimizer.state  # AdamW never stepped (no momentum, no decay)
+    rows = [r for r in read_metrics(tmp_path / "run") if "train_reward_mean" in r]
+    assert [r["step"] for r in rows] == [1, 2] and trainer.scheduler.last_epoch == 2
+    for row in rows:
+        assert row["skipped_groups"] == 2 and row["update_skipped"] == 1
+        assert row["grad_norm"] == 0 and "learning_rate" in row
+        assert row["truncated_fraction"] == 1 - row["rollout/ended_fraction"]
+    assert (tmp_path / "run/checkpoints/step-000002/state.pt").is_file()
+    assert result.steps == 2 and (tmp_path / "run/summary.json").is_file()
+
+
+def test_micro_batches_add_up_to_the_mini_batch_gradient(tmp_path, monkeypatch):
+    """dapo, grpo and dr_grpo normalise over the whole mini-batch, so the gradient does not
+    depend on how it is split into micro-batches; bnpo normalises each micro-batch."""
+    trainer = tiny_trainer(tmp_path)
+    try:
+        rollout = trainer._sample(trainer.data.train_ids[:2], per_prompt=4)
+        mask = rollout.response_mask.float().clone()
+        for row in range(8):  # 1, 2, 3, 1 | 2, 3, 1, 2 tokens enter the loss: 7 | 8
+            mask[row, row % 3 + 1 :] = 0.0
+        advantages = torch.linspace(-1.0, 1.0, 8)[:, None] * mask
+        old = trainer._no_grad_pass(rollout).logprobs
+        experience = Experience(mask, advantages, old + 0.05 * mask)
+        grads: dict[str, torch.Tensor] = {}
+
+        def step(params):
+            grads.update({k: p.grad.clone() for k, p in params.items() if p.grad is not None})
+            trainer.optimizer.zero_grad(set_to_none=True)
+            return 0.0
+
+        monkeypatch.setattr(trainer.parallel, "step", step)
+
+        def gradient(loss_type, micro_batch_size):
+            trainer.config.loss_type = loss_type
+            trainer.config.micro_batch_size = micro_batch_size
+            trainer._mini_batch(rollout, experience, torch.arange(8), None, False)
+            return torch.cat([g.flatten() for _, g in sorted(grads.items())])
+
+        for loss_type in ("dapo", "grpo", "dr_grpo", "bnpo"):
+            whole, split = gradient(loss_type, 8), gradient(loss_type, 4)
+            gap = ((whole - split).norm() / whole.norm()).item()
+            assert whole.norm() > 0
+            assert gap > 1e-2 if loss_type == "bnpo" else gap < 1e-5, (loss_type, gap)
+    finally:
+        trainer._close()
 
 
 def test_ppo_can_use_a_grader_as_its_reward(tmp_path):

@@ -3,17 +3,26 @@ import math
 import pytest
 import torch
 
-from rlhfkit.algorithms.grpo import group_advantages, zero_std_fraction
+from rlhfkit.algorithms.grpo import (
+    group_advantages,
+    loss_mask,
+    zero_std_fraction,
+    zero_std_groups,
+)
 from rlhfkit.algorithms.ppo import (
     aggregate,
+    clipped_surrogate,
     entropy_from_logits,
     explained_variance,
     gae,
     kl_estimate,
+    loss_count,
     masked_mean,
     masked_var,
     masked_whiten,
+    normalised_loss,
     policy_loss,
+    sequence_log_ratio,
     token_rewards,
     value_loss,
 )
@@ -166,3 +175,105 @@ def test_policy_loss_sequence_mean_weighs_answers_equally():
     sequence = policy_loss(logprobs, logprobs, advantages, mask, 0.2, "sequence_mean")
     assert token.loss.item() == pytest.approx(-1 / 3)
     assert sequence.loss.item() == pytest.approx(0.0)
+
+
+def test_clip_higher_hand_worked():
+    old = torch.zeros(1, 4)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.7]]))
+    adv = torch.tensor([[1.0, 1.0, -2.0, -1.0]])
+    out = clipped_surrogate(new, old, adv, torch.ones(1, 4), 0.2, cliprange_high=0.28)
+    # ratio 1.5, A=1: max(-1.5, -1.28) = -1.28 (clipped at 1 + 0.28, not 1.2)
+    # ratio 0.5, A=1: max(-0.5, -0.8) = -0.5; ratio 1.1, A=-2: max(2.2, 2.2) = 2.2
+    # ratio 0.7, A=-1: max(0.7, 0.8) = 0.8 (clipped at 1 - 0.2)
+    assert out.losses[0].tolist() == pytest.approx([-1.28, -0.5, 2.2, 0.8], abs=1e-6)
+    assert out.clipfrac.item() == pytest.approx(2 / 4)
+    # no upper bound of its own: the lower one, as policy_loss has always done
+    same = clipped_surrogate(new, old, adv, torch.ones(1, 4), 0.2)
+    assert same.losses[0, 0].item() == pytest.approx(-1.2)
+
+
+def test_sequence_level_ratio_is_gspo_hand_worked():
+    old = torch.zeros(2, 3)
+    new = torch.tensor([[0.2, -0.1, 9.0], [0.2, -0.1, 9.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    # answer log ratios 0.2 and -0.1 (the third position is padding): mean 0.05
+    assert sequence_log_ratio(new, old, mask)[0, :2].tolist() == pytest.approx([0.05] * 2)
+    adv = torch.tensor([[1.0] * 3, [-1.0] * 3])
+    out = clipped_surrogate(new, old, adv, mask, 0.2, level="sequence")
+    # s = exp(0.05) = 1.0512711 on both real tokens of each answer, inside [0.8, 1.2]
+    s = math.exp(0.05)
+    assert out.losses[:, :2].tolist() == [pytest.approx([-s, -s]), pytest.approx([s, s])]
+    assert out.ratio.item() == pytest.approx(s) and out.clipfrac.item() == 0.0
+    # GSPO: loss_i = -A_i * s_i with s_i = exp((lp_0 + lp_1) / 2), so d loss_i / d lp_t =
+    # -A_i * s_i / 2; the grpo loss is the mean of the two answers' losses: -A_i * s_i / 4
+    # = -+0.2628178 on each real token, 0 on padding
+    normalised_loss(out.losses, mask, "grpo", 3).backward()
+    assert new.grad[0].tolist() == pytest.approx([-s / 4, -s / 4, 0.0], abs=1e-6)
+    assert new.grad[1].tolist() == pytest.approx([s / 4, s / 4, 0.0], abs=1e-6)
+    # token level clips token 0 (exp(0.2) = 1.2214 > 1.2) where the sequence level does not
+    token = clipped_surrogate(new, old, adv, mask, 0.2)
+    assert token.clipfrac.item() == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="token"):
+        clipped_surrogate(new, old, adv, mask, 0.2, level="answer")
+
+
+def test_loss_types_hand_worked():
+    values = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])  # the third answer is masked out
+    # grpo: ((1 + 3) / 2 + 4) / 2 = 3 (the masked answer is not an answer)
+    assert normalised_loss(values, mask, "grpo", 4).item() == pytest.approx(3.0)
+    # bnpo and dapo: (1 + 3 + 4) / 3 tokens = 8/3
+    assert normalised_loss(values, mask, "bnpo", 4).item() == pytest.approx(8 / 3)
+    assert normalised_loss(values, mask, "dapo", 4).item() == pytest.approx(8 / 3)
+    # dr_grpo: 8 / (2 answers x max length 4) = 1
+    assert normalised_loss(values, mask, "dr_grpo", 4).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="dr_grpo"):
+        normalised_loss(values, mask, "token_mean", 4)
+
+
+def test_micro_batches_add_up_to_the_mini_batch_loss_hand_worked():
+    # the mini-batch of the test above in two micro-batches: [answer 0], [answers 1, 2]
+    values = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    micro = [slice(0, 1), slice(1, 3)]
+
+    def accumulated(loss_type):
+        counts = [loss_count(mask[rows], loss_type) for rows in micro]
+        return sum(
+            normalised_loss(values[rows], mask[rows], loss_type, 4).item() * count / sum(counts)
+            for rows, count in zip(micro, counts, strict=True)
+        )
+
+    # dapo weighs by tokens (2 and 1): 2 * 2/3 + 4 * 1/3 = 8/3, the mini-batch's token mean
+    assert [loss_count(mask[rows], "dapo") for rows in micro] == [2.0, 1.0]
+    assert accumulated("dapo") == pytest.approx(8 / 3)
+    # grpo and dr_grpo weigh by answers (1 and 1): (2 + 4) / 2 = 3 and (4/4 + 4/4) / 2 = 1
+    assert accumulated("grpo") == pytest.approx(3.0)
+    assert accumulated("dr_grpo") == pytest.approx(1.0)
+    # bnpo normalises each micro-batch by its own tokens: (2 + 4) / 2 = 3, not 8/3
+    assert accumulated("bnpo") == pytest.approx(3.0)
+
+
+def test_default_loss_is_the_same_arithmetic_as_before():
+    generator = torch.Generator().manual_seed(0)
+    logprobs, old, adv = (torch.randn(6, 5, generator=generator) for _ in range(3))
+    mask = (torch.rand(6, 5, generator=generator) > 0.3).float()
+    mask[:, 0] = 1.0
+    for aggregation, loss_type in (("token_mean", "bnpo"), ("sequence_mean", "grpo")):
+        before = policy_loss(logprobs, old, adv, mask, 0.2, aggregation)
+        terms = clipped_surrogate(logprobs, old, adv, mask, 0.2, 0.2, "token")
+        assert torch.equal(normalised_loss(terms.losses, mask, loss_type, 5), before.loss)
+        assert torch.equal(aggregate(terms.losses, mask, aggregation), before.loss)
+
+
+def test_loss_mask_leaves_out_truncated_answers_and_skipped_groups():
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 2.0]])  # two groups of two answers
+    skipped = zero_std_groups(rewards)
+    assert skipped.tolist() == [False, True] and zero_std_fraction(rewards) == 0.5
+    response = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    truncated = torch.tensor([False, True, False, False])
+    # answer 1 was cut at the length limit, answers 2 and 3 form the skipped group
+    mask = loss_mask(response, 2, truncated, skipped)
+    assert mask.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    assert loss_mask(response, 2, truncated=truncated).tolist()[2:] == response.tolist()[2:]
+    assert loss_mask(response, 2) is response  # nothing asked: the response mask itself

@@ -38,8 +38,35 @@ def group_advantages(
     return advantages
 
 
+def zero_std_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """Whether each group's answers all got the same reward (they teach nothing: every
+    advantage is 0). Shape: (B, G) -> (B,)"""
+    spread = rewards.max(1).values - rewards.min(1).values
+    return spread == 0
+
+
 def zero_std_fraction(rewards: torch.Tensor) -> float:
     """Fraction of groups whose answers all got the same reward (they teach nothing).
     Shape: (B, G) -> scalar"""
-    spread = rewards.max(1).values - rewards.min(1).values
-    return float((spread == 0).float().mean())
+    return float(zero_std_groups(rewards).float().mean())
+
+
+def loss_mask(
+    response_mask: torch.Tensor,
+    group: int,
+    truncated: torch.Tensor | None = None,
+    skipped_groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The answer tokens that enter the loss: `response_mask` without the answers cut at
+    the length limit (`truncated`, one flag per answer: DAPO's overlong filtering) and
+    without every answer of a skipped group (`skipped_groups`, one flag per group of
+    `group` contiguous answers: DAPO's dynamic sampling, without its re-sampling). Yu et
+    al. 2025, sec. 3.4 and 3.2. Shape: (B*G, A), (B*G,), (B,) -> (B*G, A)"""
+    if truncated is None and skipped_groups is None:
+        return response_mask
+    keep = torch.ones(response_mask.shape[0], dtype=torch.bool, device=response_mask.device)
+    if truncated is not None:
+        keep = keep & ~truncated.bool().to(keep.device)
+    if skipped_groups is not None:
+        keep = keep & ~skipped_groups.bool().to(keep.device).repeat_interleave(group)
+    return response_mask * keep[:, None].to(response_mask.dtype)

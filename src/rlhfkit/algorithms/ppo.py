@@ -1,4 +1,5 @@
-"""PPO for language models: per-token rewards, GAE, and the clipped losses.
+"""PPO for language models: per-token rewards, GAE, and the clipped losses, with the
+variants GRPO-style training takes (asymmetric clipping, sequence-level ratios, loss types).
 
 All tensors over response tokens are (B, A): B sequences, A response positions, with a
 0/1 `mask` that is 1 on real tokens (responses are right-padded). Padding never enters a
@@ -13,6 +14,10 @@ import torch
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPE_OF_AGGREGATION = {"sequence_mean": "grpo", "token_mean": "bnpo"}
+"""The loss type each loss aggregation computes (TRL's names for them)."""
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -131,6 +136,68 @@ class PolicyLoss(NamedTuple):
     ratio: torch.Tensor
 
 
+class TokenPolicyLoss(NamedTuple):
+    losses: torch.Tensor
+    """The clipped surrogate at every position, padding included. Shape: (B, A)"""
+    clipfrac: torch.Tensor
+    approx_kl: torch.Tensor
+    ratio: torch.Tensor
+
+
+def sequence_log_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """GSPO's log importance ratio, on every token of an answer: the mean over the answer's
+    tokens of (logp - old_logp), with each token's gradient flowing through its own
+    log-probability (GSPO-token: sg[log s_i] + logp - sg[logp]; Zheng et al. 2025, sec. 4.1
+    and 4.3). Its value is log s_i on every token; with one advantage per answer its
+    gradient is GSPO's. Shape: (B, A) -> (B, A)"""
+    mask = mask.to(logprobs.dtype)
+    log_ratio = (logprobs - old_logprobs) * mask
+    mean = log_ratio.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    return mean.detach() + logprobs - logprobs.detach()
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_high: float | None = None,
+    level: str = "token",
+) -> TokenPolicyLoss:
+    """Per-token clipped surrogate max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high))
+    (Schulman et al. 2017, eq. 7; a separate upper bound is DAPO's clip-higher, Yu et al.
+    2025, sec. 3.1). `cliprange_high` None: the same as `cliprange`. `level`: `token`, the
+    ratio of each token, or `sequence`, GSPO's ratio of the whole answer
+    (`sequence_log_ratio`). Shape: (B, A) each.
+
+    Returns the per-token losses, the fraction of tokens where the clip was active, the
+    approximate KL between new and old policy (mean of the per-token (log ratio)^2 / 2),
+    and the mean ratio.
+    """
+    if level == "token":
+        log_ratio = logprobs - old_logprobs
+    elif level == "sequence":
+        log_ratio = sequence_log_ratio(logprobs, old_logprobs, mask)
+    else:
+        raise ValueError(
+            f"unknown importance sampling level {level!r}; choose one of "
+            f"{IMPORTANCE_SAMPLING_LEVELS}"
+        )
+    high = cliprange if cliprange_high is None else cliprange_high
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
+    losses = torch.maximum(unclipped, clipped)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), mask)
+        approx_kl = 0.5 * masked_mean((logprobs - old_logprobs).detach() ** 2, mask)
+        mean_ratio = masked_mean(ratio.detach(), mask)
+    return TokenPolicyLoss(losses, clipfrac, approx_kl, mean_ratio)
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -145,16 +212,57 @@ def policy_loss(
     Returns the loss, the fraction of tokens where the clip was active, the approximate
     KL between new and old policy (mean of (log ratio)^2 / 2), and the mean ratio.
     """
-    log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = aggregate(torch.maximum(unclipped, clipped), mask, aggregation)
-    with torch.no_grad():
-        clipfrac = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = 0.5 * masked_mean(log_ratio.detach() ** 2, mask)
-        mean_ratio = masked_mean(ratio.detach(), mask)
-    return PolicyLoss(loss, clipfrac, approx_kl, mean_ratio)
+    terms = clipped_surrogate(logprobs, old_logprobs, advantages, mask, cliprange)
+    loss = aggregate(terms.losses, mask, aggregation)
+    return PolicyLoss(loss, terms.clipfrac, terms.approx_kl, terms.ratio)
+
+
+def answer_mean_loss(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`grpo`: each answer's token mean, then the mean over the answers that have a token
+    in the mask (Shao et al. 2024, eq. 3). Shape: (B, A) -> scalar"""
+    answers = (mask.sum(1) > 0).sum().to(values.dtype)
+    return masked_mean(values, mask, dim=1).sum() / answers.clamp(min=1.0)
+
+
+def max_length_loss(values: torch.Tensor, mask: torch.Tensor, max_length: int) -> torch.Tensor:
+    """`dr_grpo`: the sum over tokens divided by a constant, answers x `max_length` (the
+    answers that have a token in the mask; Liu et al. 2025, Dr. GRPO, sec. 3.2).
+    Shape: (B, A) -> scalar"""
+    answers = (mask.sum(1) > 0).sum().to(values.dtype)
+    total = (values * mask.to(values.dtype)).sum()
+    return total / (answers.clamp(min=1.0) * max_length)
+
+
+def normalised_loss(
+    values: torch.Tensor, mask: torch.Tensor, loss_type: str, max_length: int
+) -> torch.Tensor:
+    """Per-token losses (B, A) of a micro-batch -> its loss, as `loss_type` normalises:
+
+    - `grpo`: each answer's token mean, then the mean over answers (`answer_mean_loss`);
+    - `bnpo`: the mean over the micro-batch's tokens (`masked_mean`);
+    - `dr_grpo`: the token sum / (answers x `max_length`) (`max_length_loss`);
+    - `dapo`: the token mean too; weighted by its share of the mini-batch's tokens
+      (`loss_count`), the micro-batches add up to the mean over every token of the
+      mini-batch (Yu et al. 2025, DAPO, sec. 3.3).
+    """
+    if loss_type == "grpo":
+        return answer_mean_loss(values, mask)
+    if loss_type in ("bnpo", "dapo"):
+        return masked_mean(values, mask)
+    if loss_type == "dr_grpo":
+        return max_length_loss(values, mask, max_length)
+    raise ValueError(f"unknown loss type {loss_type!r}; choose one of {LOSS_TYPES}")
+
+
+def loss_count(mask: torch.Tensor, loss_type: str) -> float:
+    """What a micro-batch's loss weighs in its mini-batch's, by `loss_type`: its tokens in
+    the mask for `dapo`, otherwise its answers with a token in the mask. Each micro-batch's
+    weight is its count over the mini-batch's. Shape: (B, A) -> scalar"""
+    if loss_type == "dapo":
+        return float(mask.sum())
+    if loss_type in LOSS_TYPES:
+        return float((mask.sum(1) > 0).sum())
+    raise ValueError(f"unknown loss type {loss_type!r}; choose one of {LOSS_TYPES}")
 
 
 class ValueLoss(NamedTuple):

@@ -12,7 +12,9 @@ class Experience:
     """One step's training targets, on the CPU. N answers, A answer tokens (right-padded).
 
     Attributes:
-        mask: 1.0 on answer tokens (the end-of-sequence token included). Shape: (N, A)
+        mask: 1.0 on the answer tokens that enter the loss (the end-of-sequence token
+            included); an answer left out of the loss (GRPO's mask_truncated_completions,
+            skip_zero_std_groups) is 0 throughout. Shape: (N, A)
         advantages: the advantage of each answer token. Shape: (N, A)
         old_logprobs: log-probabilities under the policy that sampled the answers. When
             the first epoch's forward passes provide them (`record_old` in the update),

@@ -380,7 +380,7 @@ class RLTrainer(Trainer):
                 )
                 for key, value in totals.items():
                     sums[key] = sums.get(key, 0.0) + value
-                updates += 1
+                updates += bool(totals)  # a mini-batch with nothing to learn from took no step
         return {k: v / updates for k, v in sums.items()}
 
     def _mini_batch(
@@ -392,15 +392,19 @@ class RLTrainer(Trainer):
         record_old: bool,
     ) -> dict[str, float]:
         """One optimizer step over the answers `mini`, in micro-batches whose gradients
-        accumulate; returns its statistics (weighted by micro-batch size)."""
+        accumulate; returns its statistics (weighted as the losses are, `_micro_weights`),
+        none when no weight is left (no step)."""
         config, policy = self.config, self.train_policy
         totals: dict[str, float] = {}
-        starts = range(0, len(mini), config.micro_batch_size)
-        for micro_start in starts:
-            rows = mini[micro_start : micro_start + config.micro_batch_size]
+        size = config.micro_batch_size
+        chunks = [mini[start : start + size] for start in range(0, len(mini), size)]
+        weights = self._micro_weights(experience, chunks)
+        if not any(weights):
+            return totals
+        for index, (rows, weight) in enumerate(zip(chunks, weights, strict=True)):
             part = rollout.rows(rows, trim=reuse is None)
             # gradients are combined over the ranks once, at the last micro-batch
-            with self.parallel.micro_batch(policy, micro_start == starts[-1]):
+            with self.parallel.micro_batch(policy, index == len(chunks) - 1):
                 outputs = reuse
                 if outputs is None:
                     with autocast(self.policy.device, self.autocast):
@@ -410,12 +414,17 @@ class RLTrainer(Trainer):
                 width = part.response_ids.shape[1]
                 rows_experience = experience.rows(rows, width, self.policy.device)
                 loss, parts = self._loss(outputs, rows_experience)
-                weight = len(rows) / len(mini)
                 self.parallel.backward(loss * weight)
             for key, value in {"loss": loss, **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) * weight
         totals["grad_norm"] = self.parallel.step(self.params)
         return totals
+
+    def _micro_weights(self, experience: Experience, chunks: list[torch.Tensor]) -> list[float]:
+        """Each micro-batch's (rows') weight in its mini-batch's loss: its share of the
+        answers. A method may weigh otherwise; all 0 (on every rank): no optimizer step."""
+        total = sum(len(rows) for rows in chunks)
+        return [len(rows) / total for rows in chunks]
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
