@@ -31,7 +31,7 @@ from rlhfkit.eval.synth import noisy_labels
 from rlhfkit.graders import load_grader
 from rlhfkit.stats import wilson_interval
 from rlhfkit.train.common import split_held_out
-from rlhfkit.train.reward import prepare_data
+from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.reward_summary import length_rule
 
 FINAL_LAYER_MEAN = (-1, 0)  # (layer, pooling) that the demo's reward model reads
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--agree", type=float, default=0.84)
     args = parser.parse_args()
     config = demo_config()
-    data = prepare_data(config)
+    data = prepare_pair_data(config, True, config.use_margin)
     lines = Path(config.preference_dataset).read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines if line]
     kept, held = split_held_out(len(rows), config.eval_fraction, config.seed)

@@ -26,8 +26,8 @@ from rlhfkit.algorithms.reward import fit_linear_head
 from rlhfkit.models.reward import build_reward_model
 from rlhfkit.models.shared_prompt import pack_rows, packed_mask
 from rlhfkit.stats import wilson_interval
+from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import EncodedPair, micro_batches, pair_batch
-from rlhfkit.train.reward import prepare_data
 from rlhfkit.train.reward_config import RewardConfig, reward_spec
 
 POOLINGS = ("mean", "eos", "before eos")
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="the split of `run ... seed=N`")
     config = demo_config(parser.parse_args().seed)
-    data = prepare_data(config)
+    data = prepare_pair_data(config, False, config.use_margin)
     cached = features(config, data)
     train, held = cached["train"].float(), cached["eval"].float()
     margins = torch.tensor([p.margin for p in data.train])

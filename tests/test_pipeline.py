@@ -366,3 +366,36 @@ def test_bad_rows_skip_imports_the_valid_rows_lists_the_others_and_reaches_every
     assert out["dropped_rows"][0].startswith(f"{prefs}: left out 1 bad row(s) of {len(rows)}")
     stages = plan(config, False, problems)
     assert stages.reward.bad_rows == "skip" and stages.rl.bad_rows == "skip"
+
+
+def test_method_dpo_tunes_on_the_pairs_without_a_reward_model_and_reports(tmp_path, inputs):
+    from rlhfkit import rlhf_pipeline
+    from rlhfkit.pipeline import load_pipeline_config, plan
+
+    settings = {
+        **inputs,
+        "large_model_reference": "tiny-random-llama",
+        "method": "dpo",
+        "reinforcement_learning_train_steps": 3,
+        "reinforcement_learning_rate_multiplier": 2.0,
+        "kl_coeff": 0.2,
+        "target_sequence_length": 6,
+        "output_dir": str(tmp_path / "run"),
+        "rl_options": {"batch_size": 4, "dtype": "fp32", "validation_fraction": 0},
+    }
+    planned = plan(load_pipeline_config(None, settings), False, [])
+    # the pipeline's names arrive as DPO's; a grader judges, so no reward model is trained
+    assert (planned.rl.max_steps, planned.rl.learning_rate_multiplier) == (3, 2.0)
+    assert planned.rl.beta == 0.2 and planned.reward is None
+    assert set(planned.autoraters) == {"grader"}
+    result = rlhf_pipeline(**settings)
+    summary = result.summary
+    assert "reward_model" not in summary and "rl" not in summary
+    assert summary["dpo"]["steps"] == 3 and summary["dpo"]["method"] == "dpo"
+    assert (tmp_path / "run" / "dpo" / "model" / "config.json").is_file()
+    assert summary["side_by_side"]["grader"]["n"] == 3
+    report = result.report.read_text()
+    assert "held-out implicit-reward accuracy" in report
+    # without a grader or autorater the side by side needs a judge: a reward model is trained
+    judged = plan(load_pipeline_config(None, {**settings, "grader": None}), False, [])
+    assert judged.reward is not None and set(judged.autoraters) == {"reward_model"}

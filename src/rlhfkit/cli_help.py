@@ -61,6 +61,14 @@ STAGE_HELP: dict[str, StageHelp] = {
             "reward_model_train_steps=0 eval_fraction=0.3 output_dir=runs/rm_fit",
         ),
     ),
+    "train-dpo": StageHelp(
+        (("rlhfkit.train.dpo_config:DPOConfig", "parameters"),),
+        (
+            f"rlhfkit train-dpo preference_dataset={DEMO}/preferences.jsonl output_dir=runs/dpo",
+            f"rlhfkit train-dpo preference_dataset={DEMO}/preferences.jsonl loss_type=ipo "
+            "beta=0.5 n_epochs=2 output_dir=runs/ipo",
+        ),
+    ),
     "train-rl": StageHelp(
         (
             ("rlhfkit.train.rl_config:RLCommonConfig", "parameters of every method"),

@@ -28,6 +28,7 @@ def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.label.export import LabelExportConfig
     from rlhfkit.label.server import LabelServeConfig
     from rlhfkit.pipeline import PipelineConfig
+    from rlhfkit.train.dpo_config import DPOConfig
     from rlhfkit.train.grpo import GRPOConfig
     from rlhfkit.train.ppo import RLConfig
     from rlhfkit.train.reward_config import RewardConfig
@@ -40,6 +41,7 @@ def config_classes() -> list[tuple[str, type]]:
         ("Reinforcement learning, every method (`rlhfkit train-rl`)", RLCommonConfig),
         ("PPO (`rlhfkit train-rl method=ppo`, the default)", RLConfig),
         ("GRPO and RLOO (`rlhfkit train-rl method=grpo` or `method=rloo`)", GRPOConfig),
+        ("Direct preference optimisation (`rlhfkit train-dpo`)", DPOConfig),
         ("Bulk inference (`rlhfkit infer`)", InferConfig),
         ("LLM judge options (`rlhfkit sxs`, `rlhfkit data synth`)", JudgeConfig),
         ("Side by side (`rlhfkit sxs`)", SxSConfig),

@@ -42,6 +42,17 @@ def add_reward_commands(commands: argparse._SubParsersAction) -> None:
         handler=_train_rl,
     )
 
+    stage_command(
+        commands,
+        "train-dpo",
+        help="tune the policy on preference pairs directly: DPO, IPO, robust DPO, SimPO",
+        description="Tune a LoRA adapter on the base model (or every weight) on preference "
+        "pairs with a DPO-family loss (loss_type): no reward model, no sampling. The base "
+        "model with the adapter off is the reference; its log-probabilities are computed "
+        "once and kept in the run directory.",
+        handler=_train_dpo,
+    )
+
     score = commands.add_parser(
         "score",
         help="score responses with a trained reward model",
@@ -96,6 +107,24 @@ def _train_rl(args: argparse.Namespace) -> int:
         *result.dropped_rows,
     ]
     print("\n".join(lines))
+    return 0
+
+
+def _train_dpo(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.train.dpo import DPOConfig, train_dpo
+    from rlhfkit.train.dpo_summary import dpo_lines
+
+    config = load_config(DPOConfig, args.config, args.overrides)
+    result = train_dpo(config)
+    folders = [
+        *([f"policy adapter: {result.policy_dir}"] if result.policy_dir else []),
+        *([f"merged model: {result.model_dir}"] if result.model_dir else []),
+    ]
+    print(
+        "\n".join([*dpo_lines(vars(result)), *folders])
+        + f"\nmetrics: {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})"
+    )
     return 0
 
 

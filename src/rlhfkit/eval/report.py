@@ -269,8 +269,11 @@ def _stage_summaries(run_dir: Path) -> tuple[dict | None, dict | None]:
     summary = _read_json(run_dir / "summary.json")
     if not isinstance(summary, dict):
         return None, None
-    if isinstance(summary.get("rl"), dict):
-        return summary.get("reward_model"), summary["rl"]
+    for tuning in ("rl", "dpo"):
+        if isinstance(summary.get(tuning), dict):
+            return summary.get("reward_model"), summary[tuning]
+    if "eval_reward_margin" in summary:  # a train-dpo run
+        return None, {**summary, "method": "dpo"}
     if "eval_accuracy" in summary:
         return summary, None
     rl_keys = ("eval_reward_before", "eval_reward_after", "eval_prompts", "steps")

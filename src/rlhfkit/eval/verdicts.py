@@ -72,12 +72,17 @@ def _figure(share: float, low: float, high: float) -> str:
 
 
 def rl_sentence(rl: dict[str, Any]) -> str:
-    """The held-out reward before and after RL and the KL, in the words of `rlhfkit run`.
+    """The held-out reward before and after RL and the KL, in the words of `rlhfkit run`
+    (for a DPO stage, `method` dpo: its held-out implicit-reward accuracy).
 
     Args:
         rl: `eval_reward_before`, `eval_reward_after`, `eval_prompts`, `steps`; optional
             `kl_last_5_steps`, `method` and `reward` (a pipeline summary's `rl`).
     """
+    if rl.get("method") == "dpo":
+        from rlhfkit.train.dpo_summary import dpo_sentence
+
+        return dpo_sentence(rl)
     change = rl["eval_reward_after"] - rl["eval_reward_before"]
     kl = rl.get("kl_last_5_steps")
     maximised = f" ({rl['method']} on {rl['reward']})" if "reward" in rl and "method" in rl else ""

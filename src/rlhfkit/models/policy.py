@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -23,7 +23,10 @@ from rlhfkit.fileio import atomic_path
 from rlhfkit.models.generate import left_pad
 from rlhfkit.models.loading import trainable_parameters, under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
-from rlhfkit.models.shared_prompt import shared_prompt_forward
+from rlhfkit.models.shared_prompt import packed_forward, shared_prompt_forward, supports_packing
+
+if TYPE_CHECKING:
+    from rlhfkit.models.reward import ResponseBatch
 
 POLICY_ADAPTER = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -105,8 +108,15 @@ class PolicyModel(nn.Module):
 
     @property
     def language_model(self) -> nn.Module:
-        """The causal language model (LoRA layers injected) under the peft wrapper."""
-        return self.backbone.get_base_model()
+        """The causal language model (LoRA layers injected) under the peft wrapper, or the
+        backbone itself when every weight trains (no adapter)."""
+        backbone = self.backbone
+        return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether the policy is a LoRA adapter on frozen base weights."""
+        return hasattr(self.backbone, "disable_adapter")
 
     @torch.no_grad()
     def sample(
@@ -177,7 +187,9 @@ class PolicyModel(nn.Module):
         optionally, the per-token entropy (see `PolicyOutputs`)."""
         with uncast_lora_inputs(self._lora_layers, self.device):
             hidden = self._response_hidden(rollout)
-        logprobs, entropy = self._logprobs(hidden, rollout, temperature, with_entropy)
+        logprobs, entropy = self._token_logprobs(
+            hidden, rollout.response_ids, temperature, with_entropy
+        )
         values = None
         if self.value_head is not None:
             values = self.value_head(hidden.float()).squeeze(-1)
@@ -188,7 +200,30 @@ class PolicyModel(nn.Module):
         """Log-probabilities of the answer tokens under the base model (adapters off)."""
         with self.backbone.disable_adapter():
             hidden = self._response_hidden(rollout)
-            return self._logprobs(hidden, rollout, temperature, False)[0]
+            return self._token_logprobs(hidden, rollout.response_ids, temperature, False)[0]
+
+    def response_logprobs(self, batch: ResponseBatch) -> torch.Tensor:
+        """Log-probabilities of every response token given its prompt, the prompt computed
+        once for its k responses: one packed pass with a block mask where the attention
+        takes one, else the responses on the prompt's key/value cache
+        (`rlhfkit.models.shared_prompt`).
+
+        Returns:
+            fp32 log-probabilities, 0 on padding. Shape: (B*k, A)
+        """
+        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+        with uncast_lora_inputs(self._lora_layers, self.device):
+            if supports_packing(self._trunk):
+                prompt_hidden, answer_hidden = packed_forward(
+                    self._trunk, *tensors, multiple=batch.multiple
+                )
+            else:
+                prompt_hidden, answer_hidden = shared_prompt_forward(self._trunk, *tensors)
+        # the last prompt position predicts the first answer token (prompts are left-padded)
+        first = prompt_hidden[:, -1:].repeat_interleave(batch.per_prompt, 0)  # (B*k, 1, H)
+        hidden = torch.cat([first, answer_hidden[:, :-1]], 1)  # (B*k, A, H)
+        logprobs = self._token_logprobs(hidden, batch.response_ids, 1.0, False)[0]
+        return logprobs * batch.response_mask.to(logprobs.device)
 
     def _response_hidden(self, rollout: Rollout) -> torch.Tensor:
         """Final hidden states at the positions that predict each answer token. (B, A, H)"""
@@ -214,14 +249,16 @@ class PolicyModel(nn.Module):
         prompt_width, answer_width = rollout.query_ids.shape[1], rollout.response_ids.shape[1]
         return hidden[:, prompt_width - 1 : prompt_width + answer_width - 1]
 
-    def _logprobs(
-        self, hidden: torch.Tensor, rollout: Rollout, temperature: float, with_entropy: bool
+    def _token_logprobs(
+        self, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probabilities of `targets` (B, A) from the hidden states that predict them
+        (B, A, H), and optionally the entropy at each position."""
         logits = self.language_model.get_output_embeddings()(hidden).float()  # (B, A, V)
         if temperature != 1.0:
             logits = logits / temperature
         log_probs = torch.log_softmax(logits, dim=-1)
-        targets = rollout.response_ids.to(logits.device)
+        targets = targets.to(logits.device)
         chosen = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, A)
         entropy = None
         if with_entropy:
@@ -238,6 +275,8 @@ class PolicyModel(nn.Module):
         from safetensors.torch import save_file
 
         weights = weights or trainable_parameters(self)
+        if not self.has_adapter:
+            raise ValueError("a fully fine-tuned policy is written with `export_full`")
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             self.backbone.save_pretrained(
@@ -281,9 +320,12 @@ def build_policy(
     dtype: str = "auto",
     device: str = "auto",
     seed: int = 0,
+    full_finetune: bool = False,
 ) -> PolicyModel:
     """The base model with a fresh LoRA adapter "policy" (its update starts at zero, so the
-    policy starts equal to the base) and a zero-initialised value head."""
+    policy starts equal to the base) and a zero-initialised value head. With
+    `full_finetune` every weight trains instead (fp32 master weights, trained under bf16
+    autocast); there is then no adapter to switch off for the reference."""
     from peft import LoraConfig, get_peft_model
 
     from rlhfkit.models.loading import load_model
@@ -291,8 +333,10 @@ def build_policy(
     generator_state = torch.random.get_rng_state()
     seeding.seed_global(seeding.init(seed))
     try:
-        lm = load_model(base_model, dtype=dtype, device=device)
+        lm = load_model(base_model, dtype="fp32" if full_finetune else dtype, device=device)
         lm.config.use_cache = True
+        if full_finetune:
+            return PolicyModel(lm.requires_grad_(True), None)
         lora = LoraConfig(
             r=lora_rank,
             lora_alpha=lora_alpha,
@@ -335,4 +379,20 @@ def export_merged(base_model: str, adapter_dir: str | Path, out_dir: str | Path)
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def export_full(
+    policy: PolicyModel, base_model: str, weights: dict[str, torch.Tensor], out_dir: str | Path
+) -> Path:
+    """Write a fully fine-tuned policy as a plain Hugging Face model folder (weights in the
+    base checkpoint's dtype, the tokenizer beside them). `weights`: its trainable weights
+    by name (gathered when sharded)."""
+    from rlhfkit.models.loading import checkpoint_dtype, load_tokenizer
+
+    dtype = checkpoint_dtype(base_model)
+    state = {k: v.detach().to("cpu", dtype) for k, v in under(weights, "backbone.").items()}
+    with atomic_path(out_dir) as tmp:
+        policy.backbone.save_pretrained(tmp, state_dict=state)
+        load_tokenizer(base_model).save_pretrained(tmp)
     return Path(out_dir)

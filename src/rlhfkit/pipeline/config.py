@@ -14,7 +14,10 @@ from rlhfkit.train import METHODS
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("import", "reward_model", "rl", "infer", "sxs", "report")
+STAGES = ("import", "reward_model", "rl", "dpo", "infer", "sxs", "report")
+"""The stages in order; a run has rl (method ppo, grpo, rloo) or dpo (method=dpo)."""
+TUNING_METHODS = (*METHODS, "dpo")
+"""What tunes the policy: an RL method, or DPO on the preference pairs directly."""
 RL_REWARDS = ("auto", "reward_model", "grader")
 
 
@@ -46,9 +49,14 @@ class PipelineConfig(DataConfig):
     kl_coeff: float | None = param(
         None,
         "Weight of the KL penalty to the base model (default: the method's own, as in "
-        "train-rl: ppo 0.1, grpo and rloo 0).",
+        "train-rl: ppo 0.1, grpo and rloo 0); for dpo it is beta (default 0.1).",
     )
-    method: str = param("ppo", "RL method: ppo, grpo or rloo.", choices=METHODS)
+    method: str = param(
+        "ppo",
+        "How the policy is tuned: ppo, grpo or rloo (RL), or dpo (on the preference pairs "
+        "directly, no RL and no reward model unless the side by side needs one as its judge).",
+        choices=TUNING_METHODS,
+    )
     grader: str | None = param(
         None,
         "Grader file: a side-by-side autorater, and RL's reward where rl_reward picks it.",
@@ -70,7 +78,9 @@ class PipelineConfig(DataConfig):
         {}, "More train-reward parameters, e.g. {lora_rank: 8} (CLI: reward_model_options.KEY=V)."
     )
     rl_options: dict = param(
-        {}, "More train-rl parameters, e.g. {batch_size: 4} (CLI: rl_options.KEY=V)."
+        {},
+        "More parameters of the tuning stage (train-rl, or train-dpo for method=dpo), e.g. "
+        "{batch_size: 4} (CLI: rl_options.KEY=V).",
     )
     seed: int = param(0, "Seed of every stage.")
     output_dir: str = param("runs/pipeline", "Run directory (layout: docs/pipeline.md).")
@@ -82,13 +92,18 @@ class PipelineConfig(DataConfig):
         super().validate()
         if self.grader_sandbox is not None:
             resolve_mode(self.grader_sandbox, "grader_sandbox")
-        check(bool(self.prompt_dataset), "prompt_dataset", self.prompt_dataset, "is required")
         check(
-            bool(self.preference_dataset) or self.reward_source == "grader",
+            bool(self.prompt_dataset) or (self.method == "dpo" and bool(self.eval_dataset)),
+            "prompt_dataset",
+            self.prompt_dataset,
+            "is required (method=dpo can do without when eval_dataset gives the eval prompts)",
+        )
+        check(
+            bool(self.preference_dataset) or self._grader_rl,
             "preference_dataset",
             self.preference_dataset,
-            "is required (a reward model is trained on it); only a grader as RL's reward "
-            "(method=grpo or rloo with a grader, or rl_reward=grader) can do without",
+            "is required (the reward model, or DPO, learns from it); only a grader as RL's "
+            "reward (method=grpo or rloo with a grader, or rl_reward=grader) can do without",
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
         check(
@@ -112,7 +127,14 @@ class PipelineConfig(DataConfig):
 
     @property
     def trains_reward_model(self) -> bool:
+        """RL's reward, or, for dpo, the side by side's judge when no other is set."""
+        if self.method == "dpo":
+            return bool(self.preference_dataset) and not (self.autorater or self.grader)
         return bool(self.preference_dataset)
+
+    @property
+    def _grader_rl(self) -> bool:
+        return self.method != "dpo" and self.reward_source == "grader"
 
     @property
     def reward_source(self) -> str:

@@ -44,7 +44,7 @@ class Plan:
 
     run_dir: Path
     reward: Any | None  # RewardConfig
-    rl: Any  # RLConfig or GRPOConfig
+    rl: Any  # RLConfig or GRPOConfig, or DPOConfig for method=dpo
     autoraters: dict[str, str]  # sxs folder name -> autorater spec
     eval_is_preference: bool
 
@@ -60,7 +60,6 @@ def _shared(config: PipelineConfig) -> dict[str, Any]:
 
 def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) -> Plan:
     """Every stage's config, validated; what is wrong is appended to `problems`."""
-    from rlhfkit.train.methods import load_rl_config, method
     from rlhfkit.train.reward_config import RewardConfig
 
     run_dir = Path(config.output_dir)
@@ -80,6 +79,27 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
         reward = _collect(
             problems, "reward_model_options", lambda: build_config(RewardConfig, values)
         )
+    tuned = (_plan_dpo if config.method == "dpo" else _plan_rl)(
+        config, shared, eval_is_preference, problems
+    )
+    autoraters = {}
+    if config.autorater:
+        autoraters["autorater"] = config.autorater
+    elif config.trains_reward_model:
+        autoraters["reward_model"] = f"reward_model:{rm_dir / 'reward_model'}"
+    if config.grader and f"grader:{config.grader}" not in autoraters.values():
+        autoraters["grader"] = f"grader:{config.grader}"
+    return Plan(run_dir, reward, tuned, autoraters, eval_is_preference)
+
+
+def _plan_rl(
+    config: PipelineConfig, shared: dict[str, Any], eval_is_preference: bool, problems: list[str]
+) -> Any:
+    """The RL stage's config (method ppo, grpo or rloo)."""
+    from rlhfkit.train.methods import load_rl_config, method
+
+    run_dir = Path(config.output_dir)
+    rm_dir = run_dir / "reward_model"
     rl_values: dict[str, Any] = {
         **shared,
         "method": config.method,
@@ -101,15 +121,37 @@ def plan(config: PipelineConfig, eval_is_preference: bool, problems: list[str]) 
     rl_values.update(method(config.method).translate(vertex_names))
     rl_values.update(config.rl_options)
     rl_values["output_dir"] = str(run_dir / "rl")
-    rl = _collect(problems, "rl_options", lambda: load_rl_config(None, rl_values))
-    autoraters = {}
-    if config.autorater:
-        autoraters["autorater"] = config.autorater
-    elif config.trains_reward_model:
-        autoraters["reward_model"] = f"reward_model:{rm_dir / 'reward_model'}"
-    if config.grader and f"grader:{config.grader}" not in autoraters.values():
-        autoraters["grader"] = f"grader:{config.grader}"
-    return Plan(run_dir, reward, rl, autoraters, eval_is_preference)
+    return _collect(problems, "rl_options", lambda: load_rl_config(None, rl_values))
+
+
+DPO_NAMES = {
+    "reinforcement_learning_train_steps": "max_steps",
+    "reinforcement_learning_rate_multiplier": "learning_rate_multiplier",
+    "kl_coeff": "beta",
+}
+"""The pipeline's name -> train-dpo's: DPO's beta is the weight of the KL to the reference,
+the kl_coeff of the RL objective it solves in closed form."""
+
+
+def _plan_dpo(
+    config: PipelineConfig, shared: dict[str, Any], eval_is_preference: bool, problems: list[str]
+) -> Any:
+    """The DPO stage's config (method=dpo): the preference pairs, the held-out pairs when
+    the eval file is one."""
+    from rlhfkit.train.dpo_config import DPOConfig
+
+    run_dir = Path(config.output_dir)
+    values: dict[str, Any] = {
+        **shared,
+        "preference_dataset": _data(run_dir, "preferences.jsonl"),
+        "eval_dataset": _data(run_dir, "eval.jsonl") if eval_is_preference else None,
+    }
+    for name, dpo_name in DPO_NAMES.items():
+        if getattr(config, name) is not None:
+            values[dpo_name] = getattr(config, name)
+    values.update(config.rl_options)
+    values["output_dir"] = str(run_dir / "dpo")
+    return _collect(problems, "rl_options", lambda: build_config(DPOConfig, values))
 
 
 def _collect(problems: list[str], where: str, build: Callable[[], Any]) -> Any:
@@ -213,12 +255,16 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
         reward = runner.run(
             "reward_model", rm_key, lambda f, resume: _train_reward(stages.reward, resume)
         )
-    # step 3. reinforcement learning
+    # step 3. reinforcement learning, or DPO on the pairs
     grader_digest = file_digest(config.grader) if config.grader else None
-    # RL depends on what it maximises only: a judging grader or reward model can change freely
-    reward_key = grader_digest if config.reward_source == "grader" else rm_key
-    rl_key = stage_key("rl", to_dict(stages.rl), [import_key, reward_key])
-    rl = runner.run("rl", rl_key, lambda f, resume: _train_rl(stages.rl, resume))
+    if config.method == "dpo":
+        rl_key = stage_key("dpo", to_dict(stages.rl), [import_key])
+        rl = runner.run("dpo", rl_key, lambda f, resume: _train_dpo(stages.rl, resume))
+    else:
+        # RL depends on what it maximises only: a judging grader or reward model may change
+        reward_key = grader_digest if config.reward_source == "grader" else rm_key
+        rl_key = stage_key("rl", to_dict(stages.rl), [import_key, reward_key])
+        rl = runner.run("rl", rl_key, lambda f, resume: _train_rl(stages.rl, resume))
     # step 4. base and tuned answers to the eval prompts
     infer_key = stage_key("infer", {"shared": _shared(config)}, [rl_key, import_key])
     predictions = runner.run("infer", infer_key, lambda f, _: _infer_both(config, rl, f))
@@ -255,7 +301,7 @@ def import_data(config: PipelineConfig, datasets: dict[str, Any], folder: Path) 
         outputs["preference_pairs"] = atomic_write_jsonl(
             folder / "preferences.jsonl", datasets["preference_dataset"].rows
         )
-    prompts = datasets["prompt_dataset"].rows
+    prompts = datasets["prompt_dataset"].rows if "prompt_dataset" in datasets else []
     if "eval_dataset" in datasets:
         eval_rows = datasets["eval_dataset"].rows
         outputs["eval_kind"] = datasets["eval_dataset"].kind
@@ -300,6 +346,16 @@ def _train_rl(rl_config: Any, resume: bool) -> dict[str, Any]:
         if rl_config.grader
         else f"reward_model:{rl_config.reward_model}",
     }
+
+
+def _train_dpo(dpo_config: Any, resume: bool) -> dict[str, Any]:
+    import dataclasses
+
+    from rlhfkit.train.dpo import train_dpo
+
+    result = train_dpo(dataclasses.replace(dpo_config, resume=resume))
+    outputs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+    return {**outputs, "method": "dpo", "loss_type": dpo_config.loss_type, "beta": dpo_config.beta}
 
 
 def _infer_both(config: PipelineConfig, rl: dict[str, Any], folder: Path) -> dict[str, str]:
@@ -360,7 +416,7 @@ def _summary(
         summary["model_display_name"] = config.model_display_name
     if reward:
         summary["reward_model"] = reward
-    summary["rl"] = rl
+    summary["dpo" if rl.get("method") == "dpo" else "rl"] = rl
     summary["side_by_side"] = sxs
     return summary
 
@@ -376,7 +432,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         from rlhfkit.train.reward_summary import result_lines
 
         lines.extend(result_lines(reward))
-    lines.append(rl_sentence(summary["rl"]))
+    lines.append(rl_sentence(summary.get("rl") or summary["dpo"]))
     for metrics in summary["side_by_side"].values():
         lines.append(f"side by side: {side_by_side_verdict(metrics).text}")
     lines.append(f"report: {summary.get('report')}")

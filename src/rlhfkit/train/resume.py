@@ -24,6 +24,7 @@ RESUME_MAY_CHANGE = frozenset(
         "num_epochs",
         "n_epochs",
         "train_steps",
+        "max_steps",
         "log_every",
         "eval_every",
         "eval_interval",

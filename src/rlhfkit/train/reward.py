@@ -6,17 +6,12 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rlhfkit import seeding
 from rlhfkit.algorithms.reward import bradley_terry_loss, fit_linear_head
-from rlhfkit.data.formats import Dataset
-from rlhfkit.data.prompts import PromptEncoder
-from rlhfkit.errors import RlhfkitError
 from rlhfkit.models.compiled import compile_blocks, resolve_compile
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.reward import (
@@ -25,21 +20,21 @@ from rlhfkit.models.reward import (
     load_reward_model,
 )
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast, split_held_out, split_to_count
-from rlhfkit.train.loop import Trainer
+from rlhfkit.train.common import autocast, split_to_count
 from rlhfkit.train.memory import release_free_memory, trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization, restore_weights
+from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import (
     EncodedPair,
-    encode_pairs,
     micro_batches,
     pair_batch,
     pair_outputs,
     pair_statistics,
     score_pairs,
 )
-from rlhfkit.train.reward_config import EVAL_ROWS_MAX, RewardConfig, reward_spec
+from rlhfkit.train.reward_config import RewardConfig, reward_spec
 from rlhfkit.train.reward_summary import RewardResult, verdict
+from rlhfkit.train.validated import BestStep, PairTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -57,119 +52,21 @@ def train_reward_model(config: RewardConfig) -> RewardResult:
     return RewardTrainer(config).run()
 
 
-@dataclass
-class PreparedData:
-    """Encoded training, validation and held-out pairs."""
-
-    train: list[EncodedPair]
-    validation: list[EncodedPair]
-    eval: list[EncodedPair]
-    pad_id: int
-    sources: dict[str, Dataset]
-    """The datasets read, by path (their `dropped` rows are reported)."""
-
-
-def prepare_data(config: RewardConfig) -> PreparedData:
-    """Load the preference data, hold out the eval pairs, set validation pairs aside from
-    the training pairs, and encode everything."""
-    from rlhfkit.data.formats import load_dataset, load_preferences
-    from rlhfkit.models.loading import load_tokenizer
-
-    train_set = load_preferences(config.preference_dataset, config.bad_rows)
-    sources = {config.preference_dataset: train_set}
-    train_records = train_set.records
-    if config.eval_dataset:
-        held_out = load_dataset(config.eval_dataset, "preference", config.bad_rows)
-        sources[config.eval_dataset] = held_out
-        eval_records = held_out.records[:EVAL_ROWS_MAX]
-    else:
-        train_records, eval_records = _split(
-            train_records, config.eval_fraction, config.seed, "evaluation", "set eval_dataset"
-        )
-    validation_records: list = []
-    # with no training step there is no step to choose: every pair goes to the head's fit
-    trains = config.num_epochs is not None or config.reward_model_train_steps > 0
-    if config.validation_fraction and trains:
-        train_records, validation_records = _split(
-            train_records,
-            config.validation_fraction,
-            seeding.validation_split(config.seed),
-            "validation",
-            "set validation_fraction=0",
-        )
-    if not train_records:
-        raise RlhfkitError(
-            f"{config.preference_dataset}: no training pair is left after holding out "
-            "evaluation and validation pairs; add rows, set eval_dataset, or lower "
-            "eval_fraction / validation_fraction"
-        )
-    for warning in train_set.warnings:
-        logger.warning(warning)
-    tokenizer = load_tokenizer(config.large_model_reference)
-    encoder = PromptEncoder.from_settings(tokenizer, config)
-    train = encode_pairs(train_records, encoder, config.use_margin)
-    logger.info(
-        "training pairs: %s",
-        encoder.counts.summary(config.prompt_sequence_length, config.target_sequence_length),
-    )
-    held_out = PromptEncoder.from_settings(tokenizer, config)
-    return PreparedData(
-        train,
-        encode_pairs(validation_records, held_out, config.use_margin),
-        encode_pairs(eval_records, held_out, config.use_margin),
-        tokenizer.pad_token_id,
-        sources,
-    )
-
-
-def _split(
-    records: list, fraction: float, seed: int, purpose: str, instead: str
-) -> tuple[list, list]:
-    """(kept, set aside for `purpose`): a seeded random `fraction` of the records (at least
-    one); `instead` says how to do without the split."""
-    if len(records) < 2:
-        raise RlhfkitError(
-            f"{len(records)} training preference pair(s): at least 2 are needed to set one "
-            f"aside for {purpose}; add rows, or {instead}"
-        )
-    kept, aside = split_held_out(len(records), fraction, seed)
-    return [records[i] for i in kept], [records[i] for i in aside]
-
-
-@dataclass
-class BestStep:
-    """The validation step with the lowest rank loss so far, and evaluations since then."""
-
-    step: int = 0
-    rank_loss: float = math.inf
-    since: int = 0
-
-    @property
-    def found(self) -> bool:
-        """Whether any validation was recorded (step 0 is a candidate: a fitted head)."""
-        return math.isfinite(self.rank_loss)
-
-    def update(self, step: int, rank_loss: float) -> bool:
-        """Record a validation; True when it is a new best."""
-        if rank_loss < self.rank_loss:
-            self.step, self.rank_loss, self.since = step, rank_loss, 0
-            return True
-        self.since += 1
-        return False
-
-
-class RewardTrainer(Trainer):
+class RewardTrainer(PairTrainer):
     """The reward-model training run: pairs, the model and its fitted head, Bradley-Terry
     steps, validation with early stopping, the kept step written as reward_model/."""
 
     stage = "train-reward"
+    validation_metric = "rank_loss"
+    metric_label = "rank loss"
 
     def __init__(self, config: RewardConfig):
         # step 1. engine, resume point, seed
         state = self._start(config)
-        self.best = BestStep(**(state["extra"].get("best", {}) if state else {}))
+        self.best = BestStep.from_state(state)
         # step 2. data: load, hold out, set validation pairs aside, encode
-        self.data = prepare_data(config)
+        trains = config.num_epochs is not None or config.reward_model_train_steps > 0
+        self.data = prepare_pair_data(config, trains, config.use_margin)
         self._check_resume(state, self.data.sources)
         self.total_steps = training_steps(config, len(self.data.train))
         if config.num_epochs is not None:
@@ -269,38 +166,12 @@ class RewardTrainer(Trainer):
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{stats['rank_loss']:.3f}", "acc": f"{stats['accuracy']:.2f}"}
 
-    def _stop_after(self, done: int) -> bool:
-        """Early stopping: no lower validation rank loss in `early_stopping_patience`
-        evaluations."""
-        patience = self.config.early_stopping_patience
-        return bool(patience) and self.best.since >= patience
-
-    def _stop_message(self, done: int) -> str:
-        return (
-            f"step {done}: no lower validation rank loss in "
-            f"{self.config.early_stopping_patience} evaluations; stopping early "
-            f"(best step {self.best.step})"
-        )
-
-    def _checkpoint_due(self, done: int, evaluated: bool) -> bool:
-        return self.best.step == done  # a new best validation step
-
-    def _checkpoint_score(self, done: int) -> float | None:
-        return -self.best.rank_loss if self.best.step == done else None
-
-    def _checkpoint_extra(self) -> dict[str, Any]:
-        return {"best": vars(self.best)}
-
-    @property
-    def _keep_best(self) -> int:
-        return 1
-
     def _finish(self, metrics, done: int, dropped: list[str]) -> RewardResult:
         """Step 5. the kept weights become the reward model; its held-out figures."""
         from rlhfkit.tracking import read_metrics
 
         data = self.data
-        kept = self.best.step if data.validation and self.best.found else done
+        kept = self._kept_step(done)
         out = self._save_reward_model(kept, done)
         held_out = self._held_out(out, kept, done)
         if not any(r["step"] == done and "best_step" in r for r in read_metrics(self.run_dir)):
@@ -328,28 +199,11 @@ class RewardTrainer(Trainer):
             dropped_rows=dropped,
         )
 
-    def _evaluate_at(self, done: int) -> dict[str, float]:
-        """Validation pairs when there are some (tracking the best step), else held-out."""
-        pairs, prefix = (
-            (self.data.validation, "valid") if self.data.validation else (self.data.eval, "eval")
-        )
-        stats = self.evaluate(pairs, prefix)
-        if self.data.validation:
-            self.best.update(done, stats["valid/rank_loss"])
-        self.bar.write(
-            f"step {done}: {'validation' if self.data.validation else 'held-out'} accuracy "
-            f"{stats[f'{prefix}/accuracy']:.3f}, rank loss {stats[f'{prefix}/rank_loss']:.4f}"
-        )
-        return stats
-
     def _save_reward_model(self, kept: int, done: int) -> Path:
         """Write `reward_model/` from the weights of step `kept`: the model's own when it is
         the last step, else the kept checkpoint's."""
         out = self.run_dir / "reward_model"
-        if kept == done:
-            weights = self.parallel.trainable_state(self.params)
-        else:
-            weights = ckpt.load_checkpoint(ckpt.checkpoint_dir(self.run_dir, kept))["trainable"]
+        weights = self._kept_weights(kept, done)
         if self.parallel.is_main:
             self.model.save(out, weights)
             logger.info("reward model from step %d written to %s", kept, out)

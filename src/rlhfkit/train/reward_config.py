@@ -19,8 +19,6 @@ from rlhfkit.train.params import OptimizationParams, RunParams
 REWARD_BASE_LEARNING_RATE = 5e-4
 """Learning rate at reward_model_learning_rate_multiplier=1.0 (the peak, after warm-up)."""
 
-EVAL_ROWS_MAX = 5000
-
 
 @dataclass
 class RewardConfig(RunParams, OptimizationParams, DataConfig):

@@ -85,8 +85,8 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         f"{low:.3f} to {high:.3f}{f', {ties} ties counted as half' if ties else ''}) on "
         f"{result['eval_pairs']} pairs; prefer-longer rule "
         f"{result['longer_baseline_accuracy']:.3f}; where the chosen answer is longer "
-        f"{_figure(result['eval_accuracy_chosen_longer'])}, shorter "
-        f"{_figure(result['eval_accuracy_chosen_shorter'])}",
+        f"{figure(result['eval_accuracy_chosen_longer'])}, shorter "
+        f"{figure(result['eval_accuracy_chosen_shorter'])}",
         f"  {result['verdict']}",
     ]
     lines += [f"  {line}" for line in result.get("dropped_rows", [])]
@@ -106,5 +106,5 @@ def result_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _figure(value: float) -> str:
+def figure(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
