@@ -1,6 +1,7 @@
 """What the benchmark scripts share: measuring a process (memory, CPU), running one side in
 a child process, the machine and versions, the command-line options every script takes,
-and the generated prompts of the RL benchmarks (bench/ is on sys.path when a script in it
+the generated prompts of the RL benchmarks, and the generated preference pairs, their
+batch order and figures of the pair benchmarks (bench/ is on sys.path when a script in it
 runs)."""
 
 from __future__ import annotations
@@ -434,3 +435,232 @@ def prompt_line(prompts: dict[str, Any]) -> str:
         f"{prompts['timed_real_prompt_tokens_per_row']} real / "
         f"{prompts['timed_padded_prompt_tokens_per_row']} padded tokens per prompt"
     )
+
+
+# The preference pairs of the pair benchmarks (reward-model and DPO training): generated
+# local news reports with a summary of their own events (chosen) and of other events
+# (rejected).
+
+
+_SUBJECTS = [
+    "the city council",
+    "a regional hospital",
+    "the school board",
+    "a local bakery",
+    "the water utility",
+    "an independent bookshop",
+    "the transport authority",
+    "a farming cooperative",
+    "the university library",
+    "a small software company",
+    "the harbour office",
+    "a volunteer fire brigade",
+    "the county museum",
+    "a family-run hotel",
+    "the weather service",
+]
+_VERBS = [
+    "announced",
+    "postponed",
+    "approved",
+    "reviewed",
+    "criticised",
+    "expanded",
+    "cancelled",
+    "funded",
+    "delayed",
+    "completed",
+    "proposed",
+    "investigated",
+    "celebrated",
+    "reduced",
+]
+_OBJECTS = [
+    "a plan to renovate the old railway station",
+    "new opening hours for the weekend",
+    "the budget for road repairs",
+    "a survey of residents about parking",
+    "a programme of free evening classes",
+    "the replacement of twenty delivery vans",
+    "a study on air quality near the motorway",
+    "a festival celebrating local music",
+    "a pilot scheme for recycling electronics",
+    "the merger of two primary schools",
+    "an agreement with a neighbouring town",
+    "a campaign to plant more street trees",
+    "stricter rules for short-term rentals",
+    "the digitisation of historical records",
+]
+_DETAILS = [
+    "after months of debate",
+    "despite objections from several residents",
+    "following a sharp rise in costs",
+    "in response to a petition signed by {n} people",
+    "with support from a national grant of {n} thousand euros",
+    "ahead of the winter season",
+    "because of staff shortages",
+    "after an inspection found {n} problems",
+    "as part of a {n}-year strategy",
+    "once the contractor had finished the first phase",
+]
+_EXTRAS = [
+    "A spokesperson said the decision would be reviewed in {month}.",
+    "Critics argued that the money could have been spent on {alt}.",
+    "Around {n} people attended the public meeting where it was discussed.",
+    "The local newspaper reported that {alt} had also been considered.",
+    "Officials expect the first results to be visible by {month}.",
+    "Several shop owners said they were worried about {alt}.",
+    "The opposition asked for an independent audit before {month}.",
+]
+_ALTERNATIVES = [
+    "better street lighting",
+    "longer library hours",
+    "more bus routes",
+    "flood defences",
+    "youth sports clubs",
+    "repairs to the swimming pool",
+    "affordable housing",
+    "cheaper public parking",
+    "the ageing sewer system",
+    "the loss of weekend trade",
+]
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
+def _fill_news(template: str, rng: random.Random) -> str:
+    return template.format(
+        n=rng.randint(3, 950), month=rng.choice(_MONTHS), alt=rng.choice(_ALTERNATIVES)
+    )
+
+
+def _event(rng: random.Random) -> tuple[str, str, str, str]:
+    return (
+        rng.choice(_SUBJECTS),
+        rng.choice(_VERBS),
+        rng.choice(_OBJECTS),
+        _fill_news(rng.choice(_DETAILS), rng),
+    )
+
+
+def _sentence(event: tuple[str, str, str, str], rng: random.Random) -> str:
+    subject, verb, obj, detail = event
+    text = f"{subject[0].upper()}{subject[1:]} {verb} {obj} {detail}."
+    if rng.random() < 0.6:
+        text += " " + _fill_news(rng.choice(_EXTRAS), rng)
+    return text
+
+
+def _summary(events: list[tuple[str, str, str, str]], rng: random.Random, words: int) -> str:
+    """A one- or two-sentence summary naming some of the events, about `words` words long."""
+    parts = [f"{s} {v} {o}" for s, v, o, _ in events]
+    text = parts[0][0].upper() + parts[0][1:]
+    for part in parts[1:]:
+        if len(text.split()) >= words:
+            break
+        text += f", while {part}"
+    return " ".join(text.split()[: max(words, 8)]).rstrip(",") + "."
+
+
+def make_pairs(n: int, seed: int) -> list[dict[str, Any]]:
+    """Deterministic summarisation-like preference pairs: long report, short summaries.
+
+    Prompts report 8-12 generated news events (roughly 250-400 tokens with the chat
+    template); the preferred answer summarises the report's own events, the rejected one
+    events that are not in it. Both answers are 16-38 words (about 20-50 tokens).
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        events = [_event(rng) for _ in range(rng.randint(8, 12))]
+        report = " ".join(_sentence(e, rng) for e in events)
+        prompt = f"Summarise the following local news report in one or two sentences.\n\n{report}"
+        chosen = _summary(rng.sample(events, 3), rng, rng.randint(16, 38))
+        rejected = _summary([_event(rng) for _ in range(3)], rng, rng.randint(16, 38))
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def write_datasets(pairs: list[dict[str, Any]], folder: Path, seed: int) -> tuple[Path, Path]:
+    """Write the pairs as rlhf_pipeline text rows (rlhfkit) and conversational TRL rows.
+
+    The rlhf file puts the preferred answer at a seeded random candidate index (`choice`);
+    the TRL file gives the prompt as one user turn and each answer as one assistant turn, so
+    TRL applies the same chat template that rlhfkit applies to the prompt.
+    """
+    rng = random.Random(seed + 1)
+    rlhf_rows, trl_rows = [], []
+    for pair in pairs:
+        choice = rng.randint(0, 1)
+        candidates = (
+            [pair["chosen"], pair["rejected"]]
+            if choice == 0
+            else [pair["rejected"], pair["chosen"]]
+        )
+        rlhf_rows.append(
+            {
+                "input_text": pair["prompt"],
+                "candidate_0": candidates[0],
+                "candidate_1": candidates[1],
+                "choice": choice,
+            }
+        )
+        trl_rows.append(
+            {
+                "prompt": [{"role": "user", "content": pair["prompt"]}],
+                "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            }
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    rlhf_path, trl_path = folder / "pairs_rlhf_text.jsonl", folder / "pairs_trl.jsonl"
+    for path, rows in ((rlhf_path, rlhf_rows), (trl_path, trl_rows)):
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return rlhf_path, trl_path
+
+
+def rlhfkit_batch_order(n_pairs: int, args: argparse.Namespace) -> list[list[int]]:
+    """Row indices (into the written files) of the pairs in each of rlhfkit's optimizer steps.
+
+    rlhfkit holds out `eval_fraction` of the rows (DPO: with no validation pairs set
+    aside, `validation_fraction=0`), then draws every step's batch with `sample_indices`;
+    TRL is given the same rows in the same order (sequential sampler).
+    """
+    from rlhfkit.train.common import sample_indices, split_held_out
+
+    train_rows, _ = split_held_out(n_pairs, args.eval_fraction, args.seed)
+    return [
+        [train_rows[i] for i in sample_indices(step, args.batch_size, len(train_rows), args.seed)]
+        for step in range(args.warmup_steps + args.timed_steps)
+    ]
+
+
+def timing_summary(step_seconds: list[float], warmup: int, batch_size: int) -> dict[str, Any]:
+    """Pairs per second over the timed steps (those after `warmup`), from per-step seconds."""
+    timed = step_seconds[warmup:]
+    return {
+        "step_seconds": [round(s, 4) for s in step_seconds],
+        "timed_seconds": round(sum(timed), 3),
+        "median_step_seconds": round(statistics.median(timed), 3),
+        "pairs_per_second": round(len(timed) * batch_size / sum(timed), 4),
+    }
+
+
+def token_counts(real: list[int], padded: list[int], pairs: int) -> dict[str, float]:
+    """Mean real and padded tokens per pair over the timed steps' batches."""
+    return {
+        "real_tokens_per_pair": round(sum(real) / pairs, 1),
+        "padded_tokens_per_pair": round(sum(padded) / pairs, 1),
+    }

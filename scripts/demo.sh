@@ -3,7 +3,9 @@
 # bundled) and the shipped summarization data. Run again, it skips finished stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# DEMO_CONFIG=examples/demo/pipeline_dpo.yaml (make demo-dpo): the same data tuned with DPO
+CONFIG=${DEMO_CONFIG:-examples/demo/pipeline.yaml}
 OUT=${DEMO_OUTPUT_DIR:-runs/demo}
-.venv/bin/rlhfkit run --config examples/demo/pipeline.yaml "output_dir=$OUT" "$@"
+.venv/bin/rlhfkit run --config "$CONFIG" "output_dir=$OUT" "$@"
 echo
 echo "== open $OUT/report.html in a browser; curves: .venv/bin/tensorboard --logdir $OUT"

@@ -399,3 +399,20 @@ def test_method_dpo_tunes_on_the_pairs_without_a_reward_model_and_reports(tmp_pa
     # without a grader or autorater the side by side needs a judge: a reward model is trained
     judged = plan(load_pipeline_config(None, {**settings, "grader": None}), False, [])
     assert judged.reward is not None and set(judged.autoraters) == {"reward_model"}
+
+
+def test_the_dpo_demo_config_plans_dpo_on_the_same_data_judged_by_the_same_grader():
+    from rlhfkit.pipeline import load_pipeline_config, plan
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo"
+    rl_demo = load_pipeline_config(demo / "pipeline.yaml", {})
+    config = load_pipeline_config(
+        demo / "pipeline_dpo.yaml", {"large_model_reference": "tiny-random-llama"}
+    )
+    for same in ("preference_dataset", "prompt_dataset", "eval_dataset", "grader", "instruction"):
+        assert getattr(config, same) == getattr(rl_demo, same)
+    problems: list[str] = []
+    stages = plan(config, False, problems)
+    assert problems == []
+    assert stages.reward is None and set(stages.autoraters) == {"grader"}
+    assert (stages.rl.max_steps, stages.rl.batch_size, stages.rl.beta) == (8, 16, 0.1)

@@ -52,6 +52,9 @@ MAIN_CURVES = (
     "train_reward_mean", "reward", "valid_reward_mean", "eval/reward", "objective/kl",
     "objective/entropy", "rollout/response_length", "valid_response_length",
     "eval/response_length",
+    # DPO: loss, implicit-reward margin and accuracy, validation and held-out figures
+    "loss", "rewards/margins", "rewards/accuracies", "valid/loss", "valid/accuracy",
+    "eval/loss",
 )  # fmt: skip
 """Curves shown open, in this order; the others of a stage are collapsed."""
 RL_CURVES = frozenset({"objective/kl", "rl_loss", "train_reward_mean", "reward"})
@@ -328,6 +331,8 @@ def _stage(run: str, curves: list[Curve], smoothing: float) -> Stage:
 def _stage_kind(names: set[str]) -> str:
     if any(name.endswith("rank_loss") for name in names):
         return "Reward model"
+    if "rewards/margins" in names:
+        return "DPO"
     return "RL" if RL_CURVES & names else "Training"
 
 

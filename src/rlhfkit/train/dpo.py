@@ -14,7 +14,6 @@ interval, split by which answer is longer.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,9 @@ from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.policy import PolicyModel, build_policy, export_full, export_merged
 from rlhfkit.stats import pair_accuracy
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast, sample_indices, split_to_count
+from rlhfkit.train.common import autocast, sample_indices
 from rlhfkit.train.dpo_config import DPOConfig
-from rlhfkit.train.memory import release_free_memory, trim_heap_during_forward
+from rlhfkit.train.memory import trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization, restore_weights
 from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import EncodedPair, micro_batches, pair_batch
@@ -40,17 +39,6 @@ from rlhfkit.train.reward_summary import verdict
 from rlhfkit.train.validated import BestStep, PairTrainer
 
 logger = logging.getLogger(__name__)
-
-STEP_STATISTICS = (
-    "loss",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-)
-"""A step's statistics (means over its pairs), named as TRL's DPOTrainer logs them."""
 
 
 @dataclass
@@ -132,6 +120,7 @@ class DPOTrainer(PairTrainer):
             seed=config.seed,
             full_finetune=config.full_finetune,
         )
+        self.device = self.policy.device
         # before any step and before the engine wraps the model: the base's own weights
         self.reference = self._reference()
         blocks = decoder_blocks(self.policy)
@@ -217,39 +206,17 @@ class DPOTrainer(PairTrainer):
             lengths[:, 0], lengths[:, 1],
         )  # fmt: skip
 
-    def _step(self, step: int, indices: list[int]) -> dict[str, float]:
+    def _micro_batch_loss(
+        self, pairs: list[EncodedPair]
+    ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """The DPO-family loss of a micro-batch of pairs (one packed pass of the policy)."""
         config = self.config
-        started = time.perf_counter()
-        batch_pairs = [self.data.train[i] for i in indices]
-        sums = dict.fromkeys(STEP_STATISTICS, 0.0)
-        tokens = 0
-        chunks = micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple)
-        chunks = split_to_count(chunks, self.parallel.micro_batch_count(len(chunks)))
-        for index, chunk in enumerate(chunks):
-            tokens += pair_batch(chunk, self.data.pad_id, config.pad_to_multiple)[0].tokens
-            # gradients are combined over the ranks once, at the last micro-batch
-            with self.parallel.micro_batch(self.train_model, last=index == len(chunks) - 1):
-                with autocast(self.policy.device, self.autocast):
-                    policy = self.train_model(chunk).float()  # (b, 2)
-                logps = self._logps(chunk, policy)
-                out = dpo_loss(logps, config.loss_type, config.loss_settings)
-                weight = len(chunk) / len(batch_pairs)
-                self.parallel.backward(out.loss * weight)
-            for key, value in _statistics(out, logps).items():
-                sums[key] += value * weight
-            if self.policy.device.type == "cpu":
-                release_free_memory()  # before the next micro-batch, of another shape
-        grad_norm = self.parallel.step(self.params)
-        elapsed = time.perf_counter() - started
-        return self.parallel.reduce(
-            {
-                **sums,
-                "grad_norm": grad_norm,
-                "timing/step": elapsed,
-                "pairs_per_second": len(batch_pairs) / elapsed,
-                "tokens_per_second": tokens / elapsed,
-            }
-        )
+        tokens = pair_batch(pairs, self.data.pad_id, config.pad_to_multiple)[0].tokens
+        with autocast(self.device, self.autocast):
+            policy = self.train_model(pairs).float()  # (b, 2)
+        logps = self._logps(pairs, policy)
+        out = dpo_loss(logps, config.loss_type, config.loss_settings)
+        return out.loss, _statistics(out, logps), tokens
 
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{stats['loss']:.3f}", "acc": f"{stats['rewards/accuracies']:.2f}"}
@@ -367,7 +334,9 @@ class DPOTrainer(PairTrainer):
 
 
 def _statistics(out, logps: PairLogps) -> dict[str, float]:
-    """A micro-batch's means of `STEP_STATISTICS`."""
+    """A micro-batch's statistics, means over its pairs, named as TRL's DPOTrainer logs
+    them: loss, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins,
+    logps/chosen, logps/rejected."""
     margins = out.chosen_rewards - out.rejected_rewards
     return {
         "loss": out.loss.item(),
@@ -383,7 +352,7 @@ def _statistics(out, logps: PairLogps) -> dict[str, float]:
 def pair_statistics(
     policy: torch.Tensor, make_logps, pairs: list[EncodedPair], config: DPOConfig, prefix: str
 ) -> dict[str, float]:
-    """`STEP_STATISTICS` over `pairs` from the policy's sums (N, 2), and the implicit
+    """`_statistics` over `pairs` from the policy's sums (N, 2), and the implicit
     rewards' accuracy with its interval, its split by length and the prefer-longer rule
     (`stats.pair_accuracy`), keys named `{prefix}/...`."""
     if not pairs:

@@ -11,10 +11,9 @@ from typing import Any
 from rlhfkit.algorithms.dpo import DPO_LOSSES, LossSettings
 from rlhfkit.config import check, param, param_default, to_dict
 from rlhfkit.data.config import DataConfig
-from rlhfkit.errors import ConfigError
 from rlhfkit.models.compiled import compile_param
 from rlhfkit.models.reward import ALL_LINEAR
-from rlhfkit.train.params import OptimizationParams, RunParams
+from rlhfkit.train.params import OptimizationParams, PairParams, RunParams
 
 DPO_BASE_LEARNING_RATE = 1e-4
 """Learning rate at learning_rate_multiplier=1.0 (the peak, after warm-up): LoRA's usual
@@ -22,24 +21,9 @@ rate; full fine-tuning wants about a tenth of it."""
 
 
 @dataclass
-class DPOConfig(RunParams, OptimizationParams, DataConfig):
+class DPOConfig(RunParams, OptimizationParams, PairParams, DataConfig):
     """Parameters of `rlhfkit train-dpo`."""
 
-    preference_dataset: str | None = param(
-        None, "Preference dataset (file, folder or glob) in any supported format."
-    )
-    eval_dataset: str | None = param(
-        None, "Held-out preference dataset; its first 5000 rows are used for evaluation."
-    )
-    eval_fraction: float = param(
-        0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
-    )
-    validation_fraction: float = param(
-        0.1,
-        "Share of the training pairs set aside for validation: evaluated every eval_every "
-        "steps, and the step with the lowest validation loss becomes the output. 0: no "
-        "validation; the last step is kept and the held-out pairs are evaluated instead.",
-    )
     loss_type: str = param(
         "sigmoid",
         "sigmoid (DPO), ipo, robust (DPO unbiased under label noise label_smoothing), simpo "
@@ -59,17 +43,8 @@ class DPOConfig(RunParams, OptimizationParams, DataConfig):
     simpo_gamma: float = param(0.5, "SimPO's target reward margin gamma (loss_type=simpo).")
     n_epochs: float = param(1.0, "Passes over the training pairs (max_steps, when set, wins).")
     max_steps: int = param(0, "Optimizer steps to run; 0: as many as n_epochs passes take.")
-    batch_size: int = param(16, "Preference pairs per optimizer step.")
     learning_rate_multiplier: float = param(
         1.0, f"Multiplies the base learning rate {DPO_BASE_LEARNING_RATE:g}."
-    )
-    micro_batch_tokens: int = param(
-        1024,
-        "Most padded tokens (prompt + both answers, all pairs) in one forward/backward pass; "
-        "gradients accumulate up to batch_size. Raise it on a GPU, lower it to save memory.",
-    )
-    pad_to_multiple: int = param(
-        16, "Round padded prompt and answer widths up to this multiple (bounds kernel shapes)."
     )
     lora_rank: int = param(8, "LoRA rank of the policy adapter.")
     lora_alpha: float = param(16.0, "LoRA scaling numerator (scale = alpha / rank).")
@@ -80,9 +55,6 @@ class DPOConfig(RunParams, OptimizationParams, DataConfig):
         False,
         "Train every weight instead of a LoRA adapter (the reference log-probabilities are "
         "computed before the first step, so no second copy of the model is kept).",
-    )
-    early_stopping_patience: int = param(
-        0, "Stop after this many validations without a lower loss (0: never stop early)."
     )
     eval_every: int = param(
         25, "Evaluate on the validation (else held-out) pairs every N steps (and at the end)."
@@ -96,12 +68,6 @@ class DPOConfig(RunParams, OptimizationParams, DataConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(
-            self.preference_dataset is not None,
-            "preference_dataset",
-            None,
-            "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl",
-        )
         check(self.beta > 0, "beta", self.beta, "must be positive (e.g. 0.1)")
         check(
             0.0 <= self.label_smoothing < 0.5,
@@ -117,27 +83,8 @@ class DPOConfig(RunParams, OptimizationParams, DataConfig):
             self.learning_rate_multiplier,
             "must be positive",
         )
-        for name in ("batch_size", "micro_batch_tokens", "pad_to_multiple", "lora_rank"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
         check(self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1")
-        check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
-        check(
-            0.0 <= self.validation_fraction < 1.0,
-            "validation_fraction",
-            self.validation_fraction,
-            "must be in [0, 1): 0 turns validation off",
-        )
-        check(
-            self.early_stopping_patience >= 0,
-            "early_stopping_patience",
-            self.early_stopping_patience,
-            "must be >= 0 (0: never stop early)",
-        )
-        if self.early_stopping_patience and not self.validation_fraction:
-            raise ConfigError(
-                f"early_stopping_patience={self.early_stopping_patience} needs validation "
-                "pairs: set validation_fraction > 0 (e.g. 0.1) or early_stopping_patience=0"
-            )
         check(bool(self.lora_targets), "lora_targets", self.lora_targets, "name at least one")
 
     @property

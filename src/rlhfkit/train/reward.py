@@ -20,13 +20,12 @@ from rlhfkit.models.reward import (
     load_reward_model,
 )
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast, split_to_count
-from rlhfkit.train.memory import release_free_memory, trim_heap_during_forward
+from rlhfkit.train.common import autocast
+from rlhfkit.train.memory import trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization, restore_weights
 from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import (
     EncodedPair,
-    micro_batches,
     pair_batch,
     pair_outputs,
     pair_statistics,
@@ -91,6 +90,7 @@ class RewardTrainer(PairTrainer):
         self.model = build_reward_model(
             reward_spec(config), config.dtype, config.device, config.head_init_std, config.seed
         )
+        self.device = self.model.device
         if config.head_warm_start and state is None:
             self._warm_start_head()
         self.model.train()
@@ -159,9 +159,6 @@ class RewardTrainer(PairTrainer):
         if fresh and self.config.head_warm_start and self.data.validation:
             metrics.log(0, self._evaluate_at(0))
             self._save_checkpoint(0)
-
-    def _step(self, step: int, indices: list[int]) -> dict[str, float]:
-        return self._pair_step([self.data.train[i] for i in indices])
 
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{stats['rank_loss']:.3f}", "acc": f"{stats['accuracy']:.2f}"}
@@ -247,43 +244,16 @@ class RewardTrainer(PairTrainer):
         rewards = torch.tensor([row[1:] for row in rows], dtype=torch.float32).view(-1, 2)
         return pair_statistics(rewards, pairs, prefix)
 
-    def _pair_step(self, batch_pairs: list[EncodedPair]) -> dict[str, float]:
-        """One optimizer step over `batch_pairs`; returns the step's statistics."""
-        config, model = self.config, self.model
-        started = time.perf_counter()
-        # step 3. forward and backward over micro-batches of similar length
-        sums = {"rank_loss": 0.0, "accuracy": 0.0, "margin": 0.0}
-        tokens = 0
-        chunks = micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple)
-        chunks = split_to_count(chunks, self.parallel.micro_batch_count(len(chunks)))
-        for index, chunk in enumerate(chunks):
-            batch, margin = pair_batch(chunk, self.data.pad_id, config.pad_to_multiple)
-            tokens += batch.tokens
-            # gradients are combined over the ranks once, at the last micro-batch
-            with self.parallel.micro_batch(self.train_model, last=index == len(chunks) - 1):
-                with autocast(model.device, self.autocast):
-                    rewards = self.train_model(batch.to(model.device))
-                stats = bradley_terry_loss(
-                    rewards[0::2],
-                    rewards[1::2],
-                    margin.to(model.device),
-                    config.center_rewards_coeff,
-                )
-                weight = len(chunk) / len(batch_pairs)
-                self.parallel.backward(stats.loss * weight)
-            for key in sums:
-                sums[key] += getattr(stats, key).item() * weight
-            if model.device.type == "cpu":
-                release_free_memory()  # before the next micro-batch, of another shape
-        # step 4. optimizer step
-        grad_norm = self.parallel.step(self.params)
-        elapsed = time.perf_counter() - started
-        return self.parallel.reduce(
-            {
-                **sums,
-                "grad_norm": grad_norm,
-                "timing/step": elapsed,
-                "pairs_per_second": len(batch_pairs) / elapsed,
-                "tokens_per_second": tokens / elapsed,
-            }
+    def _micro_batch_loss(
+        self, pairs: list[EncodedPair]
+    ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """The Bradley-Terry loss of a micro-batch of pairs."""
+        config, device = self.config, self.device
+        batch, margin = pair_batch(pairs, self.data.pad_id, config.pad_to_multiple)
+        with autocast(device, self.autocast):
+            rewards = self.train_model(batch.to(device))
+        stats = bradley_terry_loss(
+            rewards[0::2], rewards[1::2], margin.to(device), config.center_rewards_coeff
         )
+        figures = {key: getattr(stats, key).item() for key in ("rank_loss", "accuracy", "margin")}
+        return stats.loss, figures, batch.tokens

@@ -7,32 +7,22 @@ from typing import Any
 
 from rlhfkit.config import check, param, param_default, to_dict
 from rlhfkit.data.config import DataConfig
-from rlhfkit.errors import ConfigError
 from rlhfkit.models.compiled import compile_param
 from rlhfkit.models.reward import (
     ALL_LINEAR,
     POOLINGS,
     RewardModelSpec,
 )
-from rlhfkit.train.params import OptimizationParams, RunParams
+from rlhfkit.train.params import OptimizationParams, PairParams, RunParams
 
 REWARD_BASE_LEARNING_RATE = 5e-4
 """Learning rate at reward_model_learning_rate_multiplier=1.0 (the peak, after warm-up)."""
 
 
 @dataclass
-class RewardConfig(RunParams, OptimizationParams, DataConfig):
+class RewardConfig(RunParams, OptimizationParams, PairParams, DataConfig):
     """Parameters of `rlhfkit train-reward` (names shared with the pipeline)."""
 
-    preference_dataset: str | None = param(
-        None, "Preference dataset (file, folder or glob) in any supported format."
-    )
-    eval_dataset: str | None = param(
-        None, "Held-out preference dataset; its first 5000 rows are used for evaluation."
-    )
-    eval_fraction: float = param(
-        0.1, "Fraction of preference_dataset held out for evaluation when eval_dataset is unset."
-    )
     reward_model_train_steps: int = param(
         1000,
         "Optimizer steps (num_epochs, when set, wins and sets the steps instead); 0 with "
@@ -43,26 +33,8 @@ class RewardConfig(RunParams, OptimizationParams, DataConfig):
         "Passes over the training pairs; when set, the run takes ceil(num_epochs * pairs / "
         "batch_size) steps and reward_model_train_steps is ignored.",
     )
-    validation_fraction: float = param(
-        0.1,
-        "Share of the training pairs set aside for validation: evaluated every eval_every "
-        "steps, and the step with the lowest validation rank loss becomes reward_model/. "
-        "0: no validation; the last step is kept and the held-out pairs are evaluated instead.",
-    )
-    early_stopping_patience: int = param(
-        0, "Stop after this many validations without a lower rank loss (0: never stop early)."
-    )
     reward_model_learning_rate_multiplier: float = param(
         1.0, f"Multiplies the base learning rate {REWARD_BASE_LEARNING_RATE:g}."
-    )
-    batch_size: int = param(16, "Preference pairs per optimizer step.")
-    micro_batch_tokens: int = param(
-        1024,
-        "Most padded tokens (prompt + both answers, all pairs) in one forward/backward pass; "
-        "gradients accumulate up to batch_size. Raise it on a GPU, lower it to save memory.",
-    )
-    pad_to_multiple: int = param(
-        16, "Round padded prompt and answer widths up to this multiple (bounds kernel shapes)."
     )
     lora_rank: int = param(4, "LoRA rank of the adapter.")
     lora_alpha: float = param(8.0, "LoRA scaling numerator (scale = alpha / rank).")
@@ -103,12 +75,6 @@ class RewardConfig(RunParams, OptimizationParams, DataConfig):
     def validate(self) -> None:
         super().validate()
         check(
-            self.preference_dataset is not None,
-            "preference_dataset",
-            None,
-            "set it to a preference file, folder or glob, e.g. preference_dataset=prefs.jsonl",
-        )
-        check(
             self.reward_model_train_steps >= (0 if self.head_warm_start else 1),
             "reward_model_train_steps",
             self.reward_model_train_steps,
@@ -120,20 +86,7 @@ class RewardConfig(RunParams, OptimizationParams, DataConfig):
             self.reward_model_learning_rate_multiplier,
             "must be positive",
         )
-        for name in ("batch_size", "micro_batch_tokens", "pad_to_multiple", "lora_rank"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        check(
-            0.0 < self.eval_fraction < 1.0,
-            "eval_fraction",
-            self.eval_fraction,
-            "must be between 0 and 1 (exclusive)",
-        )
-        check(
-            0.0 <= self.validation_fraction < 1.0,
-            "validation_fraction",
-            self.validation_fraction,
-            "must be in [0, 1): 0 turns validation off",
-        )
+        check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be at least 1")
         self._validate_schedule()
         check(self.trunk_layers >= 0, "trunk_layers", self.trunk_layers, "must be >= 0 (0: all)")
         check(
@@ -153,17 +106,6 @@ class RewardConfig(RunParams, OptimizationParams, DataConfig):
                 0,
                 f"asks for no training step while num_epochs={self.num_epochs:g} asks for "
                 "some: unset num_epochs, or set reward_model_train_steps >= 1",
-            )
-        check(
-            self.early_stopping_patience >= 0,
-            "early_stopping_patience",
-            self.early_stopping_patience,
-            "must be >= 0 (0: never stop early)",
-        )
-        if self.early_stopping_patience and not self.validation_fraction:
-            raise ConfigError(
-                f"early_stopping_patience={self.early_stopping_patience} needs validation "
-                "pairs: set validation_fraction > 0 (e.g. 0.1) or early_stopping_patience=0"
             )
         check(self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1")
 

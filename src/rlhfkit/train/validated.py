@@ -12,13 +12,18 @@ is kept, so the held-out figure never chooses the step it reports.
 from __future__ import annotations
 
 import math
+import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from rlhfkit.train import checkpoint as ckpt
+from rlhfkit.train.common import split_to_count
 from rlhfkit.train.loop import Trainer
-from rlhfkit.train.pairs import EncodedPair
+from rlhfkit.train.memory import release_free_memory
+from rlhfkit.train.pairs import EncodedPair, micro_batches
 
 
 @dataclass
@@ -52,14 +57,56 @@ class BestStep:
 
 
 class PairTrainer(Trainer):
-    """What the pair trainers share: validation with the best step kept, early stopping.
-    Subclasses set `self.best` (`BestStep.from_state`) and `self.data` (`PreparedData`)
-    and write `evaluate`."""
+    """What the pair trainers share: the step over micro-batches of pairs, validation with
+    the best step kept, early stopping. Subclasses set `self.best`
+    (`BestStep.from_state`), `self.data` (`PreparedData`) and `self.device`, and write
+    `_micro_batch_loss` and `evaluate`."""
 
     validation_metric = "loss"
     """The validation statistic (`valid/{name}`) the kept step has the lowest of."""
     metric_label = "loss"
     """How the progress line names it."""
+
+    @abstractmethod
+    def _micro_batch_loss(
+        self, pairs: list[EncodedPair]
+    ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """The loss of a micro-batch of pairs (its mean over them, with its graph), its
+        statistics and its real tokens."""
+
+    def _step(self, step: int, indices: list[int]) -> dict[str, float]:
+        """One optimizer step over the pairs `indices`: forward and backward over
+        micro-batches of pairs of similar length (each weighted by its share of the pairs),
+        then the optimizer; the step's statistics (means over its pairs) and throughput."""
+        config = self.config
+        started = time.perf_counter()
+        batch_pairs = [self.data.train[i] for i in indices]
+        sums: dict[str, float] = {}
+        tokens = 0
+        chunks = micro_batches(batch_pairs, config.micro_batch_tokens, config.pad_to_multiple)
+        chunks = split_to_count(chunks, self.parallel.micro_batch_count(len(chunks)))
+        for index, chunk in enumerate(chunks):
+            weight = len(chunk) / len(batch_pairs)
+            # gradients are combined over the ranks once, at the last micro-batch
+            with self.parallel.micro_batch(self.train_model, last=index == len(chunks) - 1):
+                loss, stats, chunk_tokens = self._micro_batch_loss(chunk)
+                self.parallel.backward(loss * weight)
+            tokens += chunk_tokens
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value * weight
+            if self.device.type == "cpu":
+                release_free_memory()  # before the next micro-batch, of another shape
+        grad_norm = self.parallel.step(self.params)
+        elapsed = time.perf_counter() - started
+        return self.parallel.reduce(
+            {
+                **sums,
+                "grad_norm": grad_norm,
+                "timing/step": elapsed,
+                "pairs_per_second": len(batch_pairs) / elapsed,
+                "tokens_per_second": tokens / elapsed,
+            }
+        )
 
     @abstractmethod
     def evaluate(self, pairs: list[EncodedPair], prefix: str) -> dict[str, float]:
