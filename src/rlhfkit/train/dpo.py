@@ -33,8 +33,14 @@ from rlhfkit.train.dpo_config import DPOConfig
 from rlhfkit.train.memory import trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization, restore_weights
 from rlhfkit.train.pair_data import prepare_pair_data
-from rlhfkit.train.pairs import EncodedPair, micro_batches, pair_batch
-from rlhfkit.train.reference import cache_key, cached_reference, pair_logps, reference_pass
+from rlhfkit.train.pairs import EncodedPair, pair_batch
+from rlhfkit.train.reference import (
+    cache_key,
+    cached_reference,
+    pair_logps,
+    policy_pair_sums,
+    reference_pass,
+)
 from rlhfkit.train.reward_summary import verdict
 from rlhfkit.train.validated import BestStep, PairTrainer
 
@@ -109,17 +115,7 @@ class DPOTrainer(PairTrainer):
         config = self.config
         device = resolve_device(config.device)
         self.autocast = resolve_dtype(config.dtype, device) == torch.bfloat16
-        self.policy = build_policy(
-            config.large_model_reference,
-            config.lora_rank,
-            config.lora_alpha,
-            list(config.lora_targets),
-            with_value_head=False,
-            dtype=config.dtype,
-            device=config.device,
-            seed=config.seed,
-            full_finetune=config.full_finetune,
-        )
+        self.policy = self._new_policy()
         self.device = self.policy.device
         # before any step and before the engine wraps the model: the base's own weights
         self.reference = self._reference()
@@ -234,18 +230,15 @@ class DPOTrainer(PairTrainer):
         indices = self.parallel.spread(list(range(len(pairs))))
         share: list = []
         if indices:
-            mine = [pairs[i] for i in indices]
-            was_training = policy.training
-            policy.eval()
             with weights:
-                values = torch.zeros(len(mine), 2)
-                position = {id(p): n for n, p in enumerate(mine)}
-                for chunk in micro_batches(mine, config.micro_batch_tokens * 2,
-                                           config.pad_to_multiple):  # fmt: skip
-                    with autocast(policy.device, self.autocast):
-                        sums = pair_logps(policy, chunk, self.data.pad_id, config.pad_to_multiple)
-                    values[torch.tensor([position[id(p)] for p in chunk])] = sums.float().cpu()
-            policy.train(was_training)
+                values = policy_pair_sums(
+                    policy,
+                    [pairs[i] for i in indices],
+                    self.data.pad_id,
+                    config.micro_batch_tokens * 2,
+                    self.autocast,
+                    config.pad_to_multiple,
+                )
             share = [(i, *row) for i, row in zip(indices, values.tolist(), strict=True)]
         rows = sorted(self.parallel.gather(share))
         policy_sums = torch.tensor([row[1:] for row in rows], dtype=torch.float32).view(-1, 2)
@@ -292,6 +285,21 @@ class DPOTrainer(PairTrainer):
             dropped_rows=dropped,
         )
 
+    def _new_policy(self) -> PolicyModel:
+        """The base with a fresh adapter (or every weight trainable), as the config says."""
+        config = self.config
+        return build_policy(
+            config.large_model_reference,
+            config.lora_rank,
+            config.lora_alpha,
+            list(config.lora_targets),
+            with_value_head=False,
+            dtype=config.dtype,
+            device=config.device,
+            seed=config.seed,
+            full_finetune=config.full_finetune,
+        )
+
     def _kept_policy(self, kept: int, done: int) -> PolicyModel | None:
         """The policy with the weights of step `kept` for the held-out figures: the run's own
         (None), put back from the kept checkpoint, or a separate copy where the run's weights
@@ -302,12 +310,7 @@ class DPOTrainer(PairTrainer):
         if self.parallel.sharding == "none":
             restore_weights(state, trainable_parameters(self.model))
             return None
-        config = self.config
-        copy = build_policy(
-            config.large_model_reference, config.lora_rank, config.lora_alpha,
-            list(config.lora_targets), with_value_head=False, dtype=config.dtype,
-            device=config.device, seed=config.seed, full_finetune=config.full_finetune,
-        )  # fmt: skip
+        copy = self._new_policy()
         trainable = {k.removeprefix("policy."): v for k, v in state["trainable"].items()}
         restore_weights({"trainable": trainable}, trainable_parameters(copy))
         return copy

@@ -19,8 +19,7 @@ import torch
 from rlhfkit.fileio import atomic_write_json
 from rlhfkit.models.policy import PolicyModel
 from rlhfkit.progress import progress_bar
-from rlhfkit.train.common import autocast
-from rlhfkit.train.pairs import EncodedPair, micro_batches, pair_batch
+from rlhfkit.train.pairs import EncodedPair, pair_batch, pair_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ def pair_logps(
     return logprobs.sum(1).view(len(pairs), 2)
 
 
-@torch.no_grad()
 def reference_pass(
     policy: PolicyModel,
     pairs: list[EncodedPair],
@@ -52,18 +50,31 @@ def reference_pass(
     use_bf16: bool,
     multiple: int,
 ) -> torch.Tensor:
-    """`pair_logps` under the reference (adapter off) for `pairs`, in micro-batches of
-    similar length, in the order of `pairs`. Shape: (N, 2)"""
-    out = torch.zeros(len(pairs), 2)
-    position = {id(pair): index for index, pair in enumerate(pairs)}
-    was_training = policy.training
-    policy.eval()
-    for chunk in micro_batches(pairs, max_tokens, multiple):
-        with adapter_off(policy), autocast(policy.device, use_bf16):
-            values = pair_logps(policy, chunk, pad_id, multiple).float().cpu()
-        out[torch.tensor([position[id(pair)] for pair in chunk])] = values
-    policy.train(was_training)
-    return out
+    """The summed log-probabilities of each pair's two answers under the reference (the
+    adapter off), in micro-batches of similar length (`pairs.pair_outputs`), in the order
+    of `pairs`. Shape: (N, 2)"""
+    with adapter_off(policy):
+        return policy_pair_sums(policy, pairs, pad_id, max_tokens, use_bf16, multiple)
+
+
+def policy_pair_sums(
+    policy: PolicyModel,
+    pairs: list[EncodedPair],
+    pad_id: int,
+    max_tokens: int,
+    use_bf16: bool,
+    multiple: int,
+) -> torch.Tensor:
+    """`pair_logps` of `pairs` under `policy` as it is, without gradients. Shape: (N, 2)"""
+    return pair_outputs(
+        policy,
+        lambda batch: policy.response_logprobs(batch).sum(1),
+        pairs,
+        pad_id,
+        max_tokens,
+        use_bf16,
+        multiple,
+    )
 
 
 def adapter_off(policy: PolicyModel):
