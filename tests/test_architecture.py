@@ -136,10 +136,14 @@ def test_modules_within_a_package_do_not_import_each_other_in_a_cycle():
 
 
 def test_modules_and_functions_stay_small():
-    """A module does one job (at most 500 lines); a function fits on a screen (60)."""
+    """A module does one job (at most 500 lines); a function fits on a screen (60). Generated
+    modules (their docstring says "do not edit") are exempt: a signature with one keyword
+    per config field is as long as the config."""
     too_long = []
     for path in sorted(SRC.rglob("*.py")):
         text = path.read_text()
+        if "; do not edit." in (ast.get_docstring(ast.parse(text)) or ""):
+            continue
         where = path.relative_to(SRC.parent)
         if len(text.splitlines()) > 500:
             too_long.append(f"{where}: {len(text.splitlines())} lines")

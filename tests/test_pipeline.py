@@ -177,6 +177,8 @@ def test_rlhf_pipeline_function_grpo_with_a_grader_and_preference_eval(tmp_path,
         reinforcement_learning_train_steps=2,
         target_sequence_length=6,
         output_dir=str(tmp_path / "run"),
+        project="my-project",  # a Vertex AI notebook's cloud parameters run unchanged
+        deploy_model=True,
         reward_model_options={"batch_size": 4, "dtype": "fp32"},
         rl_options={
             "batch_size": 2,
@@ -193,6 +195,49 @@ def test_rlhf_pipeline_function_grpo_with_a_grader_and_preference_eval(tmp_path,
     assert set(summary["side_by_side"]) == {"reward_model", "grader"}
     assert summary["side_by_side"]["grader"]["n"] == 4
     assert result.report.is_file()
+
+
+def test_vertex_cloud_parameters_are_accepted_each_named_once_as_ignored(inputs, caplog):
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.pipeline import load_pipeline_config
+
+    cloud = {
+        "deploy_model": True,
+        "project": "my-project",
+        "location": "us-central1",
+        "accelerator_type": "NVIDIA_TESLA_A100",
+        "tensorboard_resource_id": "projects/1/locations/us-central1/tensorboards/2",
+        "encryption_spec_key_name": "projects/1/locations/global/keyRings/r/cryptoKeys/k",
+    }
+    with caplog.at_level("WARNING", logger="rlhfkit.pipeline.config"):
+        config = load_pipeline_config(None, {**inputs, **cloud})
+    assert config == load_pipeline_config(None, inputs)
+    lines = [record.getMessage() for record in caplog.records]
+    assert sorted(line.split(":")[0] for line in lines) == sorted(cloud)
+    assert all("no local meaning, ignored (" in line for line in lines)
+    assert any("tensorboard --logdir" in line for line in lines)
+    # a key that is neither rlhfkit's nor Vertex AI's is still refused, with the valid ones
+    with pytest.raises(ConfigError, match="unknown parameter 'projekt'.*valid: "):
+        load_pipeline_config(None, {**inputs, "projekt": "my-project"})
+
+
+def test_rlhf_pipeline_has_a_typed_keyword_per_parameter_generated_from_the_config():
+    import dataclasses
+    import inspect
+
+    from rlhfkit import rlhf_pipeline
+    from rlhfkit.pipeline import PipelineConfig
+    from rlhfkit.pipeline.config import CLOUD_PARAMETERS
+    from rlhfkit.pipeline.signature import ENTRY_FILE, render
+
+    assert ENTRY_FILE.read_text() == render(), "run: python -m rlhfkit.pipeline.signature"
+    parameters = inspect.signature(rlhf_pipeline).parameters
+    names = [f.name for f in dataclasses.fields(PipelineConfig)]
+    assert list(parameters) == [*names, *CLOUD_PARAMETERS]
+    steps = parameters["reward_model_train_steps"]
+    assert (steps.kind, steps.annotation, steps.default) == (steps.KEYWORD_ONLY, "int", 1000)
+    assert parameters["kl_coeff"].annotation == "float | None"
+    assert "reward_model_train_steps: Reward-model optimizer steps" in rlhf_pipeline.__doc__
 
 
 def test_a_killed_pipeline_continues_its_interrupted_stage(tmp_path, inputs):

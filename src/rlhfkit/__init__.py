@@ -3,7 +3,10 @@
 `rlhfkit.rlhf_pipeline(...)` runs the whole pipeline (the Python twin of `rlhfkit run`).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # editors see the typed signature; at run time it is imported on first use
+    from rlhfkit.pipeline.entry import rlhf_pipeline
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "rlhf_pipeline"]

@@ -25,11 +25,11 @@ or config changed is run again from scratch, and so is every stage after it.
 """
 
 from rlhfkit.pipeline.config import STAGES, PipelineConfig, load_pipeline_config
+from rlhfkit.pipeline.entry import rlhf_pipeline
 from rlhfkit.pipeline.run import (
     PipelineResult,
     import_data,
     plan,
-    rlhf_pipeline,
     run_pipeline,
     summary_lines,
     validate_inputs,

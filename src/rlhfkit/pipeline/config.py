@@ -144,6 +144,31 @@ class PipelineConfig(DataConfig):
         return "grader" if self.method != "ppo" and self.grader else "reward_model"
 
 
+CLOUD_PARAMETERS = {
+    "deploy_model": "the tuned model is written as a Hugging Face folder under output_dir "
+    "(the summary names it); `rlhfkit infer model=FOLDER` answers prompts with it",
+    "project": "runs use this machine, not a Google Cloud project",
+    "location": "runs use this machine, not a Google Cloud region",
+    "accelerator_type": "device=auto|cpu|cuda picks the hardware; `rlhfkit launch nproc=N "
+    "train-reward|train-rl ...` trains on N processes",
+    "tensorboard_resource_id": "TensorBoard logs are written under output_dir: "
+    "`tensorboard --logdir OUTPUT_DIR`",
+    "encryption_spec_key_name": "files are written unencrypted under output_dir; use the "
+    "disk's encryption",
+}
+"""Vertex AI parameters about Google Cloud, accepted so a notebook's `parameter_values` runs
+unchanged, each with what stands for it locally. They change nothing."""
+
+
+def cloud_parameter_lines(values: dict[str, Any]) -> list[str]:
+    """Remove the Vertex AI cloud parameters from `values`; one line for each removed."""
+    lines = []
+    for key in [k for k in values if k in CLOUD_PARAMETERS]:
+        values.pop(key)
+        lines.append(f"{key}: no local meaning, ignored ({CLOUD_PARAMETERS[key]})")
+    return lines
+
+
 PATH_PARAMETERS = ("preference_dataset", "prompt_dataset", "eval_dataset", "grader")
 """The input files a pipeline config names (`relative_to` of load_pipeline_config)."""
 
@@ -170,4 +195,6 @@ def load_pipeline_config(
             values[group] = {**(values.get(group) or {}), name: value}
         else:
             values[key] = value
+    for line in cloud_parameter_lines(values):
+        logger.warning(line)
     return build_config(PipelineConfig, values, source=str(path) if path else "parameters")

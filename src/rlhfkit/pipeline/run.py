@@ -12,7 +12,7 @@ from rlhfkit.config import build_config, to_dict
 from rlhfkit.data.config import data_settings
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl
-from rlhfkit.pipeline.config import PipelineConfig, load_pipeline_config
+from rlhfkit.pipeline.config import PipelineConfig
 from rlhfkit.pipeline.stages import StageRunner, file_digest, stage_key
 
 logger = logging.getLogger(__name__)
@@ -23,16 +23,6 @@ class PipelineResult:
     run_dir: Path
     summary: dict[str, Any]
     report: Path
-
-
-def rlhf_pipeline(**parameters: Any) -> PipelineResult:
-    """Run the pipeline with `rlhfkit run`'s parameters given as keyword arguments.
-
-    Example:
-        rlhf_pipeline(preference_dataset="prefs.jsonl", prompt_dataset="prompts.jsonl",
-                      reward_model_train_steps=200, output_dir="runs/mine")
-    """
-    return run_pipeline(load_pipeline_config(None, parameters))
 
 
 # ---------------------------------------------------------------- stage settings
