@@ -278,6 +278,14 @@ class JudgeHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Retries wait 10 ms instead of seconds (the backoff's arithmetic is unchanged)."""
+    from rlhfkit.graders import model_backends
+
+    monkeypatch.setattr(model_backends, "RETRY_BASE_SECONDS", 0.01)
+
+
 @pytest.fixture(scope="module")
 def judge_url():
     server = HTTPServer(("127.0.0.1", 0), JudgeHandler)
@@ -326,6 +334,62 @@ def test_http_judge_scores_good_json_malformed_and_failing_answers(judge_url, mo
         {"role": "system", "content": "Grade the answer from 0 to 10."},
         {"role": "user", "content": "Q?\nGOOD"},
     ]
+
+
+class FlakyJudge(BaseHTTPRequestHandler):
+    """Answers by the path: /busy/N: 429 (Retry-After: 0) N times, then a score;
+    /down: always 503; /bad: 400."""
+
+    calls: ClassVar[dict[str, int]] = {}
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        route = self.path.split("/")[1]
+        FlakyJudge.calls[self.path] = FlakyJudge.calls.get(self.path, 0) + 1
+        status, headers = 200, {}
+        if route == "busy" and FlakyJudge.calls[self.path] <= int(self.path.split("/")[2]):
+            status, headers = 429, {"Retry-After": "0"}
+        elif route == "down":
+            status = 503
+        elif route == "bad":
+            status = 400
+        content = "Score: 7" if status == 200 else "try later"
+        raw = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(raw))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_judge_asks_again_after_rate_limits_and_server_errors_and_counts(monkeypatch):
+    from rlhfkit.graders import model_backends
+
+    server = HTTPServer(("127.0.0.1", 0), FlakyJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        busy = http_judge(f"{base}/busy/2")
+        assert busy.grade("GOOD", {"question": "Q"}).reward == 0.7
+        assert FlakyJudge.calls["/busy/2/chat/completions"] == 3
+        assert busy.backend.retries == 2
+        # always overloaded: MAX_RETRIES repeats, then the error says how often it asked
+        down = http_judge(f"{base}/down").grade("GOOD", {"question": "Q"})
+        assert down.reward == 0.0 and down.errors[0]["kind"] == "model_server"
+        asked = model_backends.MAX_RETRIES + 1
+        assert f"HTTP 503 from {base}/down/chat/completions" in down.errors[0]["message"]
+        assert f"(asked {asked} times)" in down.errors[0]["message"]
+        assert FlakyJudge.calls["/down/chat/completions"] == asked
+        # a request the server refuses as malformed is not repeated
+        bad = http_judge(f"{base}/bad").grade("GOOD", {"question": "Q"})
+        assert "HTTP 400" in bad.errors[0]["message"] and "asked" not in bad.errors[0]["message"]
+        assert FlakyJudge.calls["/bad/chat/completions"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_http_judge_unreachable_or_missing_key_is_recorded(judge_url, monkeypatch):

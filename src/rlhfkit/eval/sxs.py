@@ -104,6 +104,9 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     # step 4. metrics and files
     metrics = sxs_metrics(judgments, humans)
     metrics["autorater"] = config.autorater
+    retries = getattr(getattr(rater, "backend", None), "retries", None)
+    if retries is not None:  # an HTTP judge: requests asked again after 429/5xx or timeouts
+        metrics["judge_retries"] = retries
     metrics["a"], metrics["b"] = str(config.a), str(config.b)
     for judgment, human in zip(judgments, humans, strict=True):
         if human is not None:

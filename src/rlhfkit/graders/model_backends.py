@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,13 @@ LOCAL_BATCH_SIZE = 16
 JUDGE_PROMPT_TOKENS = 2048
 """A local judge's prompt is cut (counted, inside its longest message) at this length."""
 MAX_CONCURRENT_REQUESTS = 8
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP answers worth asking again (rate limits, overloaded or restarting servers)."""
+MAX_RETRIES = 4
+RETRY_BASE_SECONDS = 1.0
+"""The first retry waits this long, each next one twice as long (a server's Retry-After
+wins when it asks for longer), never more than RETRY_CAP_SECONDS."""
+RETRY_CAP_SECONDS = 30.0
 """HTTP requests in flight at once for a batch."""
 
 
@@ -171,7 +180,9 @@ class HttpJudge:
 
     The request carries `model`, `messages`, `temperature`, `top_p` and `max_tokens` (the
     name local servers such as vLLM and llama.cpp accept). With `api_key_env`, the key is
-    read from that environment variable and sent as a Bearer token.
+    read from that environment variable and sent as a Bearer token. A rate limit or server
+    error (RETRY_STATUSES) or a timeout is asked again up to MAX_RETRIES times with
+    exponential backoff; `retries` counts the repeats over the judge's life.
     """
 
     def __init__(
@@ -189,6 +200,8 @@ class HttpJudge:
         self.sampling = sampling
         self.span = span
         self.timeout_seconds = timeout_seconds
+        self.retries = 0
+        self._lock = threading.Lock()
 
     def score(
         self, conversations: list[Conversation], samples: list[Sample]
@@ -228,18 +241,7 @@ class HttpJudge:
             "top_p": self.sampling.top_p,
             "max_tokens": self.sampling.max_completions_tokens,
         }
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", "replace")[:300]
-            raise GradingError(MODEL_SERVER, f"HTTP {exc.code} from {self.url}: {text}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise GradingError(MODEL_SERVER, f"cannot reach {self.url}: {reason}") from None
+        raw = self._post(json.dumps(body).encode(), headers)
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
@@ -250,6 +252,44 @@ class HttpJudge:
                 f"{self.url} answered without a text choices[0].message.content: {raw[:300]!r}",
             )
         return content
+
+    def _post(self, data: bytes, headers: dict[str, str]) -> bytes:
+        """The response body; retried on RETRY_STATUSES and timeouts, GradingError when
+        every try failed or the failure is not worth repeating."""
+        for attempt in range(MAX_RETRIES + 1):
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            wait = None
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                    return response.read()
+            except urllib.error.HTTPError as exc:
+                text = exc.read().decode("utf-8", "replace")[:300]
+                problem = f"HTTP {exc.code} from {self.url}: {text}"
+                if exc.code not in RETRY_STATUSES:
+                    raise GradingError(MODEL_SERVER, problem) from None
+                wait = _retry_after(exc.headers.get("Retry-After"))
+            except TimeoutError:
+                problem = f"no answer from {self.url} within {self.timeout_seconds:g} s"
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if not isinstance(reason, TimeoutError):
+                    raise GradingError(MODEL_SERVER, f"cannot reach {self.url}: {reason}") from None
+                problem = f"no answer from {self.url} within {self.timeout_seconds:g} s"
+            if attempt == MAX_RETRIES:
+                break
+            backoff = RETRY_BASE_SECONDS * 2**attempt
+            time.sleep(min(RETRY_CAP_SECONDS, max(backoff, wait or 0.0)))
+            with self._lock:
+                self.retries += 1
+        raise GradingError(MODEL_SERVER, f"{problem} (asked {MAX_RETRIES + 1} times)")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (an HTTP date is not read)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _parsed(answer: str, span: tuple[float, float]) -> float | GradingError:
