@@ -248,6 +248,76 @@ def test_sxs_grader_metrics_and_human_agreement(tmp_path, capsys):
     assert all(r["confidence"] == 1.0 for r in rows)
 
 
+def test_sxs_reads_an_autosxs_evaluation_dataset_and_writes_autosxs_metric_names(tmp_path, capsys):
+    grader = tmp_path / "topic.yaml"
+    grader.write_text(
+        "type: python\nname: mentions\nsource: |\n"
+        "  def grade(sample, item):\n"
+        "      return float(item['topic'] in sample['output_text'])\n"
+    )
+    # one row holds both answers, as Vertex AI AutoSxS reads them; no prompt field at all
+    topic_answers = [f"{t} is a thing." for t in TOPICS]
+    b_answers = [*topic_answers[:4], "Not sure.", topic_answers[5]]
+    a_answers = ["No idea."] * 4 + topic_answers[4:]
+    human = ["B", "B", "A", "B", "A", "TIE"]
+    rows = [
+        {
+            "doc_id": i,
+            "part": "x",
+            "topic": t,
+            "facts": f"{t} facts",
+            "base": a,
+            "tuned": b,
+            "pref": h,
+        }
+        for i, (t, a, b, h) in enumerate(zip(TOPICS, a_answers, b_answers, human, strict=True))
+    ]
+    dataset = write_jsonl(tmp_path / "eval.jsonl", rows)
+    out = tmp_path / "sxs"
+    args = [
+        f"evaluation_dataset={dataset}",
+        "response_column_a=base",
+        "response_column_b=tuned",
+        "human_preference_column=pref",
+        "id_columns=doc_id,part",
+        'autorater_prompt_parameters={"inference_instruction": {"template": "Facts:"}, '
+        '"inference_context": {"column": "facts"}}',
+        f"autorater=grader:{grader}",
+        f"out={out}",
+    ]
+    assert cli("sxs", *args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the same verdicts as from two prediction files (test above), under both sets of names
+    assert (
+        metrics["autosxs_model_b_win_rate"] == metrics["model_b_win_rate"] == pytest.approx(4 / 6)
+    )
+    assert metrics["autosxs_model_a_win_rate"] == pytest.approx(1 / 6)
+    assert metrics["autosxs_human_preference_model_b_win_rate"] == pytest.approx(3 / 6)
+    assert metrics["autosxs_human_preference_model_a_win_rate"] == pytest.approx(2 / 6)
+    assert metrics["autosxs_accuracy"] == pytest.approx(5 / 6)
+    assert metrics["autosxs_cohens_kappa"] == pytest.approx(5 / 7)
+    assert metrics["autosxs_precision"] == pytest.approx(3 / 4)
+    assert metrics["autosxs_recall"] == pytest.approx(1.0)
+    assert metrics["a"] == f"{dataset}:base"
+    judged = read_jsonl(out / "judgments.jsonl")
+    assert [r["id"] for r in judged] == [f"{i}/x" for i in range(6)]
+    assert judged[0]["prompt"] == f"Facts:\n\n{TOPICS[0]} facts"
+    assert [r["choice"] for r in judged] == ["B", "B", "B", "B", "A", "TIE"]
+    # a row without a named column is listed with its file:line
+    write_jsonl(dataset, [*rows[:2], {k: v for k, v in rows[2].items() if k != "facts"}])
+    assert cli("sxs", *args[:-1], f"out={tmp_path / 'again'}") == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{dataset}:3: no field 'facts' (named by autorater_prompt_parameters.inference_context)"
+        in err
+    )
+    # an AutoSxS file and prediction files are not mixed
+    assert cli("sxs", *args, f"a={dataset}") == 2
+    assert (
+        "give evaluation_dataset (both answers in one file) or a and b" in capsys.readouterr().err
+    )
+
+
 def test_sxs_reward_model_probability_and_identical_answers(tmp_path, tiny_reward_model):
     from rlhfkit.eval.score import score_file
 

@@ -25,6 +25,7 @@ from rlhfkit.eval.autoraters import (
     judge_pairs,
     load_autorater,
 )
+from rlhfkit.eval.autosxs import autosxs_metrics, check_prompt_parameters, evaluation_rows
 from rlhfkit.fileio import atomic_write_json, atomic_write_jsonl, check_output_path
 from rlhfkit.stats import CHOICES, alignment_metrics, win_rates
 
@@ -59,15 +60,41 @@ class SxSConfig(JudgeConfig):
     human_preference_column: str | None = param(
         None, "Column (in a's or b's rows) with the human choice A, B or TIE; empty = unlabelled."
     )
+    evaluation_dataset: str | None = param(
+        None,
+        "AutoSxS: one file whose rows hold both answers (response_column_a and _b), "
+        "instead of a and b.",
+    )
+    id_columns: list[str] = param(
+        [], "AutoSxS: fields that identify an evaluation_dataset row (the judgment's id)."
+    )
+    autorater_prompt_parameters: dict = param(
+        {},
+        "AutoSxS: the judge's prompt from an evaluation_dataset row: inference_instruction "
+        "and inference_context, each {template: TEXT} or {column: NAME} (default: the row's "
+        "own prompt field).",
+    )
     batch_size: int = param(16, "Pairs judged (and prompts generated) together.")
     dtype: str = param("auto", "bf16, fp32 or auto.", choices=("auto", "bf16", "fp32"))
     device: str = param("auto", "cpu, cuda or auto.", choices=("auto", "cpu", "cuda"))
 
     def validate(self) -> None:
         super().validate()
-        for name in ("a", "b", "autorater", "out"):
+        for name in ("autorater", "out"):
             check(bool(getattr(self, name)), name, getattr(self, name), "is required")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
+        if self.evaluation_dataset:
+            if self.a or self.b:
+                raise ConfigError(
+                    "give evaluation_dataset (both answers in one file) or a and b, not both"
+                )
+            check_prompt_parameters(self.autorater_prompt_parameters)
+            return
+        for name in ("id_columns", "autorater_prompt_parameters"):
+            if getattr(self, name):
+                raise ConfigError(f"{name} describes evaluation_dataset rows; give that file")
+        for name in ("a", "b"):
+            check(bool(getattr(self, name)), name, getattr(self, name), "is required")
         needs_prompts = [s for s in (self.a, self.b) if not is_prediction_file(s)]
         if needs_prompts and not self.prompt_dataset:
             raise ConfigError(
@@ -90,11 +117,24 @@ def is_prediction_file(value: str) -> bool:
 def run_sxs(config: SxSConfig) -> SxSResult:
     """Answer with a and b if needed, pair the answers, judge them, write the results."""
     out = check_output_path(config.out, folder=True)
-    # step 1. prediction files (a model is run on the prompts first)
-    file_a = _predictions(config, config.a, out / "predictions_a.jsonl")
-    file_b = _predictions(config, config.b, out / "predictions_b.jsonl")
-    # step 2. pair the answers by prompt, read the human labels
-    pairs = pair_predictions(file_a, file_b, config.response_column_a, config.response_column_b)
+    columns = (config.response_column_a, config.response_column_b)
+    if config.evaluation_dataset:  # AutoSxS: both answers in each row of one file
+        file_a = Path(config.evaluation_dataset)
+        rows = evaluation_rows(
+            config.evaluation_dataset,
+            config.autorater_prompt_parameters,
+            config.id_columns,
+            columns,
+        ).records
+        pairs = pair_records(rows, rows, *columns)
+        names = [f"{file_a}:{column}" for column in columns]
+    else:
+        # step 1. prediction files (a model is run on the prompts first)
+        file_a = _predictions(config, config.a, out / "predictions_a.jsonl")
+        file_b = _predictions(config, config.b, out / "predictions_b.jsonl")
+        # step 2. pair the answers by prompt
+        pairs = pair_predictions(file_a, file_b, *columns)
+        names = [str(config.a), str(config.b)]
     humans = human_labels(pairs, config.human_preference_column, file_a)
     # step 3. judge; judgments are kept as they are made, so a killed run continues
     ignored = ("a", "b", "out", "batch_size", "human_preference_column", "prompt_dataset")
@@ -107,7 +147,8 @@ def run_sxs(config: SxSConfig) -> SxSResult:
     retries = getattr(getattr(rater, "backend", None), "retries", None)
     if retries is not None:  # an HTTP judge: requests asked again after 429/5xx or timeouts
         metrics["judge_retries"] = retries
-    metrics["a"], metrics["b"] = str(config.a), str(config.b)
+    metrics["a"], metrics["b"] = names
+    metrics.update(autosxs_metrics(metrics, humans))  # Vertex AI AutoSxS's names as well
     for judgment, human in zip(judgments, humans, strict=True):
         if human is not None:
             judgment.extra["human_choice"] = human
@@ -153,6 +194,15 @@ def pair_predictions(file_a: Path, file_b: Path, column_a: str, column_b: str) -
         matched = list(zip(rows_a, rows_b, strict=True))
     else:
         matched = _match_by_prompt(rows_a, rows_b, file_a, file_b)
+    return pair_records([a for a, _ in matched], [b for _, b in matched], column_a, column_b)
+
+
+def pair_records(
+    rows_a: list[PromptRecord], rows_b: list[PromptRecord], column_a: str, column_b: str
+) -> list[Pair]:
+    """Pairs of the answers in `column_a` of `rows_a` and `column_b` of `rows_b`, row by row
+    (each row's `id`, else its index, names the pair)."""
+    matched = list(zip(rows_a, rows_b, strict=True))
     return [
         Pair(
             ra.extra.get("id", i),
