@@ -448,6 +448,55 @@ def test_invalid_graders_are_config_errors(config, message):
     assert message in str(info.value)
 
 
+def test_openai_fields_without_a_local_use_load_and_are_named_in_one_line(caplog):
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "smollm2-135m-instruct",
+        # OpenAI's content parts; the texts are joined by a newline
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Grade {{sample.output_text}}"},
+                    {"type": "input_text", "text": "from 0 to 1."},
+                ],
+            }
+        ],
+        "sampling_params": {"seed": 7, "reasoning_effort": "low", "temperature": 0.5},
+    }
+    similar = {
+        "type": "text_similarity",
+        "name": "sim",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.ref}}",
+        "evaluation_metric": "bleu",
+        "pass_threshold": 0.5,
+    }
+    grader = {"type": "multi", "graders": {"judge": judge, "sim": similar}}
+    grader["calculate_output"] = "judge + sim"
+    with caplog.at_level("WARNING", logger="rlhfkit.graders.load"):
+        loaded = load_grader(grader)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("grader: accepted but not used here: ")
+    assert "graders.judge.sampling_params.reasoning_effort (a local judge does not reason" in line
+    assert "graders.sim.pass_threshold (a pass/fail cut" in line
+    judge_grader = loaded.graders["judge"]
+    assert judge_grader.backend.sampling.seed == 7
+    [(role, template)] = judge_grader.input
+    assert role == "user"
+    assert template.render(Sample("X"), {}) == "Grade X\nfrom 0 to 1."
+    # what stays refused names what to do instead
+    with pytest.raises(ConfigError) as info:
+        load_grader({**similar, "evaluation_metric": "meteor"})
+    assert "'meteor' is not available: METEOR needs WordNet's synonym data" in str(info.value)
+    judge["input"][0]["content"].append({"type": "input_image", "image_url": "x.png"})
+    with pytest.raises(ConfigError, match=r"input.0.content.2: .* is not a text part"):
+        load_grader(judge)
+    with pytest.raises(ConfigError, match="reasoning_effort: 'max' is not allowed"):
+        load_grader({**judge, "input": "x", "sampling_params": {"reasoning_effort": "max"}})
+
+
 def test_a_grader_file_must_hold_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")

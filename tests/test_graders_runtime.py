@@ -330,6 +330,7 @@ def test_http_judge_scores_good_json_malformed_and_failing_answers(judge_url, mo
     assert path == "/v1/chat/completions"
     assert headers["Authorization"] == "Bearer secret-123"
     assert body["model"] == "judge-model" and body["temperature"] == 0.2
+    assert "seed" not in body and "reasoning_effort" not in body  # sent only when given
     assert body["messages"] == [
         {"role": "system", "content": "Grade the answer from 0 to 10."},
         {"role": "user", "content": "Q?\nGOOD"},
@@ -390,6 +391,17 @@ def test_http_judge_asks_again_after_rate_limits_and_server_errors_and_counts(mo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_http_judge_gets_openai_seed_and_reasoning_effort(judge_url, caplog):
+    params = {"seed": 11, "reasoning_effort": "minimal"}
+    with caplog.at_level("WARNING", logger="rlhfkit.graders.load"):
+        grader = http_judge(judge_url, sampling_params=params)
+    assert caplog.records == []  # an HTTP judge uses both: nothing ignored
+    JudgeHandler.requests.clear()
+    assert grader.grade("GOOD", {"question": "Q"}).reward == 0.8
+    body = JudgeHandler.requests[0][2]
+    assert (body["seed"], body["reasoning_effort"]) == (11, "minimal")
 
 
 def test_http_judge_unreachable_or_missing_key_is_recorded(judge_url, monkeypatch):

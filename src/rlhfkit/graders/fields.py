@@ -28,6 +28,7 @@ class LoadContext:
             mapping without one (python graders may read this folder).
         sandbox: how python graders are contained: auto, required or off (`sandbox.MODES`).
         problems: every problem found, as `key.path: message`.
+        ignored: OpenAI fields accepted without a local use, as `key.path (why)`.
     """
 
     base_dir: Path
@@ -35,6 +36,7 @@ class LoadContext:
     folder: Path | None = None
     sandbox: str = "auto"
     problems: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     def problem(self, at: str, message: str) -> None:
         self.problems.append(f"{at}: {message}" if at else message)
@@ -73,6 +75,11 @@ class Fields:
 
     def where(self, key: str) -> str:
         return f"{self.at}.{key}" if self.at else key
+
+    def ignored(self, key: str, why: str) -> None:
+        """`key`, when present, is accepted (a field of OpenAI's schema) and not used: `why`."""
+        if key in self.config:
+            self.ctx.ignored.append(f"{self.where(key)} ({why})")
 
     def problem(self, key: str, message: str) -> None:
         self.ctx.problem(self.where(key), message)

@@ -9,6 +9,7 @@ python grader runs bubblewrap once per process to check that the sandbox works.)
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,8 @@ GRADER_TYPES: dict[str, ModuleType] = {
     "multi": multi,
 }
 """Grader type -> its module (each has KEYS and build(fields, name))."""
+
+logger = logging.getLogger(__name__)
 
 
 def load_grader(
@@ -81,6 +84,8 @@ def load_grader(
             f"{where}: invalid grader ({count} problem{'s' if count != 1 else ''}):\n  - "
             + "\n  - ".join(ctx.problems)
         )
+    if ctx.ignored:
+        logger.warning("%s: accepted but not used here: %s", where, "; ".join(ctx.ignored))
     return grader
 
 

@@ -57,11 +57,15 @@ class SamplingParams:
         temperature: 0 answers greedily.
         top_p: nucleus sampling mass.
         max_completions_tokens: longest answer, in tokens.
+        seed: seeds the judge's sampling (None: not seeded).
+        reasoning_effort: sent to an HTTP judge as is; a local judge does not reason.
     """
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_completions_tokens: int = 64
+    seed: int | None = None
+    reasoning_effort: str | None = None
 
 
 def judge_score(text: str, span: tuple[float, float]) -> float:
@@ -144,9 +148,10 @@ class LocalJudge:
 
     def complete_batch(self, conversations: list[Conversation]) -> list[str]:
         """The judge's answer text for each conversation (generated in batches)."""
+        import torch
+
         from rlhfkit.data.prompts import PromptEncoder
         from rlhfkit.data.records import Message
-        from rlhfkit.models.generate import generate_text
 
         tokenizer, model = _judge_model(self.reference)
         encoder = PromptEncoder(tokenizer, prompt_sequence_length=JUDGE_PROMPT_TOKENS)
@@ -155,17 +160,27 @@ class LocalJudge:
             for c in conversations
         ]
         answers: list[str] = []
-        for start in range(0, len(prompts), LOCAL_BATCH_SIZE):
-            answers += generate_text(
-                model,
-                tokenizer,
-                prompts[start : start + LOCAL_BATCH_SIZE],
-                max_new_tokens=self.sampling.max_completions_tokens,
-                do_sample=self.sampling.temperature > 0,
-                temperature=self.sampling.temperature or 1.0,
-                top_p=self.sampling.top_p,
-            )
+        with torch.random.fork_rng(devices=[]):  # a seed given seeds this batch alone
+            if self.sampling.seed is not None:
+                torch.manual_seed(self.sampling.seed)
+            for start in range(0, len(prompts), LOCAL_BATCH_SIZE):
+                answers += self._generate(
+                    model, tokenizer, prompts[start : start + LOCAL_BATCH_SIZE]
+                )
         return answers
+
+    def _generate(self, model, tokenizer, prompts: list[list[int]]) -> list[str]:
+        from rlhfkit.models.generate import generate_text
+
+        return generate_text(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=self.sampling.max_completions_tokens,
+            do_sample=self.sampling.temperature > 0,
+            temperature=self.sampling.temperature or 1.0,
+            top_p=self.sampling.top_p,
+        )
 
 
 @lru_cache(maxsize=2)
@@ -241,6 +256,9 @@ class HttpJudge:
             "top_p": self.sampling.top_p,
             "max_tokens": self.sampling.max_completions_tokens,
         }
+        for key in ("seed", "reasoning_effort"):  # OpenAI's names; sent only when given
+            if getattr(self.sampling, key) is not None:
+                body[key] = getattr(self.sampling, key)
         raw = self._post(json.dumps(body).encode(), headers)
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]

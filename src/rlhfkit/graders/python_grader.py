@@ -369,7 +369,8 @@ def build(fields: Fields, name: str) -> PythonGrader | None:
     timeout = fields.number("timeout_seconds", 10.0, above=0)
     memory = fields.number("memory_limit_mb", 1024, at_least=64, integer=True)
     env = _read_env(fields)
-    fields.text("image_tag", None)
+    if fields.text("image_tag", None) is not None:
+        fields.ignored("image_tag", "OpenAI's sandbox image; here the local sandbox runs the code")
     if source is None or timeout is None or memory is None or env is None:
         return None
     folders = [fields.ctx.folder] if fields.ctx.folder is not None else []

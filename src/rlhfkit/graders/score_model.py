@@ -18,6 +18,7 @@ setup problem and raises ModelLoadError.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.graders.base import Grader, GradingError, Item, Sample, Score
@@ -34,6 +35,10 @@ from rlhfkit.graders.templates import Template
 
 KEYS = ("input", "model", "base_url", "api_key_env", "range", "sampling_params", "timeout_seconds")
 REWARD_MODEL_PREFIX = "reward_model:"
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+"""OpenAI's `sampling_params.reasoning_effort` values."""
+TEXT_PARTS = ("input_text", "output_text", "text")
+"""Content-part types whose `text` a message's content list may hold (OpenAI's shape)."""
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 """Message roles accepted; OpenAI's `developer` is sent as `system`."""
 
@@ -117,8 +122,12 @@ def _messages(fields: Fields) -> list[tuple[str, Template]] | None:
         if role not in ROLES:
             allowed = ", ".join(ROLES)
             fields.problem(f"{key}.role", f"{role!r} is not allowed; choose one of: {allowed}")
+        if isinstance(content, list):
+            content = _joined_parts(fields, f"{key}.content", content)
+            if content is None:
+                continue
         if not isinstance(content, str):
-            fields.problem(f"{key}.content", "must be a string (a template)")
+            fields.problem(f"{key}.content", "must be a string (a template) or text parts")
             continue
         template = fields.parse_template(f"{key}.content", content)
         if role in ROLES and template is not None:
@@ -131,19 +140,51 @@ def _messages(fields: Fields) -> list[tuple[str, Template]] | None:
     return messages
 
 
+def _joined_parts(fields: Fields, at: str, parts: list[Any]) -> str | None:
+    """A content list of text parts ([{type: input_text, text: ...}, ...]) as one template
+    (the texts joined by newlines), or None after a recorded problem."""
+    texts = []
+    for i, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        else:
+            fields.problem(
+                f"{at}.{i}",
+                f"{part!r:.80} is not a text part; local judges read "
+                f"{{type: {' | '.join(TEXT_PARTS)}, text: ...}} (no images or files)",
+            )
+            return None
+    return "\n".join(texts)
+
+
 def _sampling(fields: Fields) -> SamplingParams | None:
     value = fields.get("sampling_params", {})
     if not isinstance(value, dict):
         fields.problem("sampling_params", "must be a mapping")
         return None
-    keys = ("temperature", "top_p", "max_completions_tokens")
+    keys = ("temperature", "top_p", "max_completions_tokens", "seed", "reasoning_effort")
     sub = Fields(fields.ctx, value, fields.where("sampling_params"), keys, "sampling_params")
     temperature = sub.number("temperature", 0.0, at_least=0)
     top_p = sub.number("top_p", 1.0, above=0, at_most=1)
     max_tokens = sub.number("max_completions_tokens", 64, at_least=1, integer=True)
-    if None in (temperature, top_p, max_tokens):
+    seed = sub.number("seed", 0, integer=True) if "seed" in value else None
+    effort = (
+        sub.choice("reasoning_effort", REASONING_EFFORTS) if "reasoning_effort" in value else None
+    )
+    if "base_url" not in fields.config:
+        sub.ignored("reasoning_effort", "a local judge does not reason; an HTTP judge gets it")
+    if None in (temperature, top_p, max_tokens) or (seed is None and "seed" in value):
         return None
-    return SamplingParams(float(temperature), float(top_p), int(max_tokens))
+    if effort is None and "reasoning_effort" in value:
+        return None
+    return SamplingParams(
+        float(temperature),
+        float(top_p),
+        int(max_tokens),
+        None if seed is None else int(seed),
+        effort,
+    )
 
 
 def _reward_model_backend(

@@ -23,7 +23,13 @@ COSINE = "cosine"
 """Cosine similarity of all-MiniLM-L6-v2 sentence embeddings, clamped to [0, 1]: texts
 pointing away from each other (a negative cosine) score 0, like unrelated ones."""
 
-KEYS = ("input", "reference", "evaluation_metric")
+KEYS = ("input", "reference", "evaluation_metric", "pass_threshold")
+NOT_AVAILABLE = {
+    "meteor": "is not available: METEOR needs WordNet's synonym data (nltk downloads it "
+    "from the internet; rlhfkit runs offline and ships none). Use bleu, gleu, rouge_1 to "
+    "rouge_5, rouge_l or fuzzy_match for overlap, or cosine for meaning",
+}
+"""OpenAI metrics rlhfkit does not compute, with why and what to use instead."""
 
 
 class TextSimilarityGrader(Grader):
@@ -78,6 +84,11 @@ def _cosine(pairs: list[tuple[str, str]]) -> list[float]:
 
 def build(fields: Fields, name: str) -> TextSimilarityGrader | None:
     """A TextSimilarityGrader from its mapping (None after a recorded problem)."""
+    fields.ignored("pass_threshold", "a pass/fail cut of OpenAI's evals; rewards use the score")
+    if fields.config.get("evaluation_metric") in NOT_AVAILABLE:
+        metric = fields.config["evaluation_metric"]
+        fields.problem("evaluation_metric", f"{metric!r} {NOT_AVAILABLE[metric]}")
+        return None
     parts = (
         fields.template("input"),
         fields.template("reference"),
