@@ -1,14 +1,16 @@
 """Data parallelism over the processes `torchrun` (or `accelerate launch`) starts.
 
-A run launched with WORLD_SIZE > 1 joins accelerate's process group (gloo on CPU, NCCL on
-GPUs). Every rank computes the same global batch of row indices from (seed, step), takes
-its own contiguous share, runs forward and backward on it, and the engine chosen by the
-`sharding` setting (see `rlhfkit.train.sharding`: DDP, FSDP2 or DeepSpeed ZeRO) combines
-the gradients, so each optimizer step equals one over the whole batch. Metrics are reduced
-across ranks; only rank 0 writes files. Checkpoints hold the full trainable weights and
-optimizer state, so a run saved with one world size (or engine) resumes with another.
+A run launched with WORLD_SIZE > 1, or by torchrun / `rlhfkit launch` with any number of
+processes (one included: the distributed code path on one GPU), joins accelerate's process
+group (gloo on CPU, NCCL on GPUs). Every rank computes the same global batch of row
+indices from (seed, step), takes its own contiguous share, runs forward and backward on
+it, and the engine chosen by the `sharding` setting (see `rlhfkit.train.sharding`: DDP,
+FSDP2 or DeepSpeed ZeRO) combines the gradients, so each optimizer step equals one over
+the whole batch. Metrics are reduced across ranks; only rank 0 writes files. Checkpoints
+hold the full trainable weights and optimizer state, so a run saved with one world size
+(or engine) resumes with another.
 
-In a single process (no launcher) nothing is wrapped and every call is a no-op.
+In a single process started without a launcher nothing is wrapped and every call is a no-op.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def resolve_sharding(setting: str) -> str:
     return setting
 
 
+def started_by_torchrun() -> bool:
+    """Whether PyTorch's elastic launcher (torchrun, `rlhfkit launch`) started this process."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+
+
 class Parallel:
     """This process's place in a data-parallel run.
 
@@ -80,7 +87,7 @@ class Parallel:
         self.rank = int(os.environ.get("RANK", "0"))
         self.sharding = resolve_sharding(sharding)
         self.accelerator = None
-        if self.world_size > 1:
+        if self.world_size > 1 or started_by_torchrun():
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
