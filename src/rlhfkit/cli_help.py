@@ -7,8 +7,8 @@ The parameters come from the same config dataclasses as docs/config-reference.md
 The rule for arguments, the same in every command: a stage command (one that runs a stage
 of the pipeline or the whole of it) takes its parameters as `key=value`, or as the keys of
 a `--config` YAML file; a command that acts on a file or folder it is given (data inspect
-and convert, score, plot, report, grader, label stats) takes flags. `data inspect` takes
-both: flags for what to show, `key=value` for how text becomes tokens.
+and convert, score, export-reward, plot, report, grader, label stats) takes flags.
+`data inspect` takes both: flags for what to show, `key=value` for how text becomes tokens.
 """
 
 from __future__ import annotations

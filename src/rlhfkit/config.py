@@ -198,16 +198,19 @@ def coerce(raw: Any, tp: Any) -> Any:
             raise ValueError("expected a list (in YAML) or comma-separated values")
         return [coerce(item, item_type) for item in raw]
     if origin is dict or tp is dict:
-        if isinstance(raw, str) and raw.strip().startswith("{"):  # key={"a": 1} on a command line
-            try:
-                raw = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                raise ValueError(
-                    "expected a mapping; this {...} is not valid JSON or YAML"
-                ) from None
-        if not isinstance(raw, dict):
-            raise ValueError("expected a mapping (in YAML, or {...} as JSON on a command line)")
-        return raw
+        return _mapping(raw)
+    return raw
+
+
+def _mapping(raw: Any) -> dict:
+    """A mapping from YAML, or from `{...}` (JSON or YAML) given as text on a command line."""
+    if isinstance(raw, str) and raw.strip().startswith("{"):
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError("expected a mapping; this {...} is not valid JSON or YAML") from None
+    if not isinstance(raw, dict):
+        raise ValueError("expected a mapping (in YAML, or {...} as JSON on a command line)")
     return raw
 
 

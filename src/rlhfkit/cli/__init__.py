@@ -17,7 +17,11 @@ from rlhfkit import __version__
 from rlhfkit.cli.data_commands import add_data_commands, add_model_commands
 from rlhfkit.cli.eval_commands import add_eval_commands, add_pipeline_command
 from rlhfkit.cli.label_commands import add_label_commands, add_launch_command
-from rlhfkit.cli.train_commands import add_grader_commands, add_reward_commands
+from rlhfkit.cli.train_commands import (
+    add_export_command,
+    add_grader_commands,
+    add_reward_commands,
+)
 from rlhfkit.cli_help import Parser
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.fileio import file_error
@@ -99,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_model_commands(commands)
     add_reward_commands(commands)
+    add_export_command(commands)
     add_grader_commands(commands)
     add_eval_commands(commands)
     add_label_commands(commands)

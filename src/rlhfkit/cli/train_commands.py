@@ -69,6 +69,40 @@ def add_reward_commands(commands: argparse._SubParsersAction) -> None:
     score.set_defaults(handler=_score)
 
 
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export-reward",
+        help="write a reward model as a transformers sequence-classification folder",
+        description="Write a train-reward reward model as a plain Hugging Face folder that "
+        "AutoModelForSequenceClassification loads (num_labels=1, LoRA merged, the head as "
+        "`score`, tokenizer and chat template), for transformers, TRL and other tools. "
+        "rlhfkit reads it back with reward_model=FOLDER and gives the same rewards.",
+    )
+    export.add_argument("reward_model", metavar="REWARD_DIR", help="train-reward's reward_model/")
+    export.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
+    export.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default="fp32", help="weights' dtype (fp32: exact)"
+    )
+    export.set_defaults(handler=_export_reward)
+
+
+def _export_reward(args: argparse.Namespace) -> int:
+    from rlhfkit.models.sequence_classifier import export_reward_model
+
+    check_output_path(args.out, folder=True)
+    result = export_reward_model(args.reward_model, args.out, args.dtype)
+    print(
+        f"wrote {result.out}: AutoModelForSequenceClassification, {result.layers} layers, "
+        f"padding token {result.pad_token}"
+    )
+    if result.head_bias:
+        print(
+            f"note: the reward head's bias {result.head_bias:+.6f} has no place in the score "
+            "layer (no bias): exported scores are rlhfkit's minus it (differences unchanged)"
+        )
+    return 0
+
+
 def _train_reward(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config
     from rlhfkit.train.reward import RewardConfig, train_reward_model

@@ -190,14 +190,14 @@ def _sampling(fields: Fields) -> SamplingParams | None:
 def _reward_model_backend(
     fields: Fields, folder_text: str, span: tuple[float, float] | None
 ) -> RewardModelBackend | None:
-    from rlhfkit.models.reward import read_reward_spec
+    from rlhfkit.models.scoring import check_reward_folder
 
     for key in ("base_url", "api_key_env", "sampling_params", "timeout_seconds"):
         if key in fields.config:
             fields.problem(key, "a reward_model: grader does not take it (only judges do)")
     folder = fields.ctx.path(folder_text)
     try:
-        read_reward_spec(folder)
+        check_reward_folder(folder)
     except ModelLoadError as exc:
         fields.problem("model", str(exc))
         return None

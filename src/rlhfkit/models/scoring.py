@@ -2,7 +2,9 @@
 
 `RewardTextScorer` pairs a `RewardModel` with the prompt encoder it was trained with (its
 instruction and lengths), so RL, the side-by-side autorater, the graders' reward-model
-backend and `rlhfkit score` read a prompt and an answer the same way.
+backend and `rlhfkit score` read a prompt and an answer the same way. A transformers
+sequence-classification folder (another tool's reward model, or rlhfkit's export) loads
+through the same `RewardTextScorer.load` (see `rlhfkit.models.sequence_classifier`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from rlhfkit.models.reward import (
     RewardModel,
     attach_reward_model,
     load_reward_model,
+    read_reward_spec,
 )
+from rlhfkit.models.sequence_classifier import SequenceClassifierScorer, is_sequence_classifier
+
+
+def check_reward_folder(folder: str | Path) -> None:
+    """A clear ModelLoadError unless `folder` holds a reward model rlhfkit can score with."""
+    if not is_sequence_classifier(folder):
+        read_reward_spec(folder)
 
 
 class RewardTextScorer:
@@ -31,7 +41,10 @@ class RewardTextScorer:
 
     @classmethod
     def load(cls, folder: str | Path, dtype: str = "auto", device: str = "auto"):
-        """The reward model in `folder` with weights of its own."""
+        """The reward model in `folder` with weights of its own: rlhfkit's, or a transformers
+        sequence-classification folder (`SequenceClassifierScorer`, the same `score`)."""
+        if is_sequence_classifier(folder):
+            return SequenceClassifierScorer(folder, dtype, device)
         return cls(load_reward_model(folder, dtype, device))
 
     @classmethod

@@ -83,10 +83,14 @@ class RewardScorer:
         micro_batch_size: int = 16,
     ):
         from rlhfkit.models.scoring import RewardTextScorer
+        from rlhfkit.models.sequence_classifier import is_sequence_classifier
 
-        spec = read_reward_spec(folder)
+        spec = None if is_sequence_classifier(folder) else read_reward_spec(folder)
         self.shared = (
-            spec.base_model == policy_base and not spec.full_finetune and not spec.trunk_layers
+            spec is not None
+            and spec.base_model == policy_base
+            and not spec.full_finetune
+            and not spec.trunk_layers
         )
         if self.shared:
             self.scorer = RewardTextScorer.attached(folder, backbone)

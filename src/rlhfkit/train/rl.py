@@ -22,7 +22,7 @@ from rlhfkit import seeding
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.models.policy import PolicyOutputs, Rollout, build_policy, export_merged
-from rlhfkit.models.reward import read_reward_spec
+from rlhfkit.models.scoring import check_reward_folder
 from rlhfkit.rollout.experience import Experience
 from rlhfkit.rollout.scorers import FunctionScorer, GraderScorer, RewardFn, RewardScorer, Scorer
 from rlhfkit.train import checkpoint as ckpt
@@ -117,7 +117,7 @@ class RLTrainer(Trainer):
         elif config.grader is not None:
             scorer = GraderScorer(config.grader, config.grader_sandbox, config.missing_eos_penalty)
         elif config.reward_model is not None:
-            read_reward_spec(config.reward_model)
+            check_reward_folder(config.reward_model)
         else:
             raise ConfigError(
                 "no reward: set reward_model to the reward_model/ folder written by "

@@ -1,0 +1,198 @@
+"""Reward models in transformers' own format: `AutoModelForSequenceClassification`, one label.
+
+`export_reward_model` writes an rlhfkit reward model as such a folder (LoRA merged into the
+weights, the head as the `score` layer, the tokenizer and its chat template beside them), so
+transformers, TRL and other tools can load it. `SequenceClassifierScorer` scores answers
+with any such folder, the way it was trained:
+
+- a folder `export_reward_model` wrote (its config holds `rlhfkit_input`): the prompt
+  encoded as rlhfkit encodes it (instruction, chat template with the generation prompt,
+  lengths), then the answer's tokens and the end token; the score of the last token. These
+  are rlhfkit's own rewards (`RewardTextScorer`), up to float rounding.
+- any other (e.g. TRL's RewardTrainer output): the conversation with the answer as the
+  assistant turn, rendered by the tokenizer's chat template (the prompt text and the answer
+  when it has none); the score of the last token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from rlhfkit.errors import ConfigError, ModelLoadError
+from rlhfkit.fileio import atomic_path
+
+EXPORT_KEY = "rlhfkit_input"
+"""Config key of an exported folder: how rlhfkit encodes a prompt for this model."""
+PAD_TOKEN = "<|endoftext|>"
+"""The exported tokenizer's padding token. transformers finds a sequence's last token by
+the first padding token id; the bundled model pads with its end-of-turn token, which ends
+every scored answer, so the export pads with a token that never occurs in chat text."""
+ENCODING_FIELDS = ("instruction", "prompt_sequence_length", "target_sequence_length")
+
+
+def is_sequence_classifier(folder: str | Path) -> bool:
+    """Whether `folder` holds a transformers sequence-classification model with one label."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        return False
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    classes = config.get("architectures") or []
+    labels = config.get("num_labels", len(config.get("id2label") or {0: None, 1: None}))
+    return any(str(c).endswith("ForSequenceClassification") for c in classes) and labels == 1
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    layers: int
+    head_bias: float
+    """The rlhfkit head's bias: the `score` layer has none, so exported scores are rlhfkit's
+    minus this (0 unless reward centering moved it; differences are unchanged)."""
+    pad_token: str
+
+
+def export_reward_model(reward_dir: str | Path, out_dir: str | Path, dtype: str = "fp32"):
+    """Write the reward model in `reward_dir` (train-reward's reward_model/) as a plain
+    `AutoModelForSequenceClassification` folder in `out_dir`; returns what was written."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.models.loading import load_tokenizer
+    from rlhfkit.models.reward import load_reward_model
+
+    model = load_reward_model(reward_dir, dtype="fp32", device="cpu")
+    spec = model.spec
+    if spec.pooling != "last":
+        raise ConfigError(
+            f"{reward_dir} reads the mean of the answer's hidden states (head_pooling=mean); "
+            "a sequence-classification model reads the last token only, so it cannot be "
+            "exported. Train with head_pooling=last to export"
+        )
+    backbone = model.backbone
+    lm = backbone.merge_and_unload() if hasattr(backbone, "merge_and_unload") else backbone
+    tokenizer = load_tokenizer(spec.base_model)
+    pad_id = tokenizer.get_vocab().get(PAD_TOKEN)
+    if pad_id is None or pad_id == tokenizer.eos_token_id:
+        raise ConfigError(
+            f"the tokenizer of {spec.base_model} has no {PAD_TOKEN} token to pad with; "
+            "exporting this model's reward model is not supported"
+        )
+    config = lm.config.__class__.from_dict(lm.config.to_dict())
+    config.architectures = [
+        lm.__class__.__name__.replace("ForCausalLM", "ForSequenceClassification")
+    ]
+    config.num_labels = 1
+    config.pad_token_id = pad_id
+    config.use_cache = False
+    setattr(
+        config, EXPORT_KEY, {k: getattr(spec, k) for k in (*ENCODING_FIELDS, "use_chat_template")}
+    )
+    classifier = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    trunk = getattr(lm, lm.base_model_prefix)
+    state = {f"{lm.base_model_prefix}.{k}": v for k, v in trunk.state_dict().items()}
+    state["score.weight"] = model.head.weight.detach().to(torch.float32)
+    missing, unexpected = classifier.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "rotary" not in k]
+    if missing or unexpected:
+        raise ModelLoadError(f"export: weights that do not fit: {missing + unexpected}")
+    tokenizer.pad_token = PAD_TOKEN
+    with atomic_path(out_dir) as tmp:
+        classifier.to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return ExportResult(
+        Path(out_dir), config.num_hidden_layers, float(model.head.bias.item()), PAD_TOKEN
+    )
+
+
+class SequenceClassifierScorer:
+    """Rewards from a sequence-classification folder; `score` as `RewardTextScorer.score`."""
+
+    def __init__(self, folder: str | Path, dtype: str = "auto", device: str = "auto"):
+        from transformers import AutoModelForSequenceClassification
+
+        from rlhfkit.data.prompts import PromptEncoder
+        from rlhfkit.models.loading import load_tokenizer, resolve_device, resolve_dtype
+
+        torch_device = resolve_device(device)
+        self.tokenizer = load_tokenizer(str(folder))
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                folder, dtype=resolve_dtype(dtype, torch_device)
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load the reward model in {folder}: {exc}") from None
+        self.head = getattr(model, "score", None)
+        if not isinstance(self.head, torch.nn.Linear):
+            raise ModelLoadError(
+                f"{folder}: a {type(model).__name__} has no `score` layer; rlhfkit scores "
+                "decoder reward models (Llama, Qwen, Mistral, ... ForSequenceClassification)"
+            )
+        # the score layer runs in fp32: bf16 rewards would round distinct answers to ties
+        self.head.float()
+        self.model = model.to(torch_device).eval()
+        settings = getattr(model.config, EXPORT_KEY, None)
+        self.encoder = (
+            PromptEncoder.from_settings(self.tokenizer, SimpleNamespace(**settings))
+            if settings
+            else None
+        )
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: list[tuple],
+        responses: list[list[str]],
+        batch_size: int = 16,
+        ended: list[list[bool]] | None = None,
+    ) -> list[list[float]]:
+        """Rewards of k responses per prompt (message tuples), fp32. Shape: (B, k)"""
+        sequences = [
+            self._encode(prompt, answer, ended[b][j] if ended else True)
+            for b, (prompt, group) in enumerate(zip(prompts, responses, strict=True))
+            for j, answer in enumerate(group)
+        ]
+        flat: list[float] = []
+        for start in range(0, len(sequences), batch_size):
+            flat += self._rewards(sequences[start : start + batch_size])
+        out, at = [], 0
+        for group in responses:
+            out.append(flat[at : at + len(group)])
+            at += len(group)
+        return out
+
+    def _encode(self, prompt: tuple, answer: str, ended: bool) -> list[int]:
+        if self.encoder is not None:  # exported by rlhfkit: its own encoding
+            response = self.encoder.encode_response(answer, add_eos=ended).ids
+            return self.encoder.encode_prompt(prompt).ids + (
+                response or [self.tokenizer.eos_token_id]
+            )
+        turns = [{"role": m.role, "content": m.content} for m in prompt]
+        if getattr(self.tokenizer, "chat_template", None):
+            conversation = [*turns, {"role": "assistant", "content": answer}]
+            text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
+        else:
+            text = "\n".join(t["content"] for t in turns) + answer
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _rewards(self, sequences: list[list[int]]) -> list[float]:
+        """The score layer on each sequence's last token (right-padded batch)."""
+        width = max(len(s) for s in sequences)
+        ids = torch.zeros((len(sequences), width), dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        device = self.model.device
+        trunk = getattr(self.model, self.model.base_model_prefix)
+        hidden = trunk(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        last = (mask.sum(1) - 1).to(device)
+        final = hidden[torch.arange(len(sequences), device=device), last]
+        with torch.autocast(device.type, enabled=False):
+            return self.head(final.to(self.head.weight.dtype)).float()[:, 0].cpu().tolist()
