@@ -217,7 +217,7 @@ def test_vertex_cloud_parameters_are_accepted_each_named_once_as_ignored(inputs,
     assert all("no local meaning, ignored (" in line for line in lines)
     assert any("tensorboard --logdir" in line for line in lines)
     # a key that is neither rlhfkit's nor Vertex AI's is still refused, with the valid ones
-    with pytest.raises(ConfigError, match="unknown parameter 'projekt'.*valid: "):
+    with pytest.raises(ConfigError, match=r"unknown parameter 'projekt'.*valid: "):
         load_pipeline_config(None, {**inputs, "projekt": "my-project"})
 
 

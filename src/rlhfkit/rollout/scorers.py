@@ -119,7 +119,7 @@ class GraderScorer:
 
     shared = False
 
-    def __init__(self, grader: str, sandbox: str | None = None, penalty: float = 0.0):
+    def __init__(self, grader: str | dict, sandbox: str | None = None, penalty: float = 0.0):
         from rlhfkit.graders import load_grader
 
         self.grader = load_grader(grader, sandbox=sandbox)

@@ -8,6 +8,7 @@ AI's names and translates them here, for every method, with `Method.translate`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.rollout.scorers import RewardFn
 from rlhfkit.train import METHODS
 from rlhfkit.train.grpo import GRPOConfig, GRPOTrainer
+from rlhfkit.train.openai_job import from_openai_job, is_openai_job
 from rlhfkit.train.ppo import PPOTrainer, RLConfig
 from rlhfkit.train.rl import RLResult, RLTrainer
 from rlhfkit.train.rl_config import RLCommonConfig
+
+logger = logging.getLogger(__name__)
 
 OPENAI_NAMES = {
     "reinforcement_learning_train_steps": "train_steps",
@@ -83,9 +87,20 @@ def load_rl_config(
     path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
 ) -> RLCommonConfig:
     """`RLConfig` for method=ppo (the default), `GRPOConfig` for grpo and rloo: defaults <
-    YAML file < overrides."""
+    YAML file < overrides. The file may be an OpenAI reinforcement fine-tuning job body
+    (`rlhfkit.train.openai_job`)."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    values = {**(read_yaml(path) if path else {}), **(overrides or {})}
+    values = read_yaml(path) if path else {}
+    job = is_openai_job(values)  # an OpenAI reinforcement fine-tuning job body, unchanged
+    if job:
+        values, auto, ignored = from_openai_job(values)
+    values = {**values, **(overrides or {})}
     cls = method(str(values.get("method", "ppo"))).config
-    return build_config(cls, values, source=str(path) if path else "overrides")
+    config = build_config(cls, values, source=str(path) if path else "overrides")
+    if job and ignored:
+        logger.warning("%s: accepted but not used here: %s", path, "; ".join(ignored))
+    if job and auto:
+        resolved = ", ".join(f"{key}={getattr(config, key)}" for key in auto)
+        logger.info("%s: hyperparameters set to auto take rlhfkit's defaults: %s", path, resolved)
+    return config

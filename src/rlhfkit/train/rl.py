@@ -182,7 +182,7 @@ class RLTrainer(Trainer):
             len(self.data.eval),
             self.total_steps,
             sum(getattr(p, "ds_numel", p.numel()) for p in self.params.values()),
-            config.reward_model or config.grader or "a Python function",
+            config.reward_model or _grader_name(config.grader) or "a Python function",
             " (sharing the policy's base weights)" if self.scorer.shared else "",
         )
 
@@ -486,3 +486,10 @@ def preview_text(record) -> str:
     """The prompt's last turn, cut to 300 characters (for logged samples)."""
     text = record.messages[-1].content
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _grader_name(grader: str | dict | None) -> str | None:
+    """A grader file's path, or `grader NAME` for a grader given as a mapping."""
+    if isinstance(grader, dict):
+        return f"grader {grader.get('name', grader.get('type', ''))}".strip()
+    return grader

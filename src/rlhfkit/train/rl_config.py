@@ -44,8 +44,10 @@ class RLCommonConfig(RunParams, OptimizationParams, DataConfig, ABC):
     )
     kl_coeff: float = param(0.0, "Weight of the KL penalty to the base model (0: none).")
     batch_size: int = param(8, "Prompts per step.")
-    grader: str | None = param(
-        None, "Grader file (YAML or JSON, see Graders): the reward, instead of reward_model."
+    grader: str | dict | None = param(
+        None,
+        "Grader file (YAML or JSON, see Graders), or the grader itself as a mapping (as in an "
+        "OpenAI job body): the reward, instead of reward_model.",
     )
     grader_sandbox: str | None = sandbox_param()
     kl_estimator: str = param(
