@@ -14,6 +14,7 @@ import os
 import sys
 
 from rlhfkit import __version__
+from rlhfkit.cli.chat_commands import add_chat_commands
 from rlhfkit.cli.data_commands import add_data_commands, add_model_commands
 from rlhfkit.cli.eval_commands import add_eval_commands, add_pipeline_command
 from rlhfkit.cli.label_commands import add_label_commands, add_launch_command
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(commands)
     add_grader_commands(commands)
     add_eval_commands(commands)
+    add_chat_commands(commands)
     add_label_commands(commands)
     add_launch_command(commands)
     add_pipeline_command(commands)
