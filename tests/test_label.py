@@ -552,6 +552,37 @@ def test_stats_counts_each_labeller_and_gives_kappa_per_pair(tmp_path, capsys):
     assert main(["label", "stats", str(db)]) == 0
     table = capsys.readouterr().out
     assert "ann / bob: 4 items, agreement 0.750, Cohen's kappa 0.636" in table
+    assert stats["items_with_file_labels"] == 0 and stats["file_agreement"] == []
+    assert "pairs file's own labels" not in table  # pairs still to judge carry no label
+
+
+def test_stats_compare_each_labeller_with_the_labels_the_pairs_came_with(tmp_path, capsys):
+    rows = [json.loads(line) for line in pairs_file(tmp_path, 6).read_text().splitlines()]
+    for row, choice in zip(rows, (0, 1, 0, 1), strict=False):  # rows 4 and 5: still to judge
+        row["choice"] = choice
+    items, _ = items_from_pairs(write_jsonl(tmp_path / "labelled.jsonl", rows))
+    assert [item.extra.get("file_choice") for item in items] == ["A", "B", "A", "B", None, None]
+    db = tmp_path / "votes.db"
+    store = LabelStore(db, create=True)
+    store.add_items(items)
+    for item, vote in zip(items, ("A", "B", "B", "TIE", "A", "B"), strict=True):
+        left = store.left_side(item.id, "ann")
+        shown = "tie" if vote == "TIE" else ("left" if vote == left else "right")
+        store.save(item.id, "ann", shown, "", 3.0)
+    assert main(["label", "stats", str(db), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["items_with_file_labels"] == 4
+    [ann] = stats["file_agreement"]
+    # ann A B B TIE against the file's A B A B: 2 of 4 agree; ann A1 B2 T1, file A2 B2:
+    # p_e = (1*2 + 2*2)/16 = 6/16, kappa = (8/16 - 6/16) / (10/16) = 0.2
+    assert (ann["labeller"], ann["items"], ann["observed_agreement"]) == ("ann", 4, 0.5)
+    assert ann["cohens_kappa"] == pytest.approx(0.2)
+    low, high = ann["observed_agreement_ci95"]
+    assert low < 0.5 < high
+    assert main(["label", "stats", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert "agreement with the pairs file's own labels (4 items have one):" in table
+    assert "ann: 4 items, agreement 0.500 (95% interval" in table and "kappa 0.200" in table
 
 
 # ---------------------------------------------------------------- the command

@@ -214,16 +214,22 @@ def load_pairs(path: str | Path) -> Dataset:
 
     A row with `candidate_0` and `candidate_1` but no `choice` is read as if `choice` were 0,
     so `record.candidates` is the pair in file order. Every other row is validated as by
-    `load_preferences`.
+    `load_preferences`. `dataset.rows` are the rows as in the file (`is_unjudged_pair`
+    tells which had no choice).
     """
     scan = scan_rows(path)
+    as_read = {str(source): row for source, row in scan.rows}
     scan.rows = [
-        (source, {**row, "choice": 0} if _unjudged_pair(row) else row) for source, row in scan.rows
+        (source, {**row, "choice": 0} if is_unjudged_pair(row) else row)
+        for source, row in scan.rows
     ]
-    return _build_dataset(str(path), scan, "preference")
+    dataset = _build_dataset(str(path), scan, "preference")
+    dataset.rows = [as_read[str(record.source)] for record in dataset.records]
+    return dataset
 
 
-def _unjudged_pair(row: dict[str, Any]) -> bool:
+def is_unjudged_pair(row: dict[str, Any]) -> bool:
+    """An rlhf_pipeline row with both candidates and no `choice` (a pair still to judge)."""
     return "candidate_0" in row and "candidate_1" in row and "choice" not in row
 
 

@@ -7,7 +7,8 @@ reads them); every verdict, TIE included, becomes a row of the human file, which
 majority, or judged by fewer than `min_labellers`, are left out and counted.
 
 `label_stats` counts each labeller's judgments and gives Cohen's kappa for every pair of
-labellers over the items both judged (A, B or TIE).
+labellers over the items both judged (A, B or TIE), and, where the pairs file came with
+labels (`file_choice`), each labeller's agreement with them.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from rlhfkit.config import check, param
 from rlhfkit.data.formats import Dataset
 from rlhfkit.data.records import PreferenceRecord, PromptRecord, Source
 from rlhfkit.fileio import atomic_write_jsonl
-from rlhfkit.label.items import LabelItem
+from rlhfkit.label.items import FILE_CHOICE, LabelItem
 from rlhfkit.label.store import Judgment, LabelStore
-from rlhfkit.stats import cohens_kappa
+from rlhfkit.stats import cohens_kappa, wilson_interval
 
 VOTES = ("A", "B", "TIE")
 HUMAN_COLUMN = "human_preference"
@@ -184,6 +185,9 @@ def label_stats(db: str | Path) -> dict[str, Any]:
             }
         )
     items_votes = Counter(j.item_id for j in judgments if j.choice in VOTES)
+    file_labels = {
+        item.id: item.extra[FILE_CHOICE] for item in store.items() if FILE_CHOICE in item.extra
+    }
     return {
         "items": store.count_items(),
         "items_judged": len(items_votes),
@@ -191,7 +195,34 @@ def label_stats(db: str | Path) -> dict[str, Any]:
         "judgments": len(judgments),
         "labellers": labellers,
         "agreement": agreement,
+        "items_with_file_labels": len(file_labels),
+        "file_agreement": _file_agreement(voted, file_labels),
     }
+
+
+def _file_agreement(
+    voted: dict[str, dict[str, str]], file_labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Each labeller's votes against the labels the pairs file came with: the share equal
+    (a TIE vote never is), Cohen's kappa, and the 95% interval of the share."""
+    rows = []
+    for name in sorted(voted):
+        shared = sorted(set(voted[name]) & set(file_labels))
+        if not shared:
+            continue
+        theirs = [voted[name][i] for i in shared]
+        files = [file_labels[i] for i in shared]
+        equal = sum(x == y for x, y in zip(theirs, files, strict=True))
+        rows.append(
+            {
+                "labeller": name,
+                "items": len(shared),
+                "observed_agreement": equal / len(shared),
+                "observed_agreement_ci95": list(wilson_interval(equal, len(shared))),
+                "cohens_kappa": cohens_kappa(theirs, files),
+            }
+        )
+    return rows
 
 
 def _labeller_counts(name: str, own: list[Judgment]) -> dict[str, Any]:
@@ -236,4 +267,19 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
             f"  {first} / {second}: {pair['shared_items']} items, agreement "
             f"{pair['observed_agreement']:.3f}, Cohen's kappa {pair['cohens_kappa']:.3f}"
         )
+    if stats["items_with_file_labels"]:
+        lines += [
+            "",
+            f"agreement with the pairs file's own labels "
+            f"({stats['items_with_file_labels']} items have one):",
+        ]
+        for row in stats["file_agreement"]:
+            low, high = row["observed_agreement_ci95"]
+            lines.append(
+                f"  {row['labeller']}: {row['items']} items, agreement "
+                f"{row['observed_agreement']:.3f} (95% interval {low:.3f} to {high:.3f}), "
+                f"Cohen's kappa {row['cohens_kappa']:.3f}"
+            )
+        if not stats["file_agreement"]:
+            lines.append("  no labeller has voted on a labelled item yet")
     return lines

@@ -16,6 +16,9 @@ from typing import Any
 from rlhfkit.data.records import Message
 from rlhfkit.errors import ConfigError
 
+FILE_CHOICE = "file_choice"
+"""Item field: the label the pairs file already had (A: candidate_0 / chosen, B), when any."""
+
 
 @dataclass(frozen=True)
 class LabelItem:
@@ -48,17 +51,21 @@ class LabelItem:
 
 
 def items_from_pairs(path: str | Path) -> tuple[list[LabelItem], list[str]]:
-    """The pairs of a preference-style file (rlhf rows may lack `choice`), in file order.
+    """The pairs of a preference-style file (rlhf rows may lack `choice`), in file order;
+    a pair that came labelled keeps its label as `extra["file_choice"]` (A or B).
 
     Returns:
         The items and the dataset's warnings (rows that are valid but suspicious).
     """
-    from rlhfkit.data.formats import load_pairs
+    from rlhfkit.data.formats import is_unjudged_pair, load_pairs
 
     dataset = load_pairs(path)
     items = []
-    for record in dataset.records:
+    for record, row in zip(dataset.records, dataset.rows, strict=True):
         answer_a, answer_b = record.candidates
+        extra = dict(record.extra)
+        if not is_unjudged_pair(row):  # the file's own label, for agreement (`label stats`)
+            extra[FILE_CHOICE] = "AB"[record.choice]
         items.append(
             LabelItem(
                 record.messages,
@@ -67,7 +74,7 @@ def items_from_pairs(path: str | Path) -> tuple[list[LabelItem], list[str]]:
                 "candidate_0",
                 "candidate_1",
                 str(record.source),
-                dict(record.extra),
+                extra,
                 record.chat,
             )
         )
