@@ -662,6 +662,7 @@ def test_serve_command_prints_url_and_token_survives_a_kill_and_stops_on_ctrl_c(
         (["pairs=P", "token=short"], "at least 16 characters"),
         (["pairs=P", "port=70000"], "must be 0..65535"),
         (["pairs=BAD"], "choice must be 0 or 1"),
+        (["pairs=P", "guidelines=missing.md"], "guidelines=missing.md: no such file"),
     ],
 )
 def test_serve_mistakes_exit_2_with_a_message_and_make_no_database(tmp_path, capsys, args, message):
@@ -677,6 +678,36 @@ def test_serve_mistakes_exit_2_with_a_message_and_make_no_database(tmp_path, cap
     assert main(["label", "serve", f"db={db}", *args]) == 2
     assert message in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_the_page_shows_the_guidelines_with_their_html_as_text(tmp_path):
+    rubric = tmp_path / "rubric.md"
+    rubric.write_text(
+        "# Rubric\n\nPrefer the answer with **more facts**.\n\n- brief\n- exact\n\n"
+        "<script>window.pwned = 3</script>\n"
+    )
+    store = LabelStore(tmp_path / "labels.db", create=True)
+    store.add_items(items_from_pairs(pairs_file(tmp_path, 2))[0])
+    server = LabelServer(store, "127.0.0.1", 0, new_token(), guidelines=str(rubric))
+    server.start_in_thread()
+    try:
+        host, port = server.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.request("GET", "/")
+        page = conn.getresponse().read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert '<details id="guidelines" open><summary>Guidelines: rubric.md</summary>' in page
+    assert "<h1>Rubric</h1>" in page and "<strong>more facts</strong>" in page
+    assert "<li>brief</li>" in page
+    assert "<script>window.pwned" not in page and "&lt;script&gt;window.pwned" in page
+    # without guidelines the page has none
+    plain = LabelServer(store, "127.0.0.1", 0, new_token())
+    try:
+        assert b'<section id="guidelines" hidden></section>' in plain.page["/"][0]
+    finally:
+        plain.server_close()
 
 
 def test_serve_takes_a_runs_base_and_tuned_answers(tmp_path):

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from rlhfkit.config import check, param
 from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.label.guidelines import render_guidelines, with_guidelines
 from rlhfkit.label.items import (
     LabelItem,
     items_from_pairs,
@@ -39,6 +40,7 @@ from rlhfkit.label.items import (
     items_from_run,
     unique_items,
 )
+from rlhfkit.label.serve_config import LabelServeConfig
 from rlhfkit.label.store import SHOWN_CHOICES, LabelStore
 
 logger = logging.getLogger(__name__)
@@ -56,50 +58,6 @@ _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-@dataclass
-class LabelServeConfig:
-    """Parameters of `rlhfkit label serve`."""
-
-    pairs: str | None = param(
-        None,
-        "Pairs to judge: a preference-style file (candidate_0/candidate_1, choice may be "
-        "missing; or chosen/rejected, any supported format). A is candidate_0.",
-    )
-    run: str | None = param(
-        None, "A pipeline run folder: judge its base (A) and tuned (B) answers (infer/*.jsonl)."
-    )
-    a: str | None = param(None, "Prediction file of model A (with b=, instead of pairs/run).")
-    b: str | None = param(None, "Prediction file of model B.")
-    response_column_a: str = param("prediction", "Column of a's rows holding its answer.")
-    response_column_b: str = param("prediction", "Column of b's rows holding its answer.")
-    db: str = param("labels.db", "SQLite label store; made when missing, added to when it exists.")
-    host: str = param("127.0.0.1", "Address to listen on; another than localhost exposes the page.")
-    port: int = param(8765, "Port to listen on (0 = any free port).")
-    token: str | None = param(
-        None, "Access token (at least 16 characters); empty = a new random one at each start."
-    )
-    judgments_per_item: int = param(
-        0,
-        "Offer an item until this many labellers judged it (0 = everyone judges every item, "
-        "which gives agreement figures).",
-    )
-
-    def validate(self) -> None:
-        sources = [n for n in ("pairs", "run") if getattr(self, n)]
-        if self.a or self.b:
-            check(bool(self.a and self.b), "a", self.a or self.b, "needs both a= and b=")
-            sources.append("a/b")
-        check(len(sources) <= 1, "pairs", sources, "give one of pairs=, run= or a= b=")
-        check(0 <= self.port <= 65535, "port", self.port, "must be 0..65535")
-        check(
-            self.token is None or len(self.token) >= 16,
-            "token",
-            "(hidden)",
-            "must be at least 16 characters (or left out for a random one)",
-        )
-        check(self.judgments_per_item >= 0, "judgments_per_item", self.judgments_per_item, ">= 0")
 
 
 @dataclass
@@ -153,7 +111,13 @@ class LabelServer(ThreadingHTTPServer):
     """Connections served at once; more are closed at once (a flood holds no threads)."""
 
     def __init__(
-        self, store: LabelStore | None, host: str, port: int, token: str, per_item: int = 0
+        self,
+        store: LabelStore | None,
+        host: str,
+        port: int,
+        token: str,
+        per_item: int = 0,
+        guidelines: str | None = None,
     ):
         self.store = store  # None until serve() has opened it (after the port is taken)
         self._slots = threading.BoundedSemaphore(self.max_connections)
@@ -163,6 +127,10 @@ class LabelServer(ThreadingHTTPServer):
             path: (resources.files("rlhfkit.label").joinpath("static", name).read_bytes(), kind)
             for path, (name, kind) in _PAGE_FILES.items()
         }
+        if guidelines is not None:  # rendered into the page once, before it is served
+            page, kind = self.page["/"]
+            rubric = render_guidelines(guidelines)
+            self.page["/"] = (with_guidelines(page, rubric, Path(guidelines).name), kind)
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:
@@ -453,7 +421,9 @@ def serve(config: LabelServeConfig) -> int:
     """Open the store, print the URL and token, serve until Ctrl-C (or `server.shutdown()`)."""
     token = config.token or new_token()
     # the port first: a busy port stops here, before the database is created
-    server = LabelServer(None, config.host, config.port, token, config.judgments_per_item)
+    server = LabelServer(
+        None, config.host, config.port, token, config.judgments_per_item, config.guidelines
+    )
     try:
         opened = open_store(config)
     except BaseException:
