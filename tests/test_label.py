@@ -89,11 +89,13 @@ class Client:
 def served(tmp_path):
     """A label server on 12 pairs (the first hostile), in this process, on a free port."""
 
-    def start(n: int = 12, per_item: int = 0) -> tuple[LabelServer, LabelStore]:
+    def start(
+        n: int = 12, per_item: int = 0, strength: bool = False
+    ) -> tuple[LabelServer, LabelStore]:
         store = LabelStore(tmp_path / "labels.db", create=True)
         items, _ = items_from_pairs(pairs_file(tmp_path, n, hostile=True))
         store.add_items(items)
-        server = LabelServer(store, "127.0.0.1", 0, new_token(), per_item)
+        server = LabelServer(store, "127.0.0.1", 0, new_token(), per_item, strength=strength)
         server.start_in_thread()
         started.append(server)
         return server, store
@@ -270,6 +272,65 @@ def test_bad_request_bodies_get_a_clear_4xx_and_store_nothing(
     assert Client(server, server.token).next("ann")["item"]["id"] == item_id
 
 
+def test_a_strength_is_stored_with_an_a_or_b_choice_only_when_the_server_asks(served):
+    server, store = served(n=3, strength=True)
+    client = Client(server, server.token)
+    first = client.next("kim")
+    assert first["options"] == {"strength": True}
+    item_id = first["item"]["id"]
+    assert client.judge(item_id, "kim", "tie", strength="much")[0] == 400
+    assert client.judge(item_id, "kim", "left", strength="enormously")[0] == 400
+    status, saved = client.judge(item_id, "kim", "left", strength="much")
+    assert status == 200 and saved["saved"]
+    status, body = client.request("GET", f"/api/item?id={item_id}&labeller=kim")
+    assert body["item"]["judged"] == {"choice": "left", "comment": "", "strength": "much"}
+    [judgment] = store.judgments()
+    assert judgment.strength == "much"
+    # judged again without a strength: the strength goes too
+    client.judge(item_id, "kim", "right")
+    assert store.judgments()[0].strength is None
+    # a server that does not ask refuses one
+    plain, _ = served(n=2)
+    other = Client(plain, plain.token)
+    again = other.next("kim")
+    assert again["options"] == {"strength": False}
+    status, body = other.judge(again["item"]["id"], "kim", "left", strength="much")
+    assert status == 400 and "strength is off" in body["error"]
+
+
+def test_export_turns_the_majoritys_strengths_into_the_pairs_margin(tmp_path):
+    store = LabelStore(tmp_path / "votes.db", create=True)
+    items, _ = items_from_pairs(pairs_file(tmp_path, 2))
+    store.add_items(items)
+    for name, strength in (("ann", "clearly"), ("bob", "much"), ("cat", None)):
+        left = store.left_side(items[0].id, name)  # everyone prefers B on item 0
+        store.save(items[0].id, name, "left" if left == "B" else "right", "", 1.0, strength)
+        store.save(
+            items[1].id, name, "left" if store.left_side(items[1].id, name) == "A" else "right"
+        )
+    out = tmp_path / "prefs.jsonl"
+    assert main(["label", "export", str(tmp_path / "votes.db"), f"out={out}"]) == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert exported[0]["choice"] == 1
+    assert exported[0]["margin"] == pytest.approx((2 / 3 + 1) / 2)  # clearly, much; cat said none
+    assert "margin" not in exported[1]
+    # the reward loss reads it
+    assert [r.margin for r in load_preferences(out).records] == [pytest.approx(5 / 6), None]
+
+
+def test_a_store_made_before_strengths_opens_and_gains_the_column(tmp_path):
+    db = tmp_path / "old.db"
+    store = LabelStore(db, create=True)
+    items, _ = items_from_pairs(pairs_file(tmp_path, 1))
+    store.add_items(items)
+    store.save(items[0].id, "ann", "tie")
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE judgments DROP COLUMN strength")
+    reopened = LabelStore(db)
+    assert [j.choice for j in reopened.judgments()] == ["TIE"]
+    assert reopened.judgments()[0].strength is None
+
+
 def test_bad_routes_and_queries_get_404_405_and_400(served):
     server, _ = served(n=2)
     client = Client(server, server.token)
@@ -398,6 +459,35 @@ def test_a_person_labels_by_clicking_and_by_keyboard_and_model_text_stays_text(s
         assert choice == {"left": left_side, "right": right_side, "tie": "TIE"}[shown]
     assert stored[items[4].id][4:] == ("ab", 1)  # comment kept, judged twice
     assert len(stored) == 5
+
+
+def test_a_person_says_how_much_better_when_the_server_asks(served, tmp_path):
+    server, store = served(n=3, strength=True)
+    page = Chromium(chromium_or_skip(), tmp_path / "profile")
+    try:
+        page.open(f"{server.url}#token={server.token}")
+        page.click("#labeller")
+        page.type_text("alice")
+        page.click("#start")
+        page.wait_for("document.getElementById('where').textContent.startsWith('item 1 of 3')")
+        assert page.evaluate("document.getElementById('strength-box').hidden") is False
+        page.evaluate(
+            "(() => { const s = document.getElementById('strength'); s.value = 'much'; "
+            "s.dispatchEvent(new Event('change')); })()"
+        )
+        page.press("a")  # the keys choose again once a strength is picked
+        page.wait_for("document.getElementById('where').textContent.startsWith('item 2 of 3')")
+        page.press("t")  # a tie (the box starts at "not said" on every item)
+        page.wait_for("document.getElementById('where').textContent.startsWith('item 3 of 3')")
+        page.press("Backspace")  # item 2 shown again, its strength not said
+        page.wait_for("document.getElementById('where').textContent.startsWith('item 2 of 3')")
+        assert page.evaluate("document.getElementById('strength').value") == ""
+    finally:
+        page.close()
+    strengths = {j.item_id: (j.choice, j.strength) for j in store.judgments()}
+    items = store.items()
+    assert strengths[items[0].id][1] == "much" and strengths[items[0].id][0] in ("A", "B")
+    assert strengths[items[1].id] == ("TIE", None)
 
 
 def test_a_page_without_the_token_says_how_to_get_it(served, tmp_path):

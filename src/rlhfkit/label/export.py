@@ -2,9 +2,9 @@
 
 `export_labels` turns each item's votes (A, B or TIE; skips are not votes) into one verdict
 by strict majority. A and B verdicts become rlhf_pipeline preference rows (`train-reward`
-reads them); every verdict, TIE included, becomes a row of the human file, which
-`rlhfkit sxs` reads with `human_preference_column=human_preference`. Items without a
-majority, or judged by fewer than `min_labellers`, are left out and counted.
+reads them; with strengths, their `margin`); every verdict, TIE included, becomes a row of
+the human file, which `rlhfkit sxs` reads with `human_preference_column=human_preference`.
+Items without a majority, or judged by fewer than `min_labellers`, are left out and counted.
 
 `label_stats` counts each labeller's judgments and gives Cohen's kappa for every pair of
 labellers over the items both judged (A, B or TIE), and, where the pairs file came with
@@ -29,6 +29,10 @@ from rlhfkit.label.store import Judgment, LabelStore
 from rlhfkit.stats import cohens_kappa, wilson_interval
 
 VOTES = ("A", "B", "TIE")
+MARGINS = {"slightly": 1 / 3, "clearly": 2 / 3, "much": 1.0}
+"""A strength's margin in the reward loss, -log sigmoid(r_chosen - r_rejected - margin):
+Llama 2's small margins (Touvron et al. 2023, table 27: slightly better 1/3, better 2/3,
+significantly better 1)."""
 HUMAN_COLUMN = "human_preference"
 
 
@@ -94,9 +98,10 @@ def export_labels(db: str | Path, config: LabelExportConfig) -> ExportResult:
         if verdict == "B":
             chosen, rejected = rejected, chosen
         choice = 0 if verdict == "A" else 1
+        margin = _margin([j.strength for j in judgments if j.choice == verdict])
         preferences.append(
             PreferenceRecord(
-                item.messages, chosen, rejected, record.source, choice, None, extra, item.chat
+                item.messages, chosen, rejected, record.source, choice, margin, extra, item.chat
             )
         )
     files = [str(db)]
@@ -112,6 +117,13 @@ def export_labels(db: str | Path, config: LabelExportConfig) -> ExportResult:
     return ExportResult(
         len(preference_rows), len(human_rows), dict(counts), Path(config.out), config.human_path
     )
+
+
+def _margin(strengths: list[str | None]) -> float | None:
+    """The pair's margin: the mean of MARGINS over the majority's votes that said how much
+    better; None when none did."""
+    said = [MARGINS[s] for s in strengths if s is not None]
+    return sum(said) / len(said) if said else None
 
 
 def _by_item(judgments: list[Judgment]) -> dict[str, list[Judgment]]:

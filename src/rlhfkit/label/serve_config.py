@@ -32,6 +32,11 @@ class LabelServeConfig:
     guidelines: str | None = param(
         None, "Markdown file with the labelling rubric, shown above every pair."
     )
+    strength: bool = param(
+        False,
+        "Also ask how much better the chosen answer is (slightly, clearly, much), exported "
+        "as the pair's margin.",
+    )
     judgments_per_item: int = param(
         0,
         "Offer an item until this many labellers judged it (0 = everyone judges every item, "

@@ -5,8 +5,9 @@ Routes (every `/api/` request needs `Authorization: Bearer TOKEN`, else 401):
 - `GET /`, `/app.js`, `/app.css`: the page (no data in it).
 - `GET /api/next?labeller=NAME`: `{item, progress}`, the labeller's next item (or null).
 - `GET /api/item?id=ID&labeller=NAME`: `{item, progress}`, one item with their judgment.
-- `POST /api/judgments`, body `{item_id, labeller, choice, comment?, seconds?}` with choice
-  left, right, tie or skip (as shown): `{saved: true, ...}` once committed.
+- `POST /api/judgments`, body `{item_id, labeller, choice, comment?, seconds?, strength?}`
+  with choice left, right, tie or skip (as shown), and with `strength=true` optionally how
+  much better (slightly, clearly, much): `{saved: true, ...}` once committed.
 
 Answers are JSON; an error is `{"error": "..."}` with a 4xx status that says what to fix.
 The page sets every text with `textContent` and is served with a Content-Security-Policy
@@ -41,7 +42,7 @@ from rlhfkit.label.items import (
     unique_items,
 )
 from rlhfkit.label.serve_config import LabelServeConfig
-from rlhfkit.label.store import SHOWN_CHOICES, LabelStore
+from rlhfkit.label.store import SHOWN_CHOICES, STRENGTHS, LabelStore
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +119,13 @@ class LabelServer(ThreadingHTTPServer):
         token: str,
         per_item: int = 0,
         guidelines: str | None = None,
+        strength: bool = False,
     ):
         self.store = store  # None until serve() has opened it (after the port is taken)
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self.token = token
         self.per_item = per_item
+        self.strength = strength
         self.page = {
             path: (resources.files("rlhfkit.label").joinpath("static", name).read_bytes(), kind)
             for path, (name, kind) in _PAGE_FILES.items()
@@ -323,7 +326,16 @@ def _next(handler: _Handler, raw_query: str) -> dict[str, Any]:
     server = handler.server
     item_id = server.store.next_item_id(labeller, server.per_item)
     item = None if item_id is None else server.store.view(item_id, labeller)
-    return {"item": item, "progress": server.store.progress(labeller, server.per_item)}
+    return {
+        "item": item,
+        "progress": server.store.progress(labeller, server.per_item),
+        **_options(server),
+    }
+
+
+def _options(server: LabelServer) -> dict[str, Any]:
+    """What the page offers besides the choice (`strength`: how much better)."""
+    return {"options": {"strength": server.strength}}
 
 
 def _item(handler: _Handler, raw_query: str) -> dict[str, Any]:
@@ -333,13 +345,17 @@ def _item(handler: _Handler, raw_query: str) -> dict[str, Any]:
     item = server.store.view(query["id"], labeller)
     if item is None:
         raise HttpError(HTTPStatus.NOT_FOUND, f"no item {query['id']!r}")
-    return {"item": item, "progress": server.store.progress(labeller, server.per_item)}
+    return {
+        "item": item,
+        "progress": server.store.progress(labeller, server.per_item),
+        **_options(server),
+    }
 
 
 def _save(handler: _Handler, raw_query: str) -> dict[str, Any]:
     handler.query(raw_query)
     body = handler.json_body()
-    fields = {"item_id", "labeller", "choice", "comment", "seconds"}
+    fields = {"item_id", "labeller", "choice", "comment", "seconds", "strength"}
     unknown = sorted(set(body) - fields)
     if unknown:
         raise HttpError(
@@ -362,8 +378,9 @@ def _save(handler: _Handler, raw_query: str) -> dict[str, Any]:
     ):
         raise HttpError(HTTPStatus.BAD_REQUEST, "seconds must be a number from 0 to 86400")
     server = handler.server
+    strength = _strength(body.get("strength"), choice, server.strength)
     try:
-        judgment, new = server.store.save(item_id, labeller, choice, comment, seconds)
+        judgment, new = server.store.save(item_id, labeller, choice, comment, seconds, strength)
     except KeyError:
         raise HttpError(HTTPStatus.NOT_FOUND, f"no item {item_id!r}") from None
     return {
@@ -396,6 +413,20 @@ def _string(body: dict[str, Any], name: str, limit: int, required: bool = True) 
     return value
 
 
+def _strength(value: Any, choice: str, offered: bool) -> str | None:
+    """How much better, when given: one of STRENGTHS, with a left/right choice only."""
+    if value is None:
+        return None
+    if not offered:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "strength is off on this server (strength=true)")
+    if value not in STRENGTHS or choice not in ("left", "right"):
+        raise HttpError(
+            HTTPStatus.BAD_REQUEST,
+            f"strength {value!r}: one of {', '.join(STRENGTHS)}, with choice left or right",
+        )
+    return value
+
+
 def _labeller(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise HttpError(HTTPStatus.BAD_REQUEST, "labeller must be a non-empty name")
@@ -422,7 +453,13 @@ def serve(config: LabelServeConfig) -> int:
     token = config.token or new_token()
     # the port first: a busy port stops here, before the database is created
     server = LabelServer(
-        None, config.host, config.port, token, config.judgments_per_item, config.guidelines
+        None,
+        config.host,
+        config.port,
+        token,
+        config.judgments_per_item,
+        config.guidelines,
+        config.strength,
     )
     try:
         opened = open_store(config)

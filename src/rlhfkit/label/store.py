@@ -29,6 +29,8 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.label.items import LabelItem
 
 CHOICES = ("A", "B", "TIE", "SKIP")
+STRENGTHS = ("slightly", "clearly", "much")
+"""How much better an A or B choice is, when the server asks (`strength=true`)."""
 SHOWN_CHOICES = ("left", "right", "tie", "skip")
 
 _SCHEMA = """
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS judgments (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     revisions INTEGER NOT NULL DEFAULT 0,
+    strength TEXT,
     PRIMARY KEY (item_id, labeller)
 );
 CREATE INDEX IF NOT EXISTS judgments_by_labeller ON judgments (labeller);
@@ -74,6 +77,8 @@ class Judgment:
     created_at: str
     updated_at: str
     revisions: int
+    strength: str | None = None
+    """How much better the chosen answer is (STRENGTHS), when the labeller said."""
 
 
 class LabelStore:
@@ -107,6 +112,9 @@ class LabelStore:
                     conn.execute(
                         "INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),)
                     )
+                    columns = {r[1] for r in conn.execute("PRAGMA table_info(judgments)")}
+                    if "strength" not in columns:  # a store made before strengths existed
+                        conn.execute("ALTER TABLE judgments ADD COLUMN strength TEXT")
                 self.salt = conn.execute("SELECT value FROM meta WHERE key='salt'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise RlhfkitError(f"{self.path} cannot be read as a label database: {exc}") from exc
@@ -176,7 +184,7 @@ class LabelStore:
             if row is None:
                 return None
             judged = conn.execute(
-                "SELECT choice, left_side, comment FROM judgments "
+                "SELECT choice, left_side, comment, strength FROM judgments "
                 "WHERE item_id = ? AND labeller = ?",
                 (item_id, labeller),
             ).fetchone()
@@ -195,8 +203,12 @@ class LabelStore:
             "judged": None,
         }
         if judged is not None:
-            choice, judged_left, comment = judged
-            view["judged"] = {"choice": shown_choice(choice, judged_left), "comment": comment}
+            choice, judged_left, comment, strength = judged
+            view["judged"] = {
+                "choice": shown_choice(choice, judged_left),
+                "comment": comment,
+                "strength": strength,
+            }
         return view
 
     def next_item_id(self, labeller: str, per_item: int = 0) -> str | None:
@@ -234,8 +246,10 @@ class LabelStore:
         shown: str,
         comment: str = "",
         seconds: float | None = None,
+        strength: str | None = None,
     ) -> tuple[Judgment, bool]:
-        """Store a labeller's choice as the page showed it ("left", "right", "tie", "skip").
+        """Store a labeller's choice as the page showed it ("left", "right", "tie", "skip"),
+        with how much better (`STRENGTHS`) when they said.
 
         Returns:
             The stored judgment and whether it was new (False: it replaced their earlier
@@ -255,12 +269,13 @@ class LabelStore:
                 (item_id, labeller),
             ).fetchone()
             conn.execute(
-                "INSERT INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) "
+                f"INSERT INTO judgments ({_JUDGMENT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?) "
                 "ON CONFLICT (item_id, labeller) DO UPDATE SET choice = excluded.choice, "
                 "left_side = excluded.left_side, comment = excluded.comment, "
                 "seconds = excluded.seconds, updated_at = excluded.updated_at, "
-                "revisions = revisions + 1",
-                (item_id, labeller, choice, left, comment, seconds, now, now),
+                "strength = excluded.strength, revisions = revisions + 1",
+                (item_id, labeller, choice, left, comment, seconds, now, now, strength),
             )
             row = conn.execute(
                 f"SELECT {_JUDGMENT_COLUMNS} FROM judgments WHERE item_id = ? AND labeller = ?",
@@ -280,7 +295,8 @@ class LabelStore:
 
 _ITEM_COLUMNS = "id, messages, answer_a, answer_b, name_a, name_b, source, extra, chat"
 _JUDGMENT_COLUMNS = (
-    "item_id, labeller, choice, left_side, comment, seconds, created_at, updated_at, revisions"
+    "item_id, labeller, choice, left_side, comment, seconds, created_at, updated_at, revisions, "
+    "strength"
 )
 
 

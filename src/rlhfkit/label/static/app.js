@@ -61,6 +61,7 @@
     $("right").textContent = item.right;
     $("where").textContent = `item ${item.position} of ${item.total}`;
     $("comment").value = item.judged ? item.judged.comment : "";
+    $("strength").value = (item.judged && item.judged.strength) || "";
     for (const button of document.querySelectorAll("#choices button[data-choice]")) {
       button.classList.toggle("chosen", !!item.judged && item.judged.choice === button.dataset.choice);
     }
@@ -75,8 +76,13 @@
     $("done").hidden = false;
   }
 
+  function offer(options) {
+    $("strength-box").hidden = !(options && options.strength);
+  }
+
   async function next() {
     const data = await api("GET", "/api/next?labeller=" + encodeURIComponent(labeller));
+    offer(data.options);
     showProgress(data.progress);
     if (data.item) render(data.item); else finished();
   }
@@ -84,6 +90,7 @@
   async function open(itemId) {
     const query = `id=${encodeURIComponent(itemId)}&labeller=${encodeURIComponent(labeller)}`;
     const data = await api("GET", "/api/item?" + query);
+    offer(data.options);
     showProgress(data.progress);
     render(data.item);
   }
@@ -108,9 +115,12 @@
     return guarded(async () => {
       status("Saving…", "pending");
       const seconds = Math.min((performance.now() - shownAt) / 1000, 86400);
-      await api("POST", "/api/judgments", {
-        item_id: item.id, labeller, choice, comment: $("comment").value, seconds,
-      });
+      const body = { item_id: item.id, labeller, choice, comment: $("comment").value, seconds };
+      const strength = $("strength").value;
+      if (strength && !$("strength-box").hidden && (choice === "left" || choice === "right")) {
+        body.strength = strength;
+      }
+      await api("POST", "/api/judgments", body);
       if (judgedHere[judgedHere.length - 1] !== item.id) judgedHere.push(item.id);
       status(`Saved: item ${item.position}, ${NAMES[choice]}`, "saved");
       await next();
@@ -136,10 +146,11 @@
     button.addEventListener("click", () => choose(button.dataset.choice));
   }
   $("back").addEventListener("click", back);
+  $("strength").addEventListener("change", () => $("strength").blur()); // keys choose again
   $("review").addEventListener("click", back);
 
   document.addEventListener("keydown", (event) => {
-    if (event.target.closest("input, textarea")) {
+    if (event.target.closest("input, textarea, select")) {
       if (event.key === "Escape") event.target.blur();
       return;
     }
