@@ -49,6 +49,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from common import make_pairs, make_prompts, peak_rss_mib, write_datasets, write_prompts  # noqa: E402
+from grpo_step import rlhfkit_reward as length_reward  # noqa: E402  (answers near 30 words)
 
 RESULTS_FILE = BENCH_DIR / "results" / "gpu_check.json"
 SCRATCH_DIR = BENCH_DIR / "results" / "tmp" / "gpu_check"
@@ -393,13 +394,6 @@ def ppo_part(
         **rl_figures(rows, ("rollout", "score", "forward", "update")),
         **memory.figures(),
     }
-
-
-def length_reward(records: list, answers: list[str], ended: list[bool]):
-    """GRPO's reward here: answers near 30 words score best (the same as grpo_step.py)."""
-    import torch
-
-    return torch.tensor([-abs(len(a.split()) - 30) / 30 for a in answers])
 
 
 def grpo_part(

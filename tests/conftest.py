@@ -22,12 +22,11 @@ def tiny_model():
     return load_model("tiny-random-llama", dtype="fp32", device="cpu")
 
 
-@pytest.fixture(scope="session")
-def tiny_reward_model(tmp_path_factory):
-    """A reward model on the tiny model (a few steps: the tests need one, not a good one)."""
+def train_tiny_reward_model(folder, **settings):
+    """A reward model on the tiny model (a few steps: the tests need one, not a good one);
+    `settings` change the RewardConfig (e.g. head_pooling)."""
     from rlhfkit.train.reward import RewardConfig, train_reward_model
 
-    folder = tmp_path_factory.mktemp("rm")
     rows = [
         {
             "input_text": f"What is {topic}?",
@@ -47,5 +46,12 @@ def tiny_reward_model(tmp_path_factory):
         dtype="fp32",
         head_init_std=0.5,
         output_dir=str(folder / "run"),
+        **settings,
     )
     return train_reward_model(config).reward_model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory):
+    """A reward model on the tiny model (its head reads the mean of the answer, the default)."""
+    return train_tiny_reward_model(tmp_path_factory.mktemp("rm"))

@@ -199,18 +199,29 @@ MENTIONS_TOPIC = {
 }
 
 
-def test_sxs_grader_metrics_and_human_agreement(tmp_path, capsys):
+def topic_grader(tmp_path: Path) -> Path:
+    """A python grader: 1 when the answer names the row's topic."""
     grader = tmp_path / "topic.yaml"
     grader.write_text(
         "type: python\nname: mentions\nsource: |\n"
         "  def grade(sample, item):\n"
         "      return float(item['topic'] in sample['output_text'])\n"
     )
-    topic_answers = [f"{t} is a thing." for t in TOPICS]
-    # b mentions the topic on rows 0-3, a on rows 4 and 5; row 5 both do (a tie)
-    b_answers = [*topic_answers[:4], "Not sure.", topic_answers[5]]
-    a_answers = ["No idea."] * 4 + topic_answers[4:]
-    human = ["B", "B", "A", "B", "A", "TIE"]
+    return grader
+
+
+def topic_answers() -> tuple[list[str], list[str], list[str]]:
+    """a's and b's answers and the human choices: b names the topic on rows 0-3, a on
+    rows 4 and 5; row 5 both do (a tie for the grader)."""
+    named = [f"{t} is a thing." for t in TOPICS]
+    b_answers = [*named[:4], "Not sure.", named[5]]
+    a_answers = ["No idea."] * 4 + named[4:]
+    return a_answers, b_answers, ["B", "B", "A", "B", "A", "TIE"]
+
+
+def test_sxs_grader_metrics_and_human_agreement(tmp_path, capsys):
+    grader = topic_grader(tmp_path)
+    a_answers, b_answers, human = topic_answers()
     a = predictions(tmp_path, "a.jsonl", a_answers, topic=list(TOPICS), human=human)
     b = predictions(tmp_path, "b.jsonl", b_answers, topic=list(TOPICS))
     out = tmp_path / "sxs"
@@ -249,17 +260,9 @@ def test_sxs_grader_metrics_and_human_agreement(tmp_path, capsys):
 
 
 def test_sxs_reads_an_autosxs_evaluation_dataset_and_writes_autosxs_metric_names(tmp_path, capsys):
-    grader = tmp_path / "topic.yaml"
-    grader.write_text(
-        "type: python\nname: mentions\nsource: |\n"
-        "  def grade(sample, item):\n"
-        "      return float(item['topic'] in sample['output_text'])\n"
-    )
+    grader = topic_grader(tmp_path)
     # one row holds both answers, as Vertex AI AutoSxS reads them; no prompt field at all
-    topic_answers = [f"{t} is a thing." for t in TOPICS]
-    b_answers = [*topic_answers[:4], "Not sure.", topic_answers[5]]
-    a_answers = ["No idea."] * 4 + topic_answers[4:]
-    human = ["B", "B", "A", "B", "A", "TIE"]
+    a_answers, b_answers, human = topic_answers()
     rows = [
         {
             "doc_id": i,

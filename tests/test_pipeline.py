@@ -233,11 +233,17 @@ def test_rlhf_pipeline_has_a_typed_keyword_per_parameter_generated_from_the_conf
     assert ENTRY_FILE.read_text() == render(), "run: python -m rlhfkit.pipeline.signature"
     parameters = inspect.signature(rlhf_pipeline).parameters
     names = [f.name for f in dataclasses.fields(PipelineConfig)]
-    assert list(parameters) == [*names, *CLOUD_PARAMETERS]
+    assert list(parameters) == [*names, *CLOUD_PARAMETERS, "other"]
+    assert parameters["other"].kind == parameters["other"].VAR_KEYWORD
     steps = parameters["reward_model_train_steps"]
     assert (steps.kind, steps.annotation, steps.default) == (steps.KEYWORD_ONLY, "int", 1000)
     assert parameters["kl_coeff"].annotation == "float | None"
     assert "reward_model_train_steps: Reward-model optimizer steps" in rlhf_pipeline.__doc__
+    # a key that is no parameter is refused with the valid ones, not a bare TypeError
+    from rlhfkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown parameter 'reward_lora_dim'.*valid: "):
+        rlhf_pipeline(reward_lora_dim=4)
 
 
 def test_a_killed_pipeline_continues_its_interrupted_stage(tmp_path, inputs):

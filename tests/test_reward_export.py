@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import train_tiny_reward_model
 from rlhfkit.cli import main
 from rlhfkit.data.records import Message
 from rlhfkit.models.scoring import RewardTextScorer
@@ -23,32 +24,12 @@ ANSWERS = [
 
 @pytest.fixture(scope="module")
 def last_token_reward_model(tmp_path_factory) -> Path:
-    """A reward model on the tiny model whose head reads the answer's last token."""
-    from rlhfkit.train.reward import RewardConfig, train_reward_model
-
+    """A reward model on the tiny model whose head reads the answer's last token; reward
+    centering moves its head's bias away from 0."""
     folder = tmp_path_factory.mktemp("rm_last")
-    rows = [
-        {
-            "input_text": f"What is {t}?",
-            "candidate_0": f"{t} is nice.",
-            "candidate_1": "No.",
-            "choice": 0,
-        }
-        for t in ("rain", "tea", "owls", "maps", "salt", "glass", "bees", "snow")
-    ]
-    data = folder / "prefs.jsonl"
-    data.write_text("".join(json.dumps({**r, "choice": 0}) + "\n" for r in rows))
-    config = RewardConfig(
-        preference_dataset=str(data),
-        large_model_reference="tiny-random-llama",
-        reward_model_train_steps=2,
-        batch_size=4,
-        dtype="fp32",
-        head_init_std=0.5,
-        head_pooling="last",
-        output_dir=str(folder / "run"),
+    return train_tiny_reward_model(
+        folder, head_pooling="last", center_rewards_coeff=1.0, validation_fraction=0.0
     )
-    return train_reward_model(config).reward_model_dir
 
 
 def flat(rows: list[list[float]]) -> list[float]:
@@ -66,9 +47,10 @@ def test_an_exported_reward_model_gives_rlhfkits_rewards_in_plain_transformers(
 
     out = tmp_path / "exported"
     assert main(["export-reward", str(last_token_reward_model), "--out", str(out)]) == 0
-    assert "AutoModelForSequenceClassification, 2 layers, padding token <|endoftext|>" in (
-        capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    assert "AutoModelForSequenceClassification, 2 layers, padding token <|endoftext|>" in printed
+    bias = json.loads((out / "config.json").read_text())["rlhfkit_input"]["head_bias"]
+    assert bias != 0 and f"bias {bias:+.6f}" in printed
     ours = RewardTextScorer.load(last_token_reward_model, dtype="fp32", device="cpu")
     expected = ours.score(conversations(), ANSWERS)
     # plain transformers, one sequence at a time: the chat template's prompt, the answer and
@@ -85,7 +67,7 @@ def test_an_exported_reward_model_gives_rlhfkits_rewards_in_plain_transformers(
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([ids["input_ids"]])).logits
             assert logits.shape == (1, 1)
-            assert logits[0, 0].item() == pytest.approx(reward, abs=1e-4)
+            assert logits[0, 0].item() == pytest.approx(reward - bias, abs=1e-4)
     # rlhfkit reads the folder back (reward_model=FOLDER) and scores as before, in batches
     back = RewardTextScorer.load(out, dtype="fp32", device="cpu")
     again = back.score(conversations(), ANSWERS, batch_size=4)

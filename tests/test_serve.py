@@ -70,15 +70,39 @@ def test_chat_completions_answer_in_openais_shape_and_stream_the_same_text(serve
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text.strip() == choice["message"]["content"]
+    assert text == choice["message"]["content"]
     assert chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
-    assert chunks[-1]["usage"] == usage
+    assert all("usage" not in c for c in chunks)  # only when asked, as OpenAI does
+    asked = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with post(served, asked, stream=True) as streamed:
+        lines = [line for line in streamed.iter_lines(decode_unicode=True) if line]
+    last = json.loads(lines[-2][len("data: ") :])
+    assert last["choices"] == [] and last["usage"] == usage
     # seeded sampling is repeatable
     sampled = {**body, "temperature": 1.0, "seed": 5, "max_completion_tokens": 8}
     first, second = (
         post(served, sampled).json()["choices"][0]["message"]["content"] for _ in range(2)
     )
     assert first == second
+
+
+def test_a_client_that_leaves_mid_answer_frees_the_model_for_the_next(served):
+    long = {"messages": [{"role": "user", "content": "Go on"}], "max_tokens": 2000}
+    with post(served, {**long, "stream": True}, stream=True) as streamed:
+        next(streamed.iter_lines())  # the first chunk, then the client hangs up
+    # were the abandoned answer still generating 2000 tokens, these would wait for it
+    answers = []
+
+    def ask() -> None:
+        short = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+        answers.append(post(served, short).status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == [200, 200]
 
 
 def test_the_endpoint_refuses_what_it_cannot_answer_in_openais_error_shape(served):
@@ -98,6 +122,7 @@ def test_the_endpoint_refuses_what_it_cannot_answer_in_openais_error_shape(serve
         ({"messages": [{"role": "system", "content": "x"}]}, "messages"),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "seed": -1}, "seed"),
     ):
         refused = post(served, body)
         assert refused.status_code == 400, body

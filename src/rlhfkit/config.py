@@ -156,6 +156,8 @@ def coerce(raw: Any, tp: Any) -> Any:
         if is_null and type(None) in typing.get_args(tp):
             return None
         errors = []
+        if isinstance(raw, str) and raw.strip().startswith("{"):  # key={...}: a mapping first
+            args.sort(key=lambda arg: not (arg is dict or typing.get_origin(arg) is dict))
         for arg in args:
             try:
                 return coerce(raw, arg)

@@ -65,7 +65,7 @@ def _run(argv: list[str] | None) -> int:
         return 2
     try:
         code = args.handler(args)
-        if code == 0 and world > 1:
+        if code == 0 and (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ):
             from rlhfkit.train.parallel import leave_process_group
 
             leave_process_group()

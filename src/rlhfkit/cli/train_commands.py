@@ -98,7 +98,8 @@ def _export_reward(args: argparse.Namespace) -> int:
     if result.head_bias:
         print(
             f"note: the reward head's bias {result.head_bias:+.6f} has no place in the score "
-            "layer (no bias): exported scores are rlhfkit's minus it (differences unchanged)"
+            "layer (no bias): plain transformers scores rlhfkit's rewards minus it "
+            "(differences unchanged); rlhfkit reading the folder adds it back"
         )
     return 0
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import torch
+from transformers import StoppingCriteria
 
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import Message
@@ -76,12 +77,14 @@ class ChatModel:
         return self.encoder.encode_prompt(tuple(messages)).ids
 
     def stream(self, messages: list[Message], sampling: Sampling) -> Iterator[str | Answer]:
-        """The answer's text pieces as they are generated, then its `Answer`."""
-        from transformers import TextIteratorStreamer
+        """The answer's text pieces as they are generated, then its `Answer`. A caller that
+        stops reading (a client gone) stops the generation before the next answer starts."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         ids = self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         counted: dict[str, torch.Tensor] = {}
+        stop = threading.Event()
         settings = {
             "input_ids": torch.tensor([ids], device=self.model.device),
             "attention_mask": torch.ones((1, len(ids)), dtype=torch.long, device=self.model.device),
@@ -90,25 +93,28 @@ class ChatModel:
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
             "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Stop(stop)]),
         }
         if sampling.temperature > 0:
             settings.update(temperature=sampling.temperature, top_p=sampling.top_p)
         with self._lock:
-            worker = threading.Thread(
-                target=self._generate, args=(settings, sampling.seed, counted)
-            )
+            args = (settings, sampling.seed, counted)
+            worker = threading.Thread(target=self._generate, args=args, daemon=True)
             worker.start()
             pieces = []
-            for piece in streamer:
-                if piece:
-                    pieces.append(piece)
-                    yield piece
-            worker.join()
+            try:
+                for piece in streamer:
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+            finally:  # also when the caller stops reading: generation ends, then the lock
+                stop.set()
+                worker.join()
         if "error" in counted:
             raise counted["error"]
         new = counted["tokens"][0, len(ids) :]
         ended = bool((new == self.tokenizer.eos_token_id).any())
-        yield Answer("".join(pieces).strip(), "stop" if ended else "length", len(ids), len(new))
+        yield Answer("".join(pieces), "stop" if ended else "length", len(ids), len(new))
 
     def complete(self, messages: list[Message], sampling: Sampling) -> Answer:
         """The whole answer at once."""
@@ -119,13 +125,25 @@ class ChatModel:
     @torch.no_grad()
     def _generate(self, settings: dict, seed: int | None, out: dict) -> None:
         try:
-            with torch.random.fork_rng(devices=[]):
+            cuda = [self.model.device] if self.model.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # a seed seeds this answer alone
                 if seed is not None:
                     torch.manual_seed(seed)
                 out["tokens"] = self.model.generate(**settings).cpu()
         except Exception as exc:  # handed to the caller's thread, which raises it
             out["error"] = exc
             settings["streamer"].end()
+
+
+class _Stop(StoppingCriteria):
+    """Stops generating once `event` is set (the reader went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        size, device = input_ids.shape[0], input_ids.device
+        return torch.full((size,), self.event.is_set(), dtype=torch.bool, device=device)
 
 
 def converse(
@@ -165,4 +183,4 @@ def converse(
         assert answer is not None
         cut = " [cut at max tokens]" if answer.finish_reason == "length" else ""
         write.write(f"{cut}\n")
-        messages.append(Message("assistant", answer.text))
+        messages.append(Message("assistant", answer.text.strip()))

@@ -6,7 +6,8 @@ Routes (every request needs `Authorization: Bearer TOKEN`, else 401):
 - `POST /v1/chat/completions`: OpenAI's body (`messages`; `max_tokens` or
   `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stream`; other OpenAI fields
   are accepted and not used); the answer as OpenAI's `chat.completion` object, or with
-  `"stream": true` as server-sent `chat.completion.chunk` events ending in `data: [DONE]`.
+  `"stream": true` as server-sent `chat.completion.chunk` events ending in `data: [DONE]`
+  (with `stream_options.include_usage`, a last chunk with no choices carries the usage).
 
 Errors are OpenAI's shape, `{"error": {"message", "type", "param"}}`, with status 400
 (what to fix), 401 or 404. Answers are generated one at a time. So a user can talk to a
@@ -84,6 +85,9 @@ class ChatServer:
             return _error(
                 error.description or error.name, "invalid_request_error", None, error.code or 400
             )
+        except Exception as error:  # the model failed: OpenAI's shape, the reason logged
+            logger.exception("serve: %s failed", request.path)
+            return _error(f"the model failed: {error}", "server_error", None, 500)
 
     def _authorize(self, request: Request) -> None:
         given = request.headers.get("Authorization", "")
@@ -106,7 +110,9 @@ class ChatServer:
             raise RequestError(str(exc), "messages") from None
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
-            stream = self._events(ident, messages, sampling)
+            options = body.get("stream_options") or {}
+            usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            stream = self._events(ident, messages, sampling, usage)
             return Response(
                 stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
@@ -128,26 +134,38 @@ class ChatServer:
             }
         )
 
-    def _events(self, ident: str, messages: list[Message], sampling: Sampling) -> Iterator[str]:
+    def _events(
+        self, ident: str, messages: list[Message], sampling: Sampling, include_usage: bool
+    ) -> Iterator[str]:
         created = int(time.time())
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
             event = {
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": self.chat.name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": choices,
                 **extra,
             }
             return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
-        yield chunk({"role": "assistant", "content": ""})
-        for piece in self.chat.stream(messages, sampling):
-            if isinstance(piece, Answer):
-                yield chunk({}, piece.finish_reason, usage=_usage(piece))
-            else:
-                yield chunk({"content": piece})
+        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": delta, "finish_reason": finish}]
+
+        yield chunk(choice({"role": "assistant", "content": ""}))
+        try:
+            for piece in self.chat.stream(messages, sampling):
+                if not isinstance(piece, Answer):
+                    yield chunk(choice({"content": piece}))
+                    continue
+                yield chunk(choice({}, piece.finish_reason))
+                if include_usage:  # OpenAI's last chunk: no choices, the token counts
+                    yield chunk([], usage=_usage(piece))
+        except Exception as error:  # headers are sent: the failure travels as an event
+            logger.exception("serve: a streamed answer failed")
+            problem = {"message": f"the model failed: {error}", "type": "server_error"}
+            yield f"data: {json.dumps({'error': problem})}\n\n"
         yield "data: [DONE]\n\n"
 
 
@@ -183,6 +201,8 @@ def parse_request(body: dict[str, Any]) -> tuple[list[Message], Sampling]:
     for name in ("max_tokens", "seed"):
         if values[name] is not None and not isinstance(values[name], int):
             raise RequestError(f"{name} must be a whole number, got {values[name]!r}", name)
+    if values["seed"] is not None and not 0 <= values["seed"] < 2**63:
+        raise RequestError("seed must be from 0 to 2**63 - 1", "seed")
     sampling = Sampling(**values)
     try:
         sampling.check()
@@ -236,7 +256,13 @@ def serve(
     from werkzeug.serving import make_server
 
     token = token or new_token()
-    server = make_server(host, port, ChatServer(chat, token), threaded=True)
+    try:
+        server = make_server(host, port, ChatServer(chat, token), threaded=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+            "(0 takes any free one)"
+        ) from None
     url = f"http://{host}:{server.server_port}/v1"
     print(f"serving {chat.name} at {url} (OpenAI-compatible chat completions)", flush=True)
     print(f"token={token}", flush=True)

@@ -32,6 +32,7 @@ LOCAL_BATCH_SIZE = 16
 JUDGE_PROMPT_TOKENS = 2048
 """A local judge's prompt is cut (counted, inside its longest message) at this length."""
 MAX_CONCURRENT_REQUESTS = 8
+"""HTTP requests in flight at once for a batch."""
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP answers worth asking again (rate limits, overloaded or restarting servers)."""
 MAX_RETRIES = 4
@@ -39,7 +40,6 @@ RETRY_BASE_SECONDS = 1.0
 """The first retry waits this long, each next one twice as long (a server's Retry-After
 wins when it asks for longer), never more than RETRY_CAP_SECONDS."""
 RETRY_CAP_SECONDS = 30.0
-"""HTTP requests in flight at once for a batch."""
 
 
 class Backend(Protocol):
@@ -160,7 +160,10 @@ class LocalJudge:
             for c in conversations
         ]
         answers: list[str] = []
-        with torch.random.fork_rng(devices=[]):  # a seed given seeds this batch alone
+        # a seed given seeds this batch alone: the random state (CPU and the model's GPU) is
+        # put back afterwards
+        cuda = [model.device] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             if self.sampling.seed is not None:
                 torch.manual_seed(self.sampling.seed)
             for start in range(0, len(prompts), LOCAL_BATCH_SIZE):

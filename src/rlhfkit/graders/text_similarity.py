@@ -85,8 +85,8 @@ def _cosine(pairs: list[tuple[str, str]]) -> list[float]:
 def build(fields: Fields, name: str) -> TextSimilarityGrader | None:
     """A TextSimilarityGrader from its mapping (None after a recorded problem)."""
     fields.ignored("pass_threshold", "a pass/fail cut of OpenAI's evals; rewards use the score")
-    if fields.config.get("evaluation_metric") in NOT_AVAILABLE:
-        metric = fields.config["evaluation_metric"]
+    metric = fields.config.get("evaluation_metric")
+    if isinstance(metric, str) and metric in NOT_AVAILABLE:
         fields.problem("evaluation_metric", f"{metric!r} {NOT_AVAILABLE[metric]}")
         return None
     parts = (

@@ -7,8 +7,9 @@ with any such folder, the way it was trained:
 
 - a folder `export_reward_model` wrote (its config holds `rlhfkit_input`): the prompt
   encoded as rlhfkit encodes it (instruction, chat template with the generation prompt,
-  lengths), then the answer's tokens and the end token; the score of the last token. These
-  are rlhfkit's own rewards (`RewardTextScorer`), up to float rounding.
+  lengths), then the answer's tokens and the end token; the score of the last token plus
+  the head's bias (kept in the config; the `score` layer has none). These are rlhfkit's own
+  rewards (`RewardTextScorer`), up to float rounding.
 - any other (e.g. TRL's RewardTrainer output): the conversation with the answer as the
   assistant turn, rendered by the tokenizer's chat template (the prompt text and the answer
   when it has none); the score of the last token.
@@ -54,8 +55,9 @@ class ExportResult:
     out: Path
     layers: int
     head_bias: float
-    """The rlhfkit head's bias: the `score` layer has none, so exported scores are rlhfkit's
-    minus this (0 unless reward centering moved it; differences are unchanged)."""
+    """The rlhfkit head's bias: the `score` layer has none, so plain transformers scores
+    rlhfkit's rewards minus this (0 unless reward centering moved it; differences are
+    unchanged); rlhfkit adds it back when it reads the folder."""
     pad_token: str
 
 
@@ -91,9 +93,9 @@ def export_reward_model(reward_dir: str | Path, out_dir: str | Path, dtype: str 
     config.num_labels = 1
     config.pad_token_id = pad_id
     config.use_cache = False
-    setattr(
-        config, EXPORT_KEY, {k: getattr(spec, k) for k in (*ENCODING_FIELDS, "use_chat_template")}
-    )
+    encoding = {k: getattr(spec, k) for k in (*ENCODING_FIELDS, "use_chat_template")}
+    encoding["head_bias"] = float(model.head.bias.item())  # the score layer has no bias
+    setattr(config, EXPORT_KEY, encoding)
     classifier = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     trunk = getattr(lm, lm.base_model_prefix)
     state = {f"{lm.base_model_prefix}.{k}": v for k, v in trunk.state_dict().items()}
@@ -143,6 +145,8 @@ class SequenceClassifierScorer:
             if settings
             else None
         )
+        self.bias = float((settings or {}).get("head_bias", 0.0))
+        """An exported rlhfkit head's bias, added back: rlhfkit's own rewards."""
 
     @torch.no_grad()
     def score(
@@ -195,4 +199,5 @@ class SequenceClassifierScorer:
         last = (mask.sum(1) - 1).to(device)
         final = hidden[torch.arange(len(sequences), device=device), last]
         with torch.autocast(device.type, enabled=False):
-            return self.head(final.to(self.head.weight.dtype)).float()[:, 0].cpu().tolist()
+            rewards = self.head(final.to(self.head.weight.dtype)).float()[:, 0] + self.bias
+            return rewards.cpu().tolist()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhfkit.pipeline.config import CLOUD_PARAMETERS, load_pipeline_config
+from rlhfkit.pipeline.config import load_pipeline_config
 from rlhfkit.pipeline.run import PipelineResult, run_pipeline
 
 
@@ -45,6 +45,7 @@ def rlhf_pipeline(
     accelerator_type: Any = None,
     tensorboard_resource_id: Any = None,
     encryption_spec_key_name: Any = None,
+    **other: Any,
 ) -> PipelineResult:
     """Run the whole pipeline (`rlhfkit run`) with these parameters; returns where the run
     is, its summary figures and its report.
@@ -121,7 +122,6 @@ def rlhf_pipeline(
         encryption_spec_key_name: Vertex AI's; no local meaning, ignored: files are written
             unencrypted under output_dir; use the disk's encryption.
     """
-    given = {name: value for name, value in locals().items() if value is not None}
-    unset = [name for name in CLOUD_PARAMETERS if given.get(name) is None]
-    parameters = {name: value for name, value in given.items() if name not in unset}
-    return run_pipeline(load_pipeline_config(None, parameters))
+    parameters = {name: value for name, value in locals().items() if value is not None}
+    other = parameters.pop("other", {})  # a key neither rlhfkit's nor Vertex AI's is refused
+    return run_pipeline(load_pipeline_config(None, {**parameters, **other}))

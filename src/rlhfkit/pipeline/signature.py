@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhfkit.pipeline.config import CLOUD_PARAMETERS, load_pipeline_config
+from rlhfkit.pipeline.config import load_pipeline_config
 from rlhfkit.pipeline.run import PipelineResult, run_pipeline
 
 
@@ -45,10 +45,9 @@ BODY = '''    """Run the whole pipeline (`rlhfkit run`) with these parameters; r
     Args:
 {args}
     """
-    given = {{name: value for name, value in locals().items() if value is not None}}
-    unset = [name for name in CLOUD_PARAMETERS if given.get(name) is None]
-    parameters = {{name: value for name, value in given.items() if name not in unset}}
-    return run_pipeline(load_pipeline_config(None, parameters))
+    parameters = {{name: value for name, value in locals().items() if value is not None}}
+    other = parameters.pop("other", {{}})  # a key neither rlhfkit's nor Vertex AI's is refused
+    return run_pipeline(load_pipeline_config(None, {{**parameters, **other}}))
 '''
 
 
@@ -65,6 +64,7 @@ def render() -> str:
     for name, meaning in CLOUD_PARAMETERS.items():
         signature.append(f"    {name}: Any = None,")
         docs.append(_doc(name, f"Vertex AI's; no local meaning, ignored: {meaning}."))
+    signature.append("    **other: Any,")
     head = HEAD + "\n".join(signature) + "\n) -> PipelineResult:\n"
     return head + BODY.format(args="\n".join(docs))
 

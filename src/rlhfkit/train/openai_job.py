@@ -59,7 +59,11 @@ def from_openai_job(values: dict[str, Any]) -> tuple[dict[str, Any], list[str], 
             f'({{"method": {{"type": "reinforcement", ...}}}}); for {kind!r} use rlhfkit {where}'
         )
     settings = spec.get(kind) or {}
-    hyper = dict(settings.get("hyperparameters") or {})
+    if not isinstance(settings, dict):
+        raise ConfigError(f"method.{kind} must be a mapping with grader and hyperparameters")
+    hyper = settings.get("hyperparameters") or {}
+    if not isinstance(hyper, dict):
+        raise ConfigError(f"method.{kind}.hyperparameters must be a mapping (name: value)")
     out: dict[str, Any] = {"method": "grpo"}
     if "grader" in settings:
         out["grader"] = settings["grader"]
