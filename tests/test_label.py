@@ -168,6 +168,7 @@ def test_judging_through_the_api_stores_the_choice_behind_the_side_shown(served)
     assert again["left"] == item["left"] and again["judged"] == {
         "choice": "left",
         "comment": "clear",
+        "strength": None,
     }
     # judging it again replaces the judgment: one row, one revision
     client.judge(item["id"], "ann", "tie")
@@ -214,6 +215,7 @@ def test_each_labeller_resumes_where_they_stopped_and_quota_passes_items_on(serv
     assert client.next("ann") == {
         "item": None,
         "progress": {"total": 6, "judged": 3, "skipped": 1, "remaining": 0},
+        "options": {"strength": False},
     }
 
 
