@@ -298,7 +298,13 @@ def after_first(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def reward_part(
-    shape: str, model: Path, data: dict[str, Path], workdir: Path, cfg: dict[str, Any], peak: float
+    shape: str,
+    model: Path,
+    data: dict[str, Path],
+    workdir: Path,
+    cfg: dict[str, Any],
+    peak: float,
+    trunk_parameters: int,
 ) -> dict[str, Any]:
     """Reward-model training steps (LoRA, no head fit first); writes the reward model."""
     from rlhfkit.train.reward import RewardConfig, train_reward_model
@@ -334,7 +340,7 @@ def reward_part(
         **memory.figures(),
         "reward_model": str(result.reward_model_dir),
     }
-    flops = 4 * model_figures(model)["trunk_parameters"] * tokens_per_second
+    flops = 4 * trunk_parameters * tokens_per_second
     out["achieved_tflops"] = round(flops / 1e12, 3)
     out["fraction_of_measured_matmul_peak"] = round(flops / 1e12 / peak, 4) if peak else None
     return out
@@ -521,13 +527,6 @@ def launch_part(
     }
 
 
-_MODEL_FIGURES: dict[str, dict[str, Any]] = {}
-
-
-def model_figures(model: Path) -> dict[str, Any]:
-    return _MODEL_FIGURES[str(model)]
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -600,13 +599,14 @@ def run_check(args: argparse.Namespace) -> int:
         folder = workdir / f"model_{shape}"
         built = report.part(f"{shape}/build", build_model_folder, shape, folder, cfg)
         if built:
-            _MODEL_FIGURES[str(folder)] = built
-            folders[shape] = folder
+            folders[shape] = (folder, built["trunk_parameters"])
     for index, shape in enumerate(ordered):
         if shape not in folders:
             continue
-        model = folders[shape]
-        rm = report.part(f"{shape}/reward", reward_part, shape, model, data, workdir, cfg, peak)
+        model, trunk = folders[shape]
+        rm = report.part(
+            f"{shape}/reward", reward_part, shape, model, data, workdir, cfg, peak, trunk
+        )
         if rm:
             report.part(
                 f"{shape}/ppo", ppo_part, shape, model, data, workdir, cfg, rm["reward_model"]

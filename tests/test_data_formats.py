@@ -315,8 +315,8 @@ def test_openai_dpo_errors(tmp_path):
         f"{path}:5: input must be an object {{messages, ...}}, found array",
         f"{path}:6: input is missing key 'messages'",
         f"{path}:6: missing key 'non_preferred_output'",
-        f"{path}:7: input.messages[0].content[0].type must be 'text' (only text content is "
-        'read), found "image_url" (string)',
+        f"{path}:7: input.messages[0].content[0].type must be 'text' or 'input_text' or "
+        "'output_text' (only text is read), found \"image_url\" (string)",
         f"{path}:7: input.messages[0].content[1] must be an object {{type: text, text}}, "
         "found string",
         f"{path}:7: input.messages[0].content[2] is missing key 'type'",

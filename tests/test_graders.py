@@ -453,12 +453,12 @@ def test_openai_fields_without_a_local_use_load_and_are_named_in_one_line(caplog
         "type": "score_model",
         "name": "judge",
         "model": "smollm2-135m-instruct",
-        # OpenAI's content parts; the texts are joined by a newline
+        # OpenAI's content parts; their texts are joined as they stand
         "input": [
             {
                 "role": "user",
                 "content": [
-                    {"type": "input_text", "text": "Grade {{sample.output_text}}"},
+                    {"type": "input_text", "text": "Grade {{sample.output_text}}\n"},
                     {"type": "input_text", "text": "from 0 to 1."},
                 ],
             }

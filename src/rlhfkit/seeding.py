@@ -19,6 +19,9 @@ global generator (`seed_global`) do so right before the draws they govern.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -30,6 +33,18 @@ def generator(seed: int) -> torch.Generator:
 def seed_global(seed: int) -> None:
     """Seed torch's global generator (the draws of sampling and initialisation)."""
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Draws inside seeded with `seed` (None: left as they are), and the global random state
+    of the CPU and of `device` when it is a GPU put back afterwards, so the draws outside go
+    on as if the block had not run."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            seed_global(seed)
+        yield
 
 
 def data_order(seed: int, epoch: int) -> torch.Generator:

@@ -26,6 +26,7 @@ from rlhfkit.cli.train_commands import (
 from rlhfkit.cli_help import Parser
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.fileio import file_error
+from rlhfkit.train.launch import started_by_torchrun
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +66,7 @@ def _run(argv: list[str] | None) -> int:
         return 2
     try:
         code = args.handler(args)
-        if code == 0 and (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ):
+        if code == 0 and (world > 1 or started_by_torchrun()):
             from rlhfkit.train.parallel import leave_process_group
 
             leave_process_group()

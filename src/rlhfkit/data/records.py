@@ -98,6 +98,22 @@ class PreferenceRecord:
         return PromptRecord(self.messages, self.source, dict(self.extra), self.chat)
 
 
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+"""The content parts whose `text` rlhfkit reads, wherever OpenAI's message shapes are taken
+(chat completions' `text`, the Responses API's and graders' `input_text`/`output_text`)."""
+
+
+def text_of_parts(parts: Any) -> str | None:
+    """The text of an OpenAI content list, every part a text part, joined as they stand;
+    None when `parts` is not such a list (the caller says what is wrong)."""
+    if not isinstance(parts, list) or not all(
+        isinstance(p, dict) and p.get("type") in TEXT_PART_TYPES and isinstance(p.get("text"), str)
+        for p in parts
+    ):
+        return None
+    return "".join(p["text"] for p in parts)
+
+
 def messages_to_text(messages: tuple[Message, ...]) -> str:
     """Plain-text rendering used when no chat template applies.
 

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from rlhfkit.data.reader import json_type_name
-from rlhfkit.data.records import Message, Source
+from rlhfkit.data.records import TEXT_PART_TYPES, Message, Source
 
 AUTHORS = ("user", "assistant")
 ROLES = ("system", "user", "assistant")
@@ -77,11 +77,12 @@ def _text_part(part: Any, name: str, check: RowCheck) -> str | None:
         check.fail(f"{name} must be an object {{type: text, text}}, found {json_type_name(part)}")
         return None
     kind = field(part, "type", check, name)
-    text = field(part, "text", check, name) if kind == "text" else MISSING
+    text = field(part, "text", check, name) if kind in TEXT_PART_TYPES else MISSING
     if kind is MISSING:
         return None
-    if kind != "text":
-        check.fail(f"{name}.type must be 'text' (only text content is read), found {shown(kind)}")
+    if kind not in TEXT_PART_TYPES:
+        allowed = " or ".join(repr(t) for t in TEXT_PART_TYPES)
+        check.fail(f"{name}.type must be {allowed} (only text is read), found {shown(kind)}")
         return None
     if text is MISSING:
         return None

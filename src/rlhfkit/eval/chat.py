@@ -18,6 +18,7 @@ from typing import TextIO
 import torch
 from transformers import StoppingCriteria
 
+from rlhfkit import seeding
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.data.records import Message
 from rlhfkit.errors import ConfigError
@@ -76,12 +77,12 @@ class ChatModel:
             raise ConfigError("messages need at least one user message")
         return self.encoder.encode_prompt(tuple(messages)).ids
 
-    def stream(self, messages: list[Message], sampling: Sampling) -> Iterator[str | Answer]:
-        """The answer's text pieces as they are generated, then its `Answer`. A caller that
-        stops reading (a client gone) stops the generation before the next answer starts."""
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[str | Answer]:
+        """The answer to the prompt `ids` (`prompt_ids`): its text pieces as they are
+        generated, then its `Answer`. A caller that stops reading (a client gone) stops the
+        generation before the next answer starts."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        ids = self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         counted: dict[str, torch.Tensor] = {}
         stop = threading.Event()
@@ -116,19 +117,16 @@ class ChatModel:
         ended = bool((new == self.tokenizer.eos_token_id).any())
         yield Answer("".join(pieces), "stop" if ended else "length", len(ids), len(new))
 
-    def complete(self, messages: list[Message], sampling: Sampling) -> Answer:
-        """The whole answer at once."""
-        *_, answer = self.stream(messages, sampling)
+    def complete(self, ids: list[int], sampling: Sampling) -> Answer:
+        """The whole answer to the prompt `ids` at once."""
+        *_, answer = self.stream(ids, sampling)
         assert isinstance(answer, Answer)
         return answer
 
     @torch.no_grad()
     def _generate(self, settings: dict, seed: int | None, out: dict) -> None:
         try:
-            cuda = [self.model.device] if self.model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):  # a seed seeds this answer alone
-                if seed is not None:
-                    torch.manual_seed(seed)
+            with seeding.seeded(seed, self.model.device):  # a seed seeds this answer alone
                 out["tokens"] = self.model.generate(**settings).cpu()
         except Exception as exc:  # handed to the caller's thread, which raises it
             out["error"] = exc
@@ -174,7 +172,7 @@ def converse(
             continue
         messages.append(Message("user", text))
         answer = None
-        for piece in chat.stream(messages, sampling):
+        for piece in chat.stream(chat.prompt_ids(messages), sampling):
             if isinstance(piece, Answer):
                 answer = piece
             else:

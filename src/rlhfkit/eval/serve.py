@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from rlhfkit.data.records import Message
+from rlhfkit.data.records import Message, text_of_parts
 from rlhfkit.errors import ConfigError
 from rlhfkit.eval.chat import ROLES, Answer, ChatModel, Sampling
 
@@ -105,18 +105,18 @@ class ChatServer:
             raise RequestError("the body must be a JSON object (Content-Type: application/json)")
         messages, sampling = parse_request(body)
         try:
-            self.chat.prompt_ids(messages)
+            ids = self.chat.prompt_ids(messages)  # encoded once: checked here, answered below
         except ConfigError as exc:
             raise RequestError(str(exc), "messages") from None
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             options = body.get("stream_options") or {}
             usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            stream = self._events(ident, messages, sampling, usage)
+            stream = self._events(ident, ids, sampling, usage)
             return Response(
                 stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        answer = self.chat.complete(messages, sampling)
+        answer = self.chat.complete(ids, sampling)
         return _json(
             {
                 "id": ident,
@@ -135,7 +135,7 @@ class ChatServer:
         )
 
     def _events(
-        self, ident: str, messages: list[Message], sampling: Sampling, include_usage: bool
+        self, ident: str, ids: list[int], sampling: Sampling, include_usage: bool
     ) -> Iterator[str]:
         created = int(time.time())
 
@@ -155,7 +155,7 @@ class ChatServer:
 
         yield chunk(choice({"role": "assistant", "content": ""}))
         try:
-            for piece in self.chat.stream(messages, sampling):
+            for piece in self.chat.stream(ids, sampling):
                 if not isinstance(piece, Answer):
                     yield chunk(choice({"content": piece}))
                     continue
@@ -213,16 +213,10 @@ def parse_request(body: dict[str, Any]) -> tuple[list[Message], Sampling]:
 
 def _content(value: Any, where: str) -> str:
     """A message's text: a string, or OpenAI's list of text parts joined."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(
-        isinstance(p, dict)
-        and p.get("type") in ("text", "input_text")
-        and isinstance(p.get("text"), str)
-        for p in value
-    ):
-        return "".join(p["text"] for p in value)
-    raise RequestError(f"{where} must be a string or a list of text parts", where)
+    text = value if isinstance(value, str) else text_of_parts(value)
+    if text is None:
+        raise RequestError(f"{where} must be a string or a list of text parts", where)
+    return text
 
 
 def _usage(answer: Answer) -> dict[str, int]:

@@ -148,8 +148,7 @@ class LocalJudge:
 
     def complete_batch(self, conversations: list[Conversation]) -> list[str]:
         """The judge's answer text for each conversation (generated in batches)."""
-        import torch
-
+        from rlhfkit import seeding
         from rlhfkit.data.prompts import PromptEncoder
         from rlhfkit.data.records import Message
 
@@ -160,12 +159,7 @@ class LocalJudge:
             for c in conversations
         ]
         answers: list[str] = []
-        # a seed given seeds this batch alone: the random state (CPU and the model's GPU) is
-        # put back afterwards
-        cuda = [model.device] if model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            if self.sampling.seed is not None:
-                torch.manual_seed(self.sampling.seed)
+        with seeding.seeded(self.sampling.seed, model.device):  # a seed seeds this batch alone
             for start in range(0, len(prompts), LOCAL_BATCH_SIZE):
                 answers += self._generate(
                     model, tokenizer, prompts[start : start + LOCAL_BATCH_SIZE]

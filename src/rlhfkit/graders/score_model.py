@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rlhfkit.data.records import TEXT_PART_TYPES, text_of_parts
 from rlhfkit.errors import ModelLoadError
 from rlhfkit.graders.base import Grader, GradingError, Item, Sample, Score
 from rlhfkit.graders.fields import Fields
@@ -37,8 +38,6 @@ KEYS = ("input", "model", "base_url", "api_key_env", "range", "sampling_params",
 REWARD_MODEL_PREFIX = "reward_model:"
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 """OpenAI's `sampling_params.reasoning_effort` values."""
-TEXT_PARTS = ("input_text", "output_text", "text")
-"""Content-part types whose `text` a message's content list may hold (OpenAI's shape)."""
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 """Message roles accepted; OpenAI's `developer` is sent as `system`."""
 
@@ -142,20 +141,16 @@ def _messages(fields: Fields) -> list[tuple[str, Template]] | None:
 
 def _joined_parts(fields: Fields, at: str, parts: list[Any]) -> str | None:
     """A content list of text parts ([{type: input_text, text: ...}, ...]) as one template
-    (the texts joined by newlines), or None after a recorded problem."""
-    texts = []
-    for i, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        else:
-            fields.problem(
-                f"{at}.{i}",
-                f"{part!r:.80} is not a text part; local judges read "
-                f"{{type: {' | '.join(TEXT_PARTS)}, text: ...}} (no images or files)",
-            )
-            return None
-    return "\n".join(texts)
+    (`records.text_of_parts`), or None after a recorded problem."""
+    text = text_of_parts(parts)
+    if text is None:
+        i, part = next((i, p) for i, p in enumerate(parts) if text_of_parts([p]) is None)
+        fields.problem(
+            f"{at}.{i}",
+            f"{part!r:.80} is not a text part; local judges read "
+            f"{{type: {' | '.join(TEXT_PART_TYPES)}, text: ...}} (no images or files)",
+        )
+    return text
 
 
 def _sampling(fields: Fields) -> SamplingParams | None:

@@ -187,13 +187,13 @@ def label_stats(db: str | Path) -> dict[str, Any]:
             continue
         labels_1 = [voted[first][i] for i in shared]
         labels_2 = [voted[second][i] for i in shared]
+        equal, kappa = _agreement(labels_1, labels_2)
         agreement.append(
             {
                 "labellers": [first, second],
                 "shared_items": len(shared),
-                "observed_agreement": sum(x == y for x, y in zip(labels_1, labels_2, strict=True))
-                / len(shared),
-                "cohens_kappa": cohens_kappa(labels_1, labels_2),
+                "observed_agreement": equal / len(shared),
+                "cohens_kappa": kappa,
             }
         )
     items_votes = Counter(j.item_id for j in judgments if j.choice in VOTES)
@@ -212,6 +212,12 @@ def label_stats(db: str | Path) -> dict[str, Any]:
     }
 
 
+def _agreement(first: list[str], second: list[str]) -> tuple[int, float]:
+    """How many labels are equal, and Cohen's kappa, of two label lists over the same items."""
+    equal = sum(x == y for x, y in zip(first, second, strict=True))
+    return equal, cohens_kappa(first, second)
+
+
 def _file_agreement(
     voted: dict[str, dict[str, str]], file_labels: dict[str, str]
 ) -> list[dict[str, Any]]:
@@ -222,16 +228,16 @@ def _file_agreement(
         shared = sorted(set(voted[name]) & set(file_labels))
         if not shared:
             continue
-        theirs = [voted[name][i] for i in shared]
-        files = [file_labels[i] for i in shared]
-        equal = sum(x == y for x, y in zip(theirs, files, strict=True))
+        equal, kappa = _agreement(
+            [voted[name][i] for i in shared], [file_labels[i] for i in shared]
+        )
         rows.append(
             {
                 "labeller": name,
                 "items": len(shared),
                 "observed_agreement": equal / len(shared),
                 "observed_agreement_ci95": list(wilson_interval(equal, len(shared))),
-                "cohens_kappa": cohens_kappa(theirs, files),
+                "cohens_kappa": kappa,
             }
         )
     return rows

@@ -20,6 +20,11 @@ from rlhfkit.errors import ConfigError
 COMMANDS = ("train-reward", "train-rl")
 
 
+def started_by_torchrun() -> bool:
+    """Whether PyTorch's elastic launcher (torchrun, `rlhfkit launch`) started this process."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+
+
 def launch(nproc: int, command: list[str], threads: int = 0) -> int:
     """Run `rlhfkit COMMAND ...` on `nproc` processes; returns the exit status.
 

@@ -25,6 +25,7 @@ import torch
 
 from rlhfkit import seeding
 from rlhfkit.errors import ConfigError
+from rlhfkit.train.launch import started_by_torchrun
 from rlhfkit.train.sharding import SHARDINGS, make_engine
 
 T = TypeVar("T")
@@ -66,11 +67,6 @@ def resolve_sharding(setting: str) -> str:
             "drop one of the two, or make them the same"
         )
     return setting
-
-
-def started_by_torchrun() -> bool:
-    """Whether PyTorch's elastic launcher (torchrun, `rlhfkit launch`) started this process."""
-    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
 
 
 class Parallel:

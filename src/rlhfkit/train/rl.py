@@ -438,8 +438,7 @@ class RLTrainer(Trainer):
         # each rank answers a share of the prompts
         eval_records = self.parallel.spread(self.data.eval)
         eval_ids = self.parallel.spread(self.data.eval_ids)
-        with torch.random.fork_rng(devices=[]):
-            seeding.seed_global(seeding.evaluation(config.seed))
+        with seeding.seeded(seeding.evaluation(config.seed), self.policy.device):
             for start in range(0, len(eval_records), config.micro_batch_size):
                 records = eval_records[start : start + config.micro_batch_size]
                 prompt_ids = eval_ids[start : start + config.micro_batch_size]
