@@ -167,3 +167,113 @@ def test_reward_model_folders_of_other_tools_drive_rl_score_and_sxs(
     # a folder that is neither rlhfkit's nor a one-label classifier: one clear line, exit 2
     assert main(["score", "--reward-model", str(tmp_path), "--data", str(prefs)]) == 2
     assert "AutoModelForSequenceClassification (num_labels=1)" in capsys.readouterr().err
+
+
+def save_openrlhf_reward_model(folder: Path, head: str, normalize: bool) -> Path:
+    """A reward model laid out as OpenRLHF's train_rm saves one: a pretrained-model class
+    holding the decoder under its base prefix and a bias-free one-output value head, saved
+    by save_pretrained, with `normalize_reward`, `mean`, `std` (and, in current versions,
+    `value_head_prefix`) in its config; the bundled tokenizer beside it."""
+    from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
+
+    from rlhfkit.models.loading import load_tokenizer
+
+    class RewardModel(LlamaPreTrainedModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.model = LlamaModel(config)
+            setattr(self, head, torch.nn.Linear(config.hidden_size, 1, bias=False))
+            self.post_init()
+
+    tokenizer = load_tokenizer()
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config.normalize_reward = normalize
+    if head == "score":
+        config.value_head_prefix = head
+    if normalize:
+        config.mean, config.std = 0.25, 2.0
+    model = RewardModel(config)
+    torch.nn.init.normal_(getattr(model, head).weight, std=0.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def openrlhf_rewards(folder: Path, head: str) -> list[list[float]]:
+    """What OpenRLHF's reward model gives, in plain transformers: its reward dataset's text
+    (the rendered conversation, newlines cut, the end token appended unless there, the last
+    token made the end token), the head on the last token, then (r - mean) / std."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    trunk = AutoModel.from_pretrained(folder).eval()
+    weight = load_file(folder / "model.safetensors")[f"{head}.weight"]
+    mean, std = (config.mean, config.std) if config.normalize_reward else (0.0, 1.0)
+    rows = []
+    for question, answers in zip(QUESTIONS, ANSWERS, strict=True):
+        row = []
+        for answer in answers:
+            turns = [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+            text = tokenizer.apply_chat_template(turns, tokenize=False).rstrip("\n")
+            if not text.endswith(tokenizer.eos_token):
+                text += " " + tokenizer.eos_token
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids[-1] = tokenizer.eos_token_id
+            with torch.no_grad():
+                hidden = trunk(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            row.append(((hidden @ weight[0]).item() - mean) / std)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize(("head", "normalize"), [("score", True), ("value_head", False)])
+def test_an_openrlhf_reward_model_is_scored_as_openrlhf_scores_it(tmp_path, head, normalize):
+    folder = save_openrlhf_reward_model(tmp_path / "openrlhf_rm", head, normalize)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["RewardModel"] and "normalize_reward" in config
+    expected = openrlhf_rewards(folder, head)
+    scorer = RewardTextScorer.load(folder, dtype="fp32", device="cpu")
+    got = scorer.score(conversations(), ANSWERS, batch_size=4)
+    assert flat(got) == pytest.approx(flat(expected), abs=1e-5)
+    assert len({round(r, 6) for r in flat(expected)}) == 6  # the answers differ
+
+
+def test_openrlhf_reward_models_drive_score_and_critics_are_refused(tmp_path, capsys):
+    folder = save_openrlhf_reward_model(tmp_path / "openrlhf_rm", "score", True)
+    prefs = tmp_path / "prefs.jsonl"
+    rows = [
+        {"input_text": q, "candidate_0": a, "candidate_1": b, "choice": 0}
+        for q, (a, b) in zip(QUESTIONS, ANSWERS, strict=True)
+    ]
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["score", "--reward-model", str(folder), "--data", str(prefs)]) == 0
+    scored = capsys.readouterr()
+    rewards = [json.loads(line) for line in scored.out.splitlines() if "reward_0" in line]
+    expected = openrlhf_rewards(folder, "score")
+    # `score` runs the decoder in bf16 on a CPU with fast bf16: equal up to its rounding
+    assert [r["reward_0"] for r in rewards] == pytest.approx([e[0] for e in expected], rel=0.03)
+    # a critic (OpenRLHF's PPO value model) is no reward model: one clear line, exit 2
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["CriticModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["score", "--reward-model", str(folder), "--data", str(prefs)]) == 2
+    assert "OpenRLHF critic" in capsys.readouterr().err
+    # a value head missing from the weights: named, exit 2
+    config["architectures"], config["value_head_prefix"] = ["RewardModel"], "reward_head"
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["score", "--reward-model", str(folder), "--data", str(prefs)]) == 2
+    assert "reward_head.weight" in capsys.readouterr().err

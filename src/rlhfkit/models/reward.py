@@ -310,10 +310,11 @@ def read_reward_spec(folder: str | Path) -> RewardModelSpec:
     config_path = folder / REWARD_CONFIG_FILE
     if not config_path.is_file():
         raise ModelLoadError(
-            f"{folder} is not a reward-model folder (no {REWARD_CONFIG_FILE}, and no "
-            "transformers sequence-classification model with one label); give the "
-            "reward_model folder that `rlhfkit train-reward` wrote in its output_dir, or a "
-            "folder saved by AutoModelForSequenceClassification (num_labels=1)"
+            f"{folder} is not a reward-model folder (no {REWARD_CONFIG_FILE}, no "
+            "transformers sequence-classification model with one label, no OpenRLHF reward "
+            "model); give the reward_model folder that `rlhfkit train-reward` wrote in its "
+            "output_dir, a folder saved by AutoModelForSequenceClassification (num_labels=1), "
+            "or the folder OpenRLHF's train_rm saved"
         )
     return RewardModelSpec(**json.loads(config_path.read_text()))
 

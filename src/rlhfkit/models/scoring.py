@@ -22,12 +22,15 @@ from rlhfkit.models.reward import (
     load_reward_model,
     read_reward_spec,
 )
-from rlhfkit.models.sequence_classifier import SequenceClassifierScorer, is_sequence_classifier
+from rlhfkit.models.sequence_classifier import (
+    SequenceClassifierScorer,
+    is_transformers_reward_folder,
+)
 
 
 def check_reward_folder(folder: str | Path) -> None:
     """A clear ModelLoadError unless `folder` holds a reward model rlhfkit can score with."""
-    if not is_sequence_classifier(folder):
+    if not is_transformers_reward_folder(folder):
         read_reward_spec(folder)
 
 
@@ -43,7 +46,7 @@ class RewardTextScorer:
     def load(cls, folder: str | Path, dtype: str = "auto", device: str = "auto"):
         """The reward model in `folder` with weights of its own: rlhfkit's, or a transformers
         sequence-classification folder (`SequenceClassifierScorer`, the same `score`)."""
-        if is_sequence_classifier(folder):
+        if is_transformers_reward_folder(folder):
             return SequenceClassifierScorer(folder, dtype, device)
         return cls(load_reward_model(folder, dtype, device))
 

@@ -83,9 +83,9 @@ class RewardScorer:
         micro_batch_size: int = 16,
     ):
         from rlhfkit.models.scoring import RewardTextScorer
-        from rlhfkit.models.sequence_classifier import is_sequence_classifier
+        from rlhfkit.models.sequence_classifier import is_transformers_reward_folder
 
-        spec = None if is_sequence_classifier(folder) else read_reward_spec(folder)
+        spec = None if is_transformers_reward_folder(folder) else read_reward_spec(folder)
         self.shared = (
             spec is not None
             and spec.base_model == policy_base
