@@ -124,6 +124,17 @@ STAGE_HELP: dict[str, StageHelp] = {
             "rlhfkit label serve a=base.jsonl b=tuned.jsonl db=labels.db port=8765",
         ),
     ),
+    "label to-labelstudio": StageHelp(
+        (("rlhfkit.label.labelstudio:LabelStudioTasksConfig", "parameters"),),
+        (
+            "rlhfkit label to-labelstudio pairs=pairs.jsonl db=labels.db out=tasks.json",
+            "rlhfkit label to-labelstudio run=runs/demo out=tasks.json strength=true",
+        ),
+    ),
+    "label from-labelstudio": StageHelp(
+        (("rlhfkit.label.labelstudio:LabelStudioImportConfig", "parameters"),),
+        ("rlhfkit label from-labelstudio export.json db=labels.db",),
+    ),
     "label export": StageHelp(
         (("rlhfkit.label.export:LabelExportConfig", "parameters"),),
         (

@@ -26,6 +26,7 @@ def config_classes() -> list[tuple[str, type]]:
     from rlhfkit.eval.sxs import SxSConfig
     from rlhfkit.eval.synth import SynthConfig
     from rlhfkit.label.export import LabelExportConfig
+    from rlhfkit.label.labelstudio import LabelStudioImportConfig, LabelStudioTasksConfig
     from rlhfkit.label.server import LabelServeConfig
     from rlhfkit.pipeline import PipelineConfig
     from rlhfkit.train.dpo_config import DPOConfig
@@ -48,6 +49,8 @@ def config_classes() -> list[tuple[str, type]]:
         ("AI-feedback preference data (`rlhfkit data synth`)", SynthConfig),
         ("Labelling page (`rlhfkit label serve`)", LabelServeConfig),
         ("Label export (`rlhfkit label export DB`)", LabelExportConfig),
+        ("Label Studio tasks (`rlhfkit label to-labelstudio`)", LabelStudioTasksConfig),
+        ("Label Studio export (`rlhfkit label from-labelstudio EXPORT`)", LabelStudioImportConfig),
     ]
 
 

@@ -81,6 +81,64 @@ def add_label_commands(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("db", metavar="DB", help="the label store (labels.db)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(handler=_label_stats)
+    add_labelstudio_commands(sub)
+
+
+def add_labelstudio_commands(sub: argparse._SubParsersAction) -> None:
+    stage_command(
+        sub,
+        "to-labelstudio",
+        help="write the pairs as Label Studio tasks and its labelling config",
+        description="Writes out=tasks.json (import it in a Label Studio project) and "
+        "tasks.xml (the project's labelling interface); the items go into db=labels.db, "
+        "which from-labelstudio reads.",
+        handler=_to_labelstudio,
+    )
+    back = sub.add_parser(
+        "from-labelstudio",
+        add_help=False,
+        help="store a Label Studio JSON export as judgments (then label export/stats)",
+        description="Reads Label Studio's Export > JSON (or JSON-MIN) of tasks that "
+        "to-labelstudio wrote and stores each annotation as its annotator's judgment in db=.",
+    )
+    back.add_argument("export", metavar="EXPORT", help="Label Studio's JSON export file")
+    add_config_arguments(back)
+    back.set_defaults(handler=_from_labelstudio)
+
+
+def _to_labelstudio(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.label.labelstudio import LabelStudioTasksConfig, write_tasks
+
+    result = write_tasks(load_config(LabelStudioTasksConfig, args.config, args.overrides))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {result.tasks} Label Studio tasks to {result.out} ({result.added} new items)")
+    print(
+        f"wrote the labelling config to {result.config}: in Label Studio, create a project, "
+        "paste it under Settings > Labeling Interface > Code, import the tasks; then "
+        "Export > JSON and run rlhfkit label from-labelstudio EXPORT.json"
+    )
+    return 0
+
+
+def _from_labelstudio(args: argparse.Namespace) -> int:
+    from rlhfkit.config import load_config
+    from rlhfkit.label.labelstudio import LabelStudioImportConfig, import_export
+
+    config = load_config(LabelStudioImportConfig, args.config, args.overrides)
+    result = import_export(args.export, config)
+    c = result.counts
+    print(
+        f"imported into {config.db}: {c['new']} new, {c['replaced']} replaced, "
+        f"{c['unchanged']} unchanged judgment(s); stored {c['votes']} vote(s) and "
+        f"{c['skips']} skip(s) (cancelled annotations); {c['without a choice']} "
+        "annotation(s) without a choice left out"
+    )
+    for labeller, n in sorted(result.labellers.items()):
+        print(f"  {labeller}: {n} judgment(s) stored")
+    print(f"next: rlhfkit label stats {config.db}; rlhfkit label export {config.db} out=...")
+    return 0
 
 
 def _label_serve(args: argparse.Namespace) -> int:

@@ -247,9 +247,11 @@ class LabelStore:
         comment: str = "",
         seconds: float | None = None,
         strength: str | None = None,
+        left_side: str | None = None,
     ) -> tuple[Judgment, bool]:
         """Store a labeller's choice as the page showed it ("left", "right", "tie", "skip"),
-        with how much better (`STRENGTHS`) when they said.
+        with how much better (`STRENGTHS`) when they said. `left_side`: the answer (A or B)
+        they saw on the left when another tool showed it (default: this page's draw).
 
         Returns:
             The stored judgment and whether it was new (False: it replaced their earlier
@@ -258,7 +260,7 @@ class LabelStore:
         Raises:
             KeyError: no item has this id.
         """
-        left = self.left_side(item_id, labeller)
+        left = left_side or self.left_side(item_id, labeller)
         choice = stored_choice(shown, left)
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with closing(self.connect()) as conn, transaction(conn):
