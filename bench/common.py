@@ -130,6 +130,13 @@ def add_run_arguments(
     parser.add_argument(
         "--workdir", type=Path, default=scratch_dir, help="Scratch folder (data, runs)."
     )
+    parser.add_argument(
+        "--rlhfkit-compile",
+        choices=("true", "false", "auto"),
+        default="true",
+        help="rlhfkit's compile setting (default true: what a run of >= 50 steps does by "
+        "itself; auto would leave the benchmark's short run uncompiled).",
+    )
     parser.add_argument("--child", choices=("rlhfkit", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -664,3 +671,8 @@ def token_counts(real: list[int], padded: list[int], pairs: int) -> dict[str, fl
         "real_tokens_per_pair": round(sum(real) / pairs, 1),
         "padded_tokens_per_pair": round(sum(padded) / pairs, 1),
     }
+
+
+def compile_setting(args: argparse.Namespace) -> bool | None:
+    """rlhfkit's `compile` from `--rlhfkit-compile` (true, false, auto = None)."""
+    return {"true": True, "false": False, "auto": None}[args.rlhfkit_compile]

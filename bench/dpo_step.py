@@ -49,6 +49,7 @@ from typing import Any
 from common import (
     RssSampler,
     add_run_arguments,
+    compile_setting,
     dtype_name,
     make_pairs,
     peak_rss_mib,
@@ -170,7 +171,7 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
         save_every=total,
         save_merged=False,
         # a run of >= 50 steps compiles by default; the benchmark's 13 steps stand for one
-        compile={"true": True, "false": False, "auto": None}[args.rlhfkit_compile],
+        compile=compile_setting(args),
         dtype="auto",
         device="cpu",
         seed=args.seed,
@@ -465,13 +466,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trl-no-gradient-checkpointing",
         action="store_true",
         help="Turn off TRL's default gradient checkpointing (a non-default, informative run).",
-    )
-    parser.add_argument(
-        "--rlhfkit-compile",
-        choices=("true", "false", "auto"),
-        default="true",
-        help="rlhfkit's compile setting (default true: what a run of >= 50 steps does by "
-        "itself; auto would leave a 13-step run uncompiled).",
     )
     parser.add_argument(
         "--rlhfkit-micro-batch-tokens",

@@ -36,6 +36,7 @@ from typing import Any
 from common import (
     RssSampler,
     add_run_arguments,
+    compile_setting,
     dtype_name,
     make_prompts,
     peak_rss_mib,
@@ -198,6 +199,7 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
         eval_interval=total,
         save_every=total,
         save_merged=False,
+        compile=compile_setting(args),
         dtype="auto",
         device="cpu",
         seed=args.seed,
@@ -243,6 +245,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "lora_dtype": dtype_name(lora),
         "autocast_bf16": trainer.autocast,
         "gradient_checkpointing": False,
+        "compiled": trainer.compiled,
         "optimizer": "torch.optim.AdamW",
         "trainable_parameters": sum(p.numel() for p in trainer.params.values()),
         "train_prompts": len(data.train),
@@ -271,6 +274,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             [r["rollout/ended_fraction"] for r in rows],
             args.warmup_steps,
         ),
+        "first_step_seconds": rows[0]["timing/step"],  # includes compiling when compiled
         "rss_before_training_mib": round(rss_before, 1),
         **sampler.figures(),
         "peak_rss_mib": round(peak_rss_mib(), 1),

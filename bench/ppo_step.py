@@ -29,6 +29,7 @@ from typing import Any
 from common import (
     RssSampler,
     add_run_arguments,
+    compile_setting,
     dtype_name,
     make_prompts,
     peak_rss_mib,
@@ -141,6 +142,7 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
         eval_every=total,
         save_every=total,
         save_merged=False,
+        compile=compile_setting(args),
         dtype="auto",
         device="cpu",
         seed=args.seed,
@@ -182,6 +184,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "value_dtype": dtype_name(trainer.policy.value_head.weight),
         "autocast_bf16": trainer.autocast,
         "gradient_checkpointing": False,
+        "compiled": trainer.compiled,
         "optimizer": "torch.optim.AdamW",
         "trainable_parameters": sum(p.numel() for p in trainer.params.values()),
         "trainable": "policy LoRA adapter + value head on the policy's trunk",
@@ -212,6 +215,7 @@ def run_rlhfkit(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             [r["rollout/ended_fraction"] for r in rows],
             args.warmup_steps,
         ),
+        "first_step_seconds": rows[0]["timing/step"],  # includes compiling when compiled
         "rss_before_training_mib": round(rss_before, 1),
         **sampler.figures(),
         "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.models.compiled import AUTO_MIN_STEPS, resolve_compile
+from rlhfkit.models.compiled import AUTO_MIN_STEPS, is_compiled, resolve_compile
 from rlhfkit.models.loading import decoder_blocks
 from rlhfkit.tracking import read_metrics
 from rlhfkit.train.reward import RewardTrainer
@@ -44,7 +44,7 @@ def test_compiled_training_equals_eager_training(tmp_path):
         )
         trainer = RewardTrainer(config)
         blocks = decoder_blocks(trainer.model)
-        assert blocks and all(type(b.forward).__name__ == "_GradOnly" for b in blocks) == setting
+        assert blocks and all(is_compiled(b) for b in blocks) == setting
         trainer.run()
         rows = read_metrics(trainer.run_dir)
         params = {n: p.detach().clone() for n, p in trainer.params.items()}
@@ -88,3 +88,46 @@ def test_a_machine_that_cannot_compile_gets_a_clear_error_or_a_warning(tmp_path)
     assert "training runs uncompiled: torch.compile cannot build code here" in done.stderr
     assert "compile=true, but torch.compile cannot build code on this machine" in done.stdout
     assert "install a C++ compiler" in done.stdout and "set compile=false" in done.stdout
+
+
+def test_compiled_rl_equals_eager_and_runs_whole_sequence_passes_compiled(tmp_path):
+    """GRPO with compiled blocks: the update passes, the old policy's and the reference's
+    passes (no gradients) run compiled, packed without a key/value cache; sampling and
+    scoring on a cache run eagerly; the run's figures equal the eager run's."""
+    from test_grpo_train import tiny_trainer
+
+    runs = {}
+    for setting in (False, True):
+        (tmp_path / str(setting)).mkdir()
+        trainer = tiny_trainer(
+            tmp_path / str(setting), compile=setting, kl_coeff=0.05, epochs_per_batch=2
+        )
+        blocks = decoder_blocks(trainer.policy.backbone)
+        assert trainer.compiled is setting and trainer.policy.packed is setting
+        assert all(is_compiled(b) for b in blocks) is setting
+        calls = {"compiled": [], "eager": 0}
+        if setting:
+            for block in blocks:
+                compiled, eager = block.forward.compiled, block.forward.eager
+
+                def counted_compiled(*args, _fn=compiled, _calls=calls, **kwargs):
+                    _calls["compiled"].append(torch.is_grad_enabled())
+                    return _fn(*args, **kwargs)
+
+                def counted_eager(*args, _fn=eager, _calls=calls, **kwargs):
+                    _calls["eager"] += 1
+                    return _fn(*args, **kwargs)
+
+                block.forward.compiled, block.forward.eager = counted_compiled, counted_eager
+        trainer.run()
+        rows = [r for r in read_metrics(trainer.run_dir) if "train_reward_mean" in r]
+        runs[setting] = rows
+        if setting:
+            assert True in calls["compiled"] and False in calls["compiled"]
+            assert calls["eager"] > 0  # sampling
+    eager, compiled = runs[False], runs[True]
+    assert len(eager) == len(compiled) > 0
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["train_reward_mean"] == pytest.approx(a["train_reward_mean"], abs=1e-6)
+        assert b["policy/loss"] == pytest.approx(a["policy/loss"], abs=1e-4)
+        assert b["objective/kl"] == pytest.approx(a["objective/kl"], abs=1e-4)

@@ -277,3 +277,29 @@ def test_loss_mask_leaves_out_truncated_answers_and_skipped_groups():
     assert mask.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
     assert loss_mask(response, 2, truncated=truncated).tolist()[2:] == response.tolist()[2:]
     assert loss_mask(response, 2) is response  # nothing asked: the response mask itself
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_chunked_token_logprobs_equal_log_softmax_and_its_gradient(autocast):
+    """`token_logprobs` (logits a chunk at a time, recomputed in the backward pass) gives
+    what autograd through log_softmax and gather gives: values, entropies, gradients."""
+    from rlhfkit.models.policy import LOGIT_CHUNK_TOKENS, token_logprobs
+
+    torch.manual_seed(0)
+    positions = LOGIT_CHUNK_TOKENS + 57  # a full chunk and a part
+    hidden = torch.randn(3, positions, 16, requires_grad=True)
+    weight = torch.randn(300, 16).to(torch.bfloat16 if autocast else torch.float32)
+    targets = torch.randint(0, 300, (3, positions))
+    upstream = torch.randn(3, positions)
+    with torch.autocast("cpu", enabled=autocast):
+        chosen, entropy = token_logprobs(hidden, weight, targets, 0.7, with_entropy=True)
+    (chosen * upstream).sum().backward()
+    ours, hidden.grad = hidden.grad, None
+    with torch.autocast("cpu", enabled=autocast):
+        log_probs = torch.log_softmax(torch.nn.functional.linear(hidden, weight).float() / 0.7, -1)
+    expected = log_probs.gather(-1, targets[..., None]).squeeze(-1)
+    (expected * upstream).sum().backward()
+    assert torch.equal(chosen, expected.detach())
+    torch.testing.assert_close(entropy, -(log_probs.exp() * log_probs).sum(-1).detach())
+    torch.testing.assert_close(ours, hidden.grad, rtol=1e-5, atol=1e-5)
+    assert entropy.requires_grad is False

@@ -3,13 +3,18 @@
 Outside its matrix products, a training step on CPU is element-wise work over many
 tensors: RMSNorm, rotary embeddings, SwiGLU, LoRA scaling, residual adds and dtype casts.
 Run eagerly, each is its own pass over memory. Compiling a decoder block fuses them into a
-few loops: on the reward-model benchmark a step takes about a fifth less time on CPU.
+few loops: on the reward-model benchmark a step takes about a fifth less time on CPU. It
+also keeps less for the backward pass (inductor recomputes cheap element-wise results
+instead of storing them): a PPO policy's forward and backward over 8 x 437 tokens peaked at
+3.2 GiB compiled against 5.0 GiB eager, and ran about a fifth faster.
 
 Compiling costs time once per run (about 20-60 s on 2 CPU cores; a disk cache makes later
 runs quicker) and needs a C++ compiler on CPU, so `resolve_compile` turns it on by
 itself only for runs long enough to earn that back, and checks first that the compiler
-works. Only passes that keep gradients run compiled: scoring, sampling and evaluation
-(often with a key/value cache) run the same blocks eagerly.
+works. Passes over whole sequences run compiled, with or without gradients (training,
+a reference model's or the old policy's log-probabilities); passes on a key/value cache
+(sampling, scoring a prompt's answers on its cache) run the same blocks eagerly, since the
+cache changes shape every token.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def compile_param() -> Any:
 
 
 def compile_blocks(blocks: Sequence[nn.Module]) -> None:
-    """Run `blocks` compiled whenever gradients are on, eagerly otherwise (in place).
+    """Run `blocks` compiled except on a key/value cache (in place).
 
     Blocks of one class share one compiled function (dynamic shapes), so a 30-layer
     model compiles once, not 30 times. Hooks on the blocks stay outside the compiled code.
@@ -64,19 +69,25 @@ def compile_blocks(blocks: Sequence[nn.Module]) -> None:
             compiled[kind] = torch.compile(
                 kind.forward, dynamic=True, options=CPU_OPTIONS if on_cpu else None
             )
-        block.forward = _GradOnly(block, block.forward, compiled[kind])
+        block.forward = _WithoutCache(block, block.forward, compiled[kind])
 
 
-class _GradOnly:
-    """A block's forward: the compiled function when gradients are on, else the eager one."""
+class _WithoutCache:
+    """A block's forward: the compiled function, or the eager one when the call brings a
+    key/value cache (transformers passes it as `cache`)."""
 
     def __init__(self, block: nn.Module, eager, compiled):
         self.block, self.eager, self.compiled = block, eager, compiled
 
     def __call__(self, *args, **kwargs):
-        if torch.is_grad_enabled():
+        if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
             return self.compiled(self.block, *args, **kwargs)
         return self.eager(*args, **kwargs)
+
+
+def is_compiled(block: nn.Module) -> bool:
+    """Whether `compile_blocks` compiled this block."""
+    return isinstance(block.forward, _WithoutCache)
 
 
 @cache

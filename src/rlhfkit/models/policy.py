@@ -101,6 +101,10 @@ class PolicyModel(nn.Module):
         self.backbone = backbone
         self.value_head = value_head
         self._lora_layers = lora_layers(backbone)
+        self.packed = False
+        """Whether passes over several answers to one prompt pack them into one row
+        (`packed_forward`) instead of running them on the prompt's key/value cache: set
+        where the decoder blocks are compiled, which run eagerly on a cache."""
 
     @property
     def device(self) -> torch.device:
@@ -165,7 +169,7 @@ class PolicyModel(nn.Module):
         """The key/value cache of left-padded token ids, each row repeated `repeat` times."""
         device = self.device
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        cache = self._trunk(
+        cache = self.trunk(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
@@ -175,7 +179,7 @@ class PolicyModel(nn.Module):
         return cache
 
     @property
-    def _trunk(self) -> nn.Module:
+    def trunk(self) -> nn.Module:
         """The decoder stack (no language-model head)."""
         lm = self.language_model
         return getattr(lm, lm.base_model_prefix)
@@ -213,12 +217,12 @@ class PolicyModel(nn.Module):
         """
         tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
         with uncast_lora_inputs(self._lora_layers, self.device):
-            if supports_packing(self._trunk):
+            if supports_packing(self.trunk):
                 prompt_hidden, answer_hidden = packed_forward(
-                    self._trunk, *tensors, multiple=batch.multiple
+                    self.trunk, *tensors, multiple=batch.multiple
                 )
             else:
-                prompt_hidden, answer_hidden = shared_prompt_forward(self._trunk, *tensors)
+                prompt_hidden, answer_hidden = shared_prompt_forward(self.trunk, *tensors)
         # the last prompt position predicts the first answer token (prompts are left-padded)
         first = prompt_hidden[:, -1:].repeat_interleave(batch.per_prompt, 0)  # (B*k, 1, H)
         hidden = torch.cat([first, answer_hidden[:, :-1]], 1)  # (B*k, A, H)
@@ -230,8 +234,9 @@ class PolicyModel(nn.Module):
         device = self.device
         if rollout.group > 1:
             group = rollout.group
-            prompt_hidden, answer_hidden = shared_prompt_forward(
-                self._trunk,
+            forward = packed_forward if self.packed else shared_prompt_forward
+            prompt_hidden, answer_hidden = forward(
+                self.trunk,
                 rollout.query_ids[::group].to(device),
                 rollout.query_mask[::group].to(device),
                 rollout.response_ids.to(device),
@@ -243,8 +248,8 @@ class PolicyModel(nn.Module):
         ids = torch.cat([rollout.query_ids, rollout.response_ids], 1).to(device)
         mask = torch.cat([rollout.query_mask, rollout.response_mask], 1).to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden = self._trunk(
-            input_ids=ids, attention_mask=mask, position_ids=positions
+        hidden = self.trunk(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
         ).last_hidden_state
         prompt_width, answer_width = rollout.query_ids.shape[1], rollout.response_ids.shape[1]
         return hidden[:, prompt_width - 1 : prompt_width + answer_width - 1]
@@ -253,18 +258,11 @@ class PolicyModel(nn.Module):
         self, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probabilities of `targets` (B, A) from the hidden states that predict them
-        (B, A, H), and optionally the entropy at each position."""
-        logits = self.language_model.get_output_embeddings()(hidden).float()  # (B, A, V)
-        if temperature != 1.0:
-            logits = logits / temperature
-        log_probs = torch.log_softmax(logits, dim=-1)
-        targets = targets.to(logits.device)
-        chosen = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, A)
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return chosen, entropy
+        (B, A, H), and optionally the entropy at each position (`token_logprobs`)."""
+        head = self.language_model.get_output_embeddings()
+        return token_logprobs(
+            hidden, head.weight, targets.to(hidden.device), temperature, with_entropy
+        )
 
     def save(self, folder: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the policy adapter and the value head atomically.
@@ -292,6 +290,91 @@ class PolicyModel(nn.Module):
                     for k, v in under(weights, "value_head.").items()
                 }
                 save_file(state, tmp / VALUE_HEAD_FILE)
+
+
+LOGIT_CHUNK_TOKENS = 256
+"""Tokens whose vocabulary logits exist at once in `token_logprobs` (fp32: 256 x 49152 x 4
+bytes, 50 MB for the bundled model's vocabulary)."""
+
+
+def token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(hidden @ weight.T / temperature)[target] for every position, and
+    optionally the entropy of each position's distribution (no gradient).
+
+    The logits over the vocabulary are computed `LOGIT_CHUNK_TOKENS` positions at a time,
+    in fp32 from the output layer's product (in the autocast dtype under autocast), and
+    not kept: the backward pass computes each chunk's again. For a policy step of 8
+    answers of 64 tokens this keeps about 400 MB fewer bytes alive than autograd keeping
+    the logits, the log-softmax and their gradients, for one more output-layer product.
+
+    Args:
+        hidden: final hidden states. Shape: (B, A, H)
+        weight: the output layer's weight (no bias). Shape: (V, H)
+        targets: token ids. Shape: (B, A)
+
+    Returns:
+        fp32 log-probabilities (B, A) and, when asked, fp32 entropies (B, A).
+    """
+    shape = targets.shape
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+    else:
+        dtype = torch.promote_types(hidden.dtype, weight.dtype)
+    entropy = torch.empty(flat_targets.shape, device=hidden.device) if with_entropy else None
+    chosen = _TokenLogprobs.apply(flat_hidden, weight, flat_targets, temperature, dtype, entropy)
+    return chosen.view(shape), None if entropy is None else entropy.view(shape)
+
+
+def _chunk_log_softmax(
+    hidden: torch.Tensor, weight: torch.Tensor, temperature: float, dtype: torch.dtype
+) -> torch.Tensor:
+    logits = torch.nn.functional.linear(hidden.to(dtype), weight.to(dtype)).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1)
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """`token_logprobs` over flat positions; gradients flow to the hidden states only (the
+    output layer is frozen)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, dtype, entropy):
+        chosen = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, len(targets), LOGIT_CHUNK_TOKENS):
+                part = slice(start, start + LOGIT_CHUNK_TOKENS)
+                log_probs = _chunk_log_softmax(hidden[part], weight, temperature, dtype)
+                chosen[part] = log_probs.gather(-1, targets[part, None]).squeeze(-1)
+                if entropy is not None:
+                    entropy[part] = -(log_probs.exp() * log_probs).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.temperature, ctx.dtype = temperature, dtype
+        return chosen
+
+    @staticmethod
+    def backward(ctx, grad_chosen):
+        hidden, weight, targets = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, len(targets), LOGIT_CHUNK_TOKENS):
+                part = slice(start, start + LOGIT_CHUNK_TOKENS)
+                log_probs = _chunk_log_softmax(hidden[part], weight, ctx.temperature, ctx.dtype)
+                # d log_softmax(z)[t] / dz = onehot(t) - softmax(z)
+                grad = log_probs.exp_().mul_(-grad_chosen[part, None])
+                grad.scatter_add_(-1, targets[part, None], grad_chosen[part, None])
+                if ctx.temperature != 1.0:
+                    grad = grad / ctx.temperature
+                grad_hidden[part] = (grad.to(ctx.dtype) @ weight.to(ctx.dtype)).to(hidden.dtype)
+        return grad_hidden, None, None, None, None, None
 
 
 def cut_at_eos(

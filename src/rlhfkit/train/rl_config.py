@@ -15,6 +15,7 @@ from rlhfkit.algorithms.ppo import KL_ESTIMATORS
 from rlhfkit.config import check, param, param_default, to_dict
 from rlhfkit.data.config import DataConfig
 from rlhfkit.graders.sandbox import resolve_mode, sandbox_param
+from rlhfkit.models.compiled import compile_param
 from rlhfkit.models.reward import ALL_LINEAR
 from rlhfkit.train import METHODS
 from rlhfkit.train.params import OptimizationParams, RunParams
@@ -73,6 +74,7 @@ class RLCommonConfig(RunParams, OptimizationParams, DataConfig, ABC):
         list(ALL_LINEAR), "Module names that get LoRA adapters (comma-separated)."
     )
     sample_every: int = param(10, "Log a few decoded prompts, answers and scores every N steps.")
+    compile: bool | None = compile_param()
     save_merged: bool = param(True, "Also write the adapter merged into the base (model/).")
     output_dir: str = param_default(RunParams, "output_dir", "runs/rl")
     eval_samples: int = param(
