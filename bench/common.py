@@ -676,3 +676,174 @@ def token_counts(real: list[int], padded: list[int], pairs: int) -> dict[str, fl
 def compile_setting(args: argparse.Namespace) -> bool | None:
     """rlhfkit's `compile` from `--rlhfkit-compile` (true, false, auto = None)."""
     return {"true": True, "false": False, "auto": None}[args.rlhfkit_compile]
+
+
+# --------------------------------------------------------------------------- the machine's limits
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Seconds per call of `fn`, after one untimed call."""
+    fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def measure_machine(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 512):
+    """This machine's limits, measured once per benchmark run: the throughput of one large
+    square matmul in bf16 and in fp32 (TFLOP/s, all threads) and the bandwidth of a large
+    memory copy (GB/s, bytes read + written)."""
+    import torch
+
+    out: dict[str, Any] = {"device": device, "threads": torch.get_num_threads()}
+    for dtype in ("bf16", "fp32"):
+        torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+        a = torch.randn(matmul_size, matmul_size, device=device, dtype=torch_dtype)
+        b = torch.randn(matmul_size, matmul_size, device=device, dtype=torch_dtype)
+        seconds = timed(lambda a=a, b=b: a @ b, device, repeats=10 if device == "cuda" else 3)
+        out[f"{dtype}_matmul_tflops"] = round(2 * matmul_size**3 / seconds / 1e12, 3)
+        del a, b
+    size = copy_mib * 2**20 // 4
+    src = torch.empty(size, device=device, dtype=torch.float32).uniform_()
+    dst = torch.empty_like(src)
+    seconds = timed(lambda src=src, dst=dst: dst.copy_(src), device, repeats=10)
+    out["copy_bandwidth_gb_s"] = round(2 * src.numel() * 4 / seconds / 1e9, 1)
+    return out
+
+
+def parameter_counts(model) -> dict[str, Any]:
+    """Parameters in all, in the decoder layers (N_trunk), and in the output layer."""
+    layers = sum(p.numel() for p in model.model.layers.parameters())
+    head = model.get_output_embeddings().weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    return {"parameters": total, "trunk_parameters": layers, "output_layer_parameters": head}
+
+
+def model_shape(model_dir: str) -> dict[str, Any]:
+    """What the efficiency formulas need of a model folder, from its config alone (the model
+    is built on the meta device: no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return {
+        **parameter_counts(model),
+        "layers": config.num_hidden_layers,
+        "kv_heads": config.num_key_value_heads,
+        "head_dim": head_dim,
+    }
+
+
+EFFICIENCY_FORMULAS = {
+    "fraction_of_bf16_peak": "model FLOPs of the step's passes / their seconds / the measured "
+    "bf16 matmul peak. Model FLOPs per real (unpadded) token: 2 x N_trunk for a forward pass, "
+    "2 x N_trunk more for its backward pass (LoRA: gradients of the activations through the "
+    "frozen weights; the adapters' own are negligible), plus 2 x V x H per answer token for "
+    "the output layer in each pass that computes log-probabilities (twice that with a "
+    "backward pass). Attention's own FLOPs are left out (sequences under 1,000 tokens). "
+    "The same useful work is counted for both libraries: whatever either computes beyond it "
+    "(padding, logits over prompts, a second model) lowers its fraction",
+    "fraction_of_bandwidth_bound": "answer tokens per second while sampling (prefill "
+    "included) / the bound set by memory bandwidth: each decode step reads every weight "
+    "(trunk and output layer) once and the key/value cache of every answer so far; bound = "
+    "batch x measured copy bandwidth / bytes per step",
+}
+
+
+def decode_bound(
+    shape: dict[str, Any], batch: int, context: float, bandwidth_gb_s: float, element: int = 2
+) -> float:
+    """Tokens per second at the memory-bandwidth bound of decoding `batch` answers with
+    `context` tokens in the cache on average (weights and cache in `element`-byte floats)."""
+    weights = (shape["trunk_parameters"] + shape["output_layer_parameters"]) * element
+    cache = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * element * context
+    return batch * bandwidth_gb_s * 1e9 / (weights + batch * cache)
+
+
+def rl_step_efficiency(
+    result: dict[str, Any],
+    batches: list[list[list[int]]],
+    per_prompt: int,
+    passes: dict[str, float],
+    shape: dict[str, Any],
+    limits: dict[str, Any],
+    warmup: int,
+    sampling_phase: str | None = None,
+) -> dict[str, Any]:
+    """Fraction of the bf16 matmul peak an RL benchmark side's timed steps reach, and, where
+    the side times its sampling (`sampling_phase`), its training passes alone and its
+    sampling against the bandwidth bound (`EFFICIENCY_FORMULAS`).
+
+    Args:
+        result: the side's figures (`step_seconds`, `response_length_per_step`, phases).
+        batches: each step's prompt token ids.
+        per_prompt: answers per prompt.
+        passes: how many times each token goes through the trunk: `trunk_forward`,
+            `trunk_backward`; and how many times each answer token goes through the output
+            layer: `head_forward`, `head_backward`.
+        shape: `model_shape` of the model; limits: `measure_machine` figures.
+    """
+    trunk, head = shape["trunk_parameters"], shape["output_layer_parameters"]
+    peak = limits["bf16_matmul_tflops"] * 1e12
+    flops, seconds, prompt_tokens, answers_per_step = [], [], [], []
+    for step in range(warmup, len(result["step_seconds"])):
+        prompts = sum(len(ids) for ids in batches[step])
+        answers = len(batches[step]) * per_prompt * result["response_length_per_step"][step]
+        tokens = prompts + answers  # each prompt once for its answers
+        flops.append(
+            2 * trunk * tokens * (passes["trunk_forward"] + passes["trunk_backward"])
+            + 2 * head * answers * (passes["head_forward"] + passes["head_backward"])
+        )
+        seconds.append(result["step_seconds"][step])
+        prompt_tokens.append(prompts / len(batches[step]))
+        answers_per_step.append(answers)
+    out = {
+        "model_tflops_per_step": round(statistics.mean(flops) / 1e12, 3),
+        "fraction_of_bf16_peak_whole_step": round(sum(flops) / sum(seconds) / peak, 4),
+    }
+    if sampling_phase and "mean_phase_seconds" in result:
+        sampling = result["mean_phase_seconds"][sampling_phase]
+        training = sum(seconds) - sampling * len(seconds)
+        out["fraction_of_bf16_peak_training_passes"] = round(sum(flops) / training / peak, 4)
+        batch = len(batches[warmup]) * per_prompt
+        answer = statistics.mean(answers_per_step) / batch
+        context = statistics.mean(prompt_tokens) + answer / 2
+        bound = decode_bound(shape, batch, context, limits["copy_bandwidth_gb_s"])
+        rate = statistics.mean(answers_per_step) / sampling
+        out["sampling_tokens_per_second"] = round(rate, 1)
+        out["sampling_bandwidth_bound_tokens_per_second"] = round(bound, 1)
+        out["fraction_of_bandwidth_bound_sampling"] = round(rate / bound, 4)
+    return out
+
+
+def efficiency_lines(results: dict[str, dict[str, Any]], limits: dict[str, Any]) -> list[str]:
+    """One printed line per side: its fractions of the machine's measured limits."""
+    lines = [
+        f"machine: bf16 matmul {limits['bf16_matmul_tflops']:.3f} TFLOP/s, fp32 "
+        f"{limits['fp32_matmul_tflops']:.3f}, copy bandwidth {limits['copy_bandwidth_gb_s']} GB/s"
+    ]
+    for side, r in results.items():
+        line = f"{side}: {r['fraction_of_bf16_peak_whole_step']:.3f} of the bf16 peak (whole step)"
+        if "fraction_of_bf16_peak_training_passes" in r:
+            line += f", {r['fraction_of_bf16_peak_training_passes']:.3f} (training passes)"
+        if "fraction_of_bandwidth_bound_sampling" in r:
+            line += (
+                f"; sampling {r['sampling_tokens_per_second']:.1f} tokens/s = "
+                f"{r['fraction_of_bandwidth_bound_sampling']:.3f} of the bandwidth bound "
+                f"({r['sampling_bandwidth_bound_tokens_per_second']:.0f})"
+            )
+        lines.append(line)
+    return lines

@@ -48,7 +48,18 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from common import make_pairs, make_prompts, peak_rss_mib, write_datasets, write_prompts  # noqa: E402
+from common import (  # noqa: E402
+    decode_bound,
+    make_pairs,
+    make_prompts,
+    measure_machine,
+    model_shape,
+    parameter_counts,
+    peak_rss_mib,
+    synchronize,
+    write_datasets,
+    write_prompts,
+)
 from grpo_step import rlhfkit_reward as length_reward  # noqa: E402  (answers near 30 words)
 
 RESULTS_FILE = BENCH_DIR / "results" / "gpu_check.json"
@@ -138,49 +149,18 @@ def settings(tiny: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the machine
 
 
-def synchronize(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int) -> float:
-    """Seconds per call of `fn`, after one untimed call."""
-    fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def machine_limits(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Matmul throughput (bf16, fp32) and copy bandwidth, measured on the run's device."""
+    """Matmul throughput (bf16, fp32) and copy bandwidth on the run's device (`common`),
+    with the data-sheet bf16 peak of the GPUs we know."""
     import torch
 
-    device, n = cfg["device"], cfg["matmul_size"]
-    out: dict[str, Any] = {"device": device}
-    if device == "cuda":
+    out = measure_machine(cfg["device"], cfg["matmul_size"], cfg["copy_mib"])
+    if cfg["device"] == "cuda":
         name = torch.cuda.get_device_name()
         out["gpu"] = name
         out["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
         sheet = next((v for k, v in BF16_DATASHEET_TFLOPS.items() if k in name), None)
         out["bf16_datasheet_tflops"] = sheet
-    for dtype in ("bf16", "fp32"):
-        torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-        a = torch.randn(n, n, device=device, dtype=torch_dtype)
-        b = torch.randn(n, n, device=device, dtype=torch_dtype)
-        seconds = timed(lambda a=a, b=b: a @ b, device, repeats=10 if device == "cuda" else 3)
-        out[f"{dtype}_matmul_tflops"] = round(2 * n**3 / seconds / 1e12, 3)
-        del a, b
-    size = cfg["copy_mib"] * 2**20 // 4
-    src = torch.empty(size, device=device, dtype=torch.float32).uniform_()
-    dst = torch.empty_like(src)
-    seconds = timed(lambda src=src, dst=dst: dst.copy_(src), device, repeats=10)
-    out["copy_bandwidth_gb_s"] = round(2 * src.numel() * 4 / seconds / 1e9, 1)
-    del src, dst
     return out
 
 
@@ -220,14 +200,6 @@ def build_model_folder(shape: str, folder: Path, cfg: dict[str, Any]) -> dict[st
     del model
     free_memory(cfg["device"])
     return {**figures, "build_seconds": round(time.perf_counter() - started, 1)}
-
-
-def parameter_counts(model) -> dict[str, Any]:
-    """Parameters in all, in the decoder layers (N_trunk), and in the output layer."""
-    layers = sum(p.numel() for p in model.model.layers.parameters())
-    head = model.get_output_embeddings().weight.numel()
-    total = sum(p.numel() for p in model.parameters())
-    return {"parameters": total, "trunk_parameters": layers, "output_layer_parameters": head}
 
 
 def free_memory(device: str) -> None:
@@ -457,17 +429,11 @@ def sample_part(model: Path, data: dict[str, Path], cfg: dict[str, Any], bandwid
         seconds = time.perf_counter() - started
     generated = sum(len(tokenizer(a.text, add_special_tokens=False)["input_ids"]) for a in answers)
     tokens_per_second = len(prompts) * new / seconds
-    config = lm.config
     element = torch.finfo(next(lm.parameters()).dtype).bits // 8
-    counts = parameter_counts(lm)
-    weight_bytes = (counts["trunk_parameters"] + counts["output_layer_parameters"]) * element
-    head_dim = config.hidden_size // config.num_attention_heads
+    shape = model_shape(str(model))
     context = sum(len(p) for p in prompts) / len(prompts) + new / 2
-    kv_bytes = (
-        2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element * context
-    )
-    step_bytes = weight_bytes + len(prompts) * kv_bytes
-    bound = len(prompts) * bandwidth * 1e9 / step_bytes
+    bound = decode_bound(shape, len(prompts), context, bandwidth, element)
+    step_bytes = len(prompts) * bandwidth * 1e9 / bound
     del lm
     return {
         "batch": len(prompts),

@@ -34,17 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    EFFICIENCY_FORMULAS,
     RssSampler,
     add_run_arguments,
     compile_setting,
     dtype_name,
+    efficiency_lines,
     make_prompts,
+    measure_machine,
+    model_shape,
     peak_rss_mib,
     prompt_figures,
     prompt_line,
     ratio,
     report_head,
     response_figures,
+    rl_step_efficiency,
     rss_mib,
     run_child,
     step_timing,
@@ -703,7 +708,31 @@ def main(argv: list[str] | None = None) -> None:
     (args.workdir / "batches.json").write_text(json.dumps(batches))
     (args.workdir / "trl_prompts.json").write_text(json.dumps(messages))
 
+    limits = measure_machine()  # once, on the idle machine, before either side runs
     results = {side: run_child(side, args, model_dir, dtype) for side in sides}
+    # the useful work of a GRPO step here: one forward and backward pass of the policy over
+    # each prompt once and its answers (a reference pass too with --kl-coef)
+    reference = 1 if args.kl_coef > 0 else 0
+    passes = {
+        "trunk_forward": 1 + reference,
+        "trunk_backward": 1,
+        "head_forward": 1 + reference,
+        "head_backward": 1,
+    }
+    shape = model_shape(model_dir)
+    for result in results.values():
+        result.update(
+            rl_step_efficiency(
+                result,
+                batches,
+                args.group_size,
+                passes,
+                shape,
+                limits,
+                args.warmup_steps,
+                "sampling",
+            )
+        )
     report = report_head(
         "GRPO step time and peak memory",
         PYTHON,
@@ -711,6 +740,9 @@ def main(argv: list[str] | None = None) -> None:
         settings(args, dtype, prompts),
         results,
     )
+    report["machine_limits"] = limits
+    report["model_shape"] = shape
+    report["efficiency_formulas"] = {**EFFICIENCY_FORMULAS, "passes_per_token": passes}
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["steps_per_second"], theirs["steps_per_second"])
@@ -742,6 +774,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['mean_response_length_rlhfkit_over_trl']:.2f}x (it scales the work per step)"
         )
     print(prompt_line(prompts))
+    print("\n".join(efficiency_lines(results, limits)))
     for side, r in results.items():
         print(
             f"{side}: weights {r['weights_dtype']}, LoRA {r['lora_dtype']}, bf16 autocast "

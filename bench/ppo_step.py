@@ -27,17 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    EFFICIENCY_FORMULAS,
     RssSampler,
     add_run_arguments,
     compile_setting,
     dtype_name,
+    efficiency_lines,
     make_prompts,
+    measure_machine,
+    model_shape,
     peak_rss_mib,
     prompt_figures,
     prompt_line,
     ratio,
     report_head,
     response_figures,
+    rl_step_efficiency,
     rss_mib,
     run_child,
     step_timing,
@@ -656,7 +661,30 @@ def main(argv: list[str] | None = None) -> None:
     if "rlhfkit" in sides:
         build_reward_folder(args, args.workdir / "reward_model")
 
+    limits = measure_machine()  # once, on the idle machine, before either side runs
     results = {side: run_side(side, args, model_dir, dtype) for side in sides}
+    # the useful work of a PPO step: the reward model's pass, the reference's pass and
+    # ppo_epochs forward and backward passes of the policy (output layer: answer tokens)
+    passes = {
+        "trunk_forward": 2 + args.ppo_epochs,
+        "trunk_backward": args.ppo_epochs,
+        "head_forward": 1 + args.ppo_epochs,
+        "head_backward": args.ppo_epochs,
+    }
+    shape = model_shape(model_dir)
+    for side, result in results.items():
+        result.update(
+            rl_step_efficiency(
+                result,
+                batches,
+                1,
+                passes,
+                shape,
+                limits,
+                args.warmup_steps,
+                "rollout" if side == "rlhfkit" else None,
+            )
+        )
     report = report_head(
         "PPO step time and peak memory",
         PYTHON,
@@ -664,6 +692,9 @@ def main(argv: list[str] | None = None) -> None:
         settings(args, dtype, prompts),
         results,
     )
+    report["machine_limits"] = limits
+    report["model_shape"] = shape
+    report["efficiency_formulas"] = {**EFFICIENCY_FORMULAS, "passes_per_token": passes}
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["steps_per_second"], theirs["steps_per_second"])
@@ -702,6 +733,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['mean_response_length_rlhfkit_over_trl']:.2f}x (it scales the work per step)"
         )
     print(prompt_line(prompts))
+    print("\n".join(efficiency_lines(results, limits)))
     for side, r in results.items():
         print(
             f"{side}: weights {r['weights_dtype']}, LoRA {r['lora_dtype']}, value "
