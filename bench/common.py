@@ -847,3 +847,34 @@ def efficiency_lines(results: dict[str, dict[str, Any]], limits: dict[str, Any])
             )
         lines.append(line)
     return lines
+
+
+def pair_step_efficiency(
+    pairs_per_second: float,
+    tokens_per_pair: float,
+    answer_tokens_per_pair: float,
+    shape: dict[str, Any],
+    limits: dict[str, Any],
+    head_passes: int,
+) -> dict[str, Any]:
+    """Fraction of the bf16 peak of training on preference pairs (`EFFICIENCY_FORMULAS`):
+    each pair's real tokens (its prompt once and both answers) forward and backward through
+    the trunk, and `head_passes` output-layer passes over the answer tokens (DPO: 2, forward
+    and backward; a reward model: 0, its head gives one number per answer)."""
+    trunk, head = shape["trunk_parameters"], shape["output_layer_parameters"]
+    flops = 4 * trunk * tokens_per_pair + 2 * head * answer_tokens_per_pair * head_passes
+    peak = limits["bf16_matmul_tflops"] * 1e12
+    return {
+        "model_gflops_per_pair": round(flops / 1e9, 2),
+        "fraction_of_bf16_peak": round(flops * pairs_per_second / peak, 4),
+    }
+
+
+def machine_line(limits: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
+    """The measured limits and each side's fraction of the bf16 peak, in one line."""
+    return (
+        f"machine: bf16 matmul {limits['bf16_matmul_tflops']:.3f} TFLOP/s, copy bandwidth "
+        f"{limits['copy_bandwidth_gb_s']} GB/s; "
+        + ", ".join(f"{side} {r['fraction_of_bf16_peak']:.3f}" for side, r in results.items())
+        + " of the bf16 peak (model FLOPs of the training passes)"
+    )

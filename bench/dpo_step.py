@@ -42,16 +42,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from common import (
+    EFFICIENCY_FORMULAS,
     RssSampler,
     add_run_arguments,
     compile_setting,
     dtype_name,
+    machine_line,
     make_pairs,
+    measure_machine,
+    model_shape,
+    pair_step_efficiency,
     peak_rss_mib,
     ratio,
     report_head,
@@ -653,6 +659,7 @@ def print_report(report: dict[str, Any], output: Path) -> None:
             f"{r['autocast_bf16']}, {r['trainable_parameters']} trainable parameters, "
             f"{r['threads']} threads, loss per step {r['loss_per_step']}"
         )
+    print(machine_line(report["machine_limits"], results))
     if "trl" in results:
         print(f"TRL's answers end with {results['trl']['answer_suffixes_beyond_rlhfkit']} more")
     print(f"\nwrote {output}")
@@ -676,10 +683,21 @@ def main(argv: list[str] | None = None) -> None:
     steps = encoded_steps(args, args.workdir)
     (args.workdir / "encoded_steps.json").write_text(json.dumps(steps))
 
+    limits = measure_machine()  # once, on the idle machine, before either side runs
     results = {side: run_child(side, args, model_dir, dtype) for side in sides}
+    shape = model_shape(model_dir)
+    timed = [pair for step in steps[args.warmup_steps :] for pair in step]
+    tokens = statistics.mean(len(p) + len(c) + len(r) for p, c, r in timed)
+    answers = statistics.mean(len(c) + len(r) for _, c, r in timed)
+    for result in results.values():
+        speed = result["pairs_per_second"]
+        result.update(pair_step_efficiency(speed, tokens, answers, shape, limits, 2))
     report = report_head(
         "DPO training throughput", PYTHON, "bench/dpo_step.py", settings(args, dtype), results
     )
+    report["machine_limits"] = limits
+    report["model_shape"] = shape
+    report["efficiency_formulas"] = EFFICIENCY_FORMULAS
     report.update(compare(results))
     write_report(report, args.output)
     print_report(report, args.output)

@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    EFFICIENCY_FORMULAS,
     RssSampler,
     add_run_arguments,
+    compile_setting,
     dtype_name,
+    machine_line,
     make_pairs,
+    measure_machine,
+    model_shape,
+    pair_step_efficiency,
     peak_rss_mib,
     ratio,
     report_head,
@@ -64,7 +70,7 @@ def rlhfkit_config(args: argparse.Namespace, workdir: Path, run_dir: Path):
     if args.rlhfkit_micro_batch_tokens:
         extra["micro_batch_tokens"] = args.rlhfkit_micro_batch_tokens
     # a run of >= 50 steps compiles by default; the benchmark's 13 steps stand for one
-    extra["compile"] = {"true": True, "false": False, "auto": None}[args.rlhfkit_compile]
+    extra["compile"] = compile_setting(args)
     config = RewardConfig(
         **extra,
         preference_dataset=str(workdir / "pairs_rlhf_text.jsonl"),
@@ -314,13 +320,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Turn off TRL's default gradient checkpointing (a non-default, informative run).",
     )
     parser.add_argument(
-        "--rlhfkit-compile",
-        choices=("true", "false", "auto"),
-        default="true",
-        help="rlhfkit's compile setting (default true: what a run of >= 50 steps does by "
-        "itself; auto would leave a 13-step run uncompiled).",
-    )
-    parser.add_argument(
         "--rlhfkit-micro-batch-tokens",
         type=int,
         default=None,
@@ -443,7 +442,14 @@ def main(argv: list[str] | None = None) -> None:
     order = rlhfkit_batch_order(len(pairs), args)
     (args.workdir / "batch_order.json").write_text(json.dumps(order))
 
+    limits = measure_machine()  # once, on the idle machine, before either side runs
     results = {side: run_child(side, args, model_dir, dtype) for side in sides}
+    shape = model_shape(model_dir)
+    if "rlhfkit" in results:  # the useful work: rlhfkit's real tokens (each prompt once)
+        tokens = results["rlhfkit"]["real_tokens_per_pair"]
+        for result in results.values():
+            speed = result["pairs_per_second"]
+            result.update(pair_step_efficiency(speed, tokens, 0, shape, limits, 0))
     report = report_head(
         "reward-model training throughput",
         "bench/.venv/bin/python",
@@ -451,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
         settings(args, dtype),
         results,
     )
+    report["machine_limits"] = limits
+    report["model_shape"] = shape
+    report["efficiency_formulas"] = EFFICIENCY_FORMULAS
     if "rlhfkit" in results and "trl" in results:
         ours, theirs = results["rlhfkit"], results["trl"]
         speed = ratio(ours["pairs_per_second"], theirs["pairs_per_second"])
@@ -487,6 +496,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['head_dtype']}, bf16 autocast {r['autocast_bf16']}, "
             f"{r['trainable_parameters']} trainable parameters, {r['threads']} threads"
         )
+    if "rlhfkit" in results:
+        print(machine_line(limits, results))
     print(f"\nwrote {args.output}")
 
 
