@@ -32,6 +32,22 @@ def last_token_reward_model(tmp_path_factory) -> Path:
     )
 
 
+def tiny_llama_config(tokenizer, **settings):
+    """A two-layer Llama config on the bundled tokenizer's vocabulary."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        **settings,
+    )
+
+
 def flat(rows: list[list[float]]) -> list[float]:
     return [value for row in rows for value in row]
 
@@ -83,23 +99,13 @@ def test_an_exported_reward_model_gives_rlhfkits_rewards_in_plain_transformers(
 def foreign_reward_model(tmp_path_factory) -> Path:
     """A reward model another tool saved: a tiny random LlamaForSequenceClassification
     (num_labels=1) with the bundled tokenizer, written by transformers alone."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     from rlhfkit.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForSequenceClassification(config)
+    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, num_labels=1))
     folder = tmp_path_factory.mktemp("trl_reward")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -174,7 +180,7 @@ def save_openrlhf_reward_model(folder: Path, head: str, normalize: bool) -> Path
     holding the decoder under its base prefix and a bias-free one-output value head, saved
     by save_pretrained, with `normalize_reward`, `mean`, `std` (and, in current versions,
     `value_head_prefix`) in its config; the bundled tokenizer beside it."""
-    from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
+    from transformers import LlamaModel, LlamaPreTrainedModel
 
     from rlhfkit.models.loading import load_tokenizer
 
@@ -187,15 +193,7 @@ def save_openrlhf_reward_model(folder: Path, head: str, normalize: bool) -> Path
 
     tokenizer = load_tokenizer()
     torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(tokenizer)
     config.normalize_reward = normalize
     if head == "score":
         config.value_head_prefix = head

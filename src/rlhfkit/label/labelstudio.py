@@ -29,6 +29,7 @@ from rlhfkit.config import check, param
 from rlhfkit.errors import DatasetError, RlhfkitError
 from rlhfkit.fileio import atomic_write_json, atomic_write_text, check_output_path, file_error
 from rlhfkit.label.items import LabelItem
+from rlhfkit.label.serve_config import PairSource
 from rlhfkit.label.store import STRENGTHS, LabelStore
 
 ITEM_FIELD = "rlhfkit_item"
@@ -41,29 +42,16 @@ SELECTED = {"left": "left", "right": "right"}
 
 
 @dataclass
-class LabelStudioTasksConfig:
+class LabelStudioTasksConfig(PairSource):
     """Parameters of `rlhfkit label to-labelstudio`."""
 
-    pairs: str | None = param(
-        None, "Pairs to judge: a preference-style file, as `label serve` reads it."
-    )
-    run: str | None = param(None, "A pipeline run folder: its base (A) and tuned (B) answers.")
-    a: str | None = param(None, "Prediction file of model A (with b=, instead of pairs/run).")
-    b: str | None = param(None, "Prediction file of model B.")
-    response_column_a: str = param("prediction", "Column of a's rows holding its answer.")
-    response_column_b: str = param("prediction", "Column of b's rows holding its answer.")
-    db: str = param("labels.db", "SQLite label store the items go into (the import reads it).")
     out: str = param("", "Label Studio task file to write (.json); its config beside (.xml).")
     strength: bool = param(
         False, "Also ask how much better (slightly, clearly, much): a `strength` choice."
     )
 
     def validate(self) -> None:
-        sources = [n for n in ("pairs", "run") if getattr(self, n)]
-        if self.a or self.b:
-            check(bool(self.a and self.b), "a", self.a or self.b, "needs both a= and b=")
-            sources.append("a/b")
-        check(len(sources) == 1, "pairs", sources, "give one of pairs=, run= or a= b=")
+        check(len(self.sources()) == 1, "pairs", None, "give one of pairs=, run= or a= b=")
         check(self.out.endswith(".json"), "out", self.out, "is required, a .json file")
 
     @property
@@ -118,19 +106,10 @@ def task_of(item: LabelItem, left: str) -> dict[str, Any]:
 
 def write_tasks(config: LabelStudioTasksConfig) -> TasksResult:
     """Add the pairs to the label store and write them as Label Studio tasks and config."""
-    from rlhfkit.label.server import LabelServeConfig, open_store
+    from rlhfkit.label.server import open_store
 
     check_output_path(config.out)
-    serve_config = LabelServeConfig(
-        pairs=config.pairs,
-        run=config.run,
-        a=config.a,
-        b=config.b,
-        response_column_a=config.response_column_a,
-        response_column_b=config.response_column_b,
-        db=config.db,
-    )
-    opened = open_store(serve_config)
+    opened = open_store(config)
     store = opened.store
     tasks = [task_of(item, store.left_side(item.id, SIDES_LABELLER)) for item in store.items()]
     atomic_write_text(config.config_path, labelling_config(config.strength))

@@ -1,4 +1,5 @@
-"""`LabelServeConfig`: the parameters of `rlhfkit label serve`."""
+"""The parameters of `rlhfkit label serve` (`LabelServeConfig`), and where the pairs to
+judge come from (`PairSource`, which `label to-labelstudio` reads too)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from rlhfkit.config import check, param
 
 
 @dataclass
-class LabelServeConfig:
-    """Parameters of `rlhfkit label serve`."""
+class PairSource:
+    """Where the pairs to judge come from, and the label store they go into."""
 
     pairs: str | None = param(
         None,
@@ -24,6 +25,21 @@ class LabelServeConfig:
     response_column_a: str = param("prediction", "Column of a's rows holding its answer.")
     response_column_b: str = param("prediction", "Column of b's rows holding its answer.")
     db: str = param("labels.db", "SQLite label store; made when missing, added to when it exists.")
+
+    def sources(self) -> list[str]:
+        """The sources given (at most one is valid), checking a= and b= come together."""
+        sources = [n for n in ("pairs", "run") if getattr(self, n)]
+        if self.a or self.b:
+            check(bool(self.a and self.b), "a", self.a or self.b, "needs both a= and b=")
+            sources.append("a/b")
+        check(len(sources) <= 1, "pairs", sources, "give one of pairs=, run= or a= b=")
+        return sources
+
+
+@dataclass
+class LabelServeConfig(PairSource):
+    """Parameters of `rlhfkit label serve`."""
+
     host: str = param("127.0.0.1", "Address to listen on; another than localhost exposes the page.")
     port: int = param(8765, "Port to listen on (0 = any free port).")
     token: str | None = param(
@@ -44,11 +60,7 @@ class LabelServeConfig:
     )
 
     def validate(self) -> None:
-        sources = [n for n in ("pairs", "run") if getattr(self, n)]
-        if self.a or self.b:
-            check(bool(self.a and self.b), "a", self.a or self.b, "needs both a= and b=")
-            sources.append("a/b")
-        check(len(sources) <= 1, "pairs", sources, "give one of pairs=, run= or a= b=")
+        self.sources()
         check(0 <= self.port <= 65535, "port", self.port, "must be 0..65535")
         check(
             self.token is None or len(self.token) >= 16,

@@ -41,7 +41,7 @@ from rlhfkit.label.items import (
     items_from_run,
     unique_items,
 )
-from rlhfkit.label.serve_config import LabelServeConfig
+from rlhfkit.label.serve_config import LabelServeConfig, PairSource
 from rlhfkit.label.store import SHOWN_CHOICES, STRENGTHS, LabelStore
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class OpenedStore:
     notes: list[str]
 
 
-def open_store(config: LabelServeConfig) -> OpenedStore:
+def open_store(config: PairSource) -> OpenedStore:
     """Read the pairs (before touching the database), then add them to the store."""
     items, notes = _read_items(config)
     if items is None and not _has_items(config.db):
@@ -80,7 +80,7 @@ def open_store(config: LabelServeConfig) -> OpenedStore:
     return OpenedStore(store, added, notes)
 
 
-def _read_items(config: LabelServeConfig) -> tuple[list[LabelItem] | None, list[str]]:
+def _read_items(config: PairSource) -> tuple[list[LabelItem] | None, list[str]]:
     if config.pairs:
         items, warnings = items_from_pairs(config.pairs)
     elif config.run:
