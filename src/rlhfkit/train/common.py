@@ -62,3 +62,27 @@ def split_to_count(chunks: list[list[T]], count: int) -> list[list[T]]:
         half = len(chunk) // 2
         chunks[largest : largest + 1] = [chunk[:half], chunk[half:]]
     return chunks
+
+
+def prepare_decoder_blocks(
+    model: torch.nn.Module, setting: bool | None, device: torch.device, sharding: str, steps: int
+) -> bool:
+    """Ready the decoder blocks of `model` for a training run: heap trims during passes with
+    gradients on CPU, and compiled when the run's `compile` (`setting`) says so. Returns
+    whether they were compiled."""
+    import logging
+
+    from rlhfkit.models.compiled import compile_blocks, resolve_compile
+    from rlhfkit.models.loading import decoder_blocks
+    from rlhfkit.train.memory import trim_heap_during_forward
+
+    blocks = decoder_blocks(model)
+    if device.type == "cpu":
+        trim_heap_during_forward(blocks)  # lowers the memory peak at no cost in speed
+    compiled = resolve_compile(setting, device, sharding, steps)
+    if compiled:
+        compile_blocks(blocks)
+        logging.getLogger(__name__).info(
+            "decoder blocks compiled for training: the first step includes compiling"
+        )
+    return compiled

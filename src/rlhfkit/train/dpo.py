@@ -23,14 +23,12 @@ import torch
 from torch import nn
 
 from rlhfkit.algorithms.dpo import PairLogps, dpo_loss
-from rlhfkit.models.compiled import compile_blocks, resolve_compile
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.policy import PolicyModel, build_policy, export_full, export_merged
 from rlhfkit.stats import pair_accuracy
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast, sample_indices
+from rlhfkit.train.common import autocast, prepare_decoder_blocks, sample_indices
 from rlhfkit.train.dpo_config import DPOConfig
-from rlhfkit.train.memory import trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization, restore_weights
 from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import EncodedPair, pair_batch
@@ -110,7 +108,7 @@ class DPOTrainer(PairTrainer):
         self._build_policy(state)
 
     def _build_policy(self, state: dict[str, Any] | None) -> None:
-        from rlhfkit.models.loading import decoder_blocks, resolve_device, resolve_dtype
+        from rlhfkit.models.loading import resolve_device, resolve_dtype
 
         config = self.config
         device = resolve_device(config.device)
@@ -119,12 +117,9 @@ class DPOTrainer(PairTrainer):
         self.device = self.policy.device
         # before any step and before the engine wraps the model: the base's own weights
         self.reference = self._reference()
-        blocks = decoder_blocks(self.policy)
-        if device.type == "cpu":
-            trim_heap_during_forward(blocks)
-        if resolve_compile(config.compile, device, self.parallel.sharding, self.total_steps):
-            compile_blocks(blocks)
-            logger.info("decoder blocks compiled for training: the first step includes compiling")
+        prepare_decoder_blocks(
+            self.policy, config.compile, device, self.parallel.sharding, self.total_steps
+        )
         self.model = PairLogpsModel(self.policy, self.data.pad_id, config.pad_to_multiple)
         self.policy.train()
         self.train_model, self.params, self.optimizer, self.scheduler = prepare_optimization(

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from rlhfkit.algorithms.reward import bradley_terry_loss, fit_linear_head
-from rlhfkit.models.compiled import compile_blocks, resolve_compile
 from rlhfkit.models.loading import trainable_parameters
 from rlhfkit.models.reward import (
     RewardModel,
@@ -20,8 +19,7 @@ from rlhfkit.models.reward import (
     load_reward_model,
 )
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast
-from rlhfkit.train.memory import trim_heap_during_forward
+from rlhfkit.train.common import autocast, prepare_decoder_blocks
 from rlhfkit.train.optim import prepare_optimization, restore_weights
 from rlhfkit.train.pair_data import prepare_pair_data
 from rlhfkit.train.pairs import (
@@ -82,7 +80,7 @@ class RewardTrainer(PairTrainer):
     def _build_model(self, state: dict[str, Any] | None) -> None:
         """Step 3. model (its head fitted first), optimizer, schedule (restored when
         resuming)."""
-        from rlhfkit.models.loading import decoder_blocks, resolve_device, resolve_dtype
+        from rlhfkit.models.loading import resolve_device, resolve_dtype
 
         config = self.config
         device = resolve_device(config.device)
@@ -94,14 +92,10 @@ class RewardTrainer(PairTrainer):
         if config.head_warm_start and state is None:
             self._warm_start_head()
         self.model.train()
-        blocks = decoder_blocks(self.model)
-        if device.type == "cpu":
-            trim_heap_during_forward(blocks)  # lowers the memory peak at no cost in speed
         steps = self.total_steps
-        self.compiled = resolve_compile(config.compile, device, self.parallel.sharding, steps)
-        if self.compiled:
-            compile_blocks(blocks)
-            logger.info("decoder blocks compiled for training: the first step includes compiling")
+        self.compiled = prepare_decoder_blocks(
+            self.model, config.compile, device, self.parallel.sharding, steps
+        )
         self.train_model, self.params, self.optimizer, self.scheduler = prepare_optimization(
             self.parallel, self.model, config, steps, state
         )

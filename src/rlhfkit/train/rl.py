@@ -21,17 +21,14 @@ import torch
 from rlhfkit import seeding
 from rlhfkit.data.prompts import PromptEncoder
 from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.models.compiled import compile_blocks, resolve_compile
-from rlhfkit.models.loading import decoder_blocks
 from rlhfkit.models.policy import PolicyOutputs, Rollout, build_policy, export_merged
 from rlhfkit.models.scoring import check_reward_folder
 from rlhfkit.models.shared_prompt import supports_packing
 from rlhfkit.rollout.experience import Experience
 from rlhfkit.rollout.scorers import FunctionScorer, GraderScorer, RewardFn, RewardScorer, Scorer
 from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.common import autocast, is_due, split_held_out
+from rlhfkit.train.common import autocast, is_due, prepare_decoder_blocks, split_held_out
 from rlhfkit.train.loop import Trainer
-from rlhfkit.train.memory import trim_heap_during_forward
 from rlhfkit.train.optim import prepare_optimization
 from rlhfkit.train.rl_config import RLCommonConfig
 
@@ -170,18 +167,11 @@ class RLTrainer(Trainer):
             penalty=config.missing_eos_penalty,
             micro_batch_size=config.micro_batch_size,
         )
-        blocks = decoder_blocks(self.policy.backbone)
-        if device.type == "cpu":
-            trim_heap_during_forward(blocks)
-        self.compiled = resolve_compile(
-            config.compile, device, self.parallel.sharding, self.total_steps
+        self.compiled = prepare_decoder_blocks(
+            self.policy.backbone, config.compile, device, self.parallel.sharding, self.total_steps
         )
-        if self.compiled:
-            compile_blocks(blocks)
-            # a grouped pass packs each prompt with its answers (no key/value cache), so it
-            # runs compiled too
-            self.policy.packed = supports_packing(self.policy.trunk)
-            logger.info("decoder blocks compiled: the first step includes compiling")
+        # compiled, a grouped pass packs each prompt with its answers (no key/value cache)
+        self.policy.packed = self.compiled and supports_packing(self.policy.trunk)
         self.policy.train()
         self.train_policy, self.params, self.optimizer, self.scheduler = prepare_optimization(
             self.parallel, self.policy, config, self.total_steps, state
