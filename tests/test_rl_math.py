@@ -283,16 +283,17 @@ def test_loss_mask_leaves_out_truncated_answers_and_skipped_groups():
 def test_chunked_token_logprobs_equal_log_softmax_and_its_gradient(autocast):
     """`token_logprobs` (logits a chunk at a time, recomputed in the backward pass) gives
     what autograd through log_softmax and gather gives: values, entropies, gradients."""
-    from rlhfkit.models.policy import LOGIT_CHUNK_TOKENS, token_logprobs
+    from rlhfkit.models.policy import token_logprobs
 
     torch.manual_seed(0)
-    positions = LOGIT_CHUNK_TOKENS + 57  # a full chunk and a part
+    chunk = 256
+    positions = chunk + 57  # a full chunk and a part
     hidden = torch.randn(3, positions, 16, requires_grad=True)
     weight = torch.randn(300, 16).to(torch.bfloat16 if autocast else torch.float32)
     targets = torch.randint(0, 300, (3, positions))
     upstream = torch.randn(3, positions)
     with torch.autocast("cpu", enabled=autocast):
-        chosen, entropy = token_logprobs(hidden, weight, targets, 0.7, with_entropy=True)
+        chosen, entropy = token_logprobs(hidden, weight, targets, 0.7, True, chunk_tokens=chunk)
     (chosen * upstream).sum().backward()
     ours, hidden.grad = hidden.grad, None
     with torch.autocast("cpu", enabled=autocast):

@@ -292,9 +292,11 @@ class PolicyModel(nn.Module):
                 save_file(state, tmp / VALUE_HEAD_FILE)
 
 
-LOGIT_CHUNK_TOKENS = 256
-"""Tokens whose vocabulary logits exist at once in `token_logprobs` (fp32: 256 x 49152 x 4
-bytes, 50 MB for the bundled model's vocabulary)."""
+LOGIT_CHUNK_TOKENS: int | None = None
+"""Positions whose vocabulary logits exist at once in `token_logprobs`; None: all at once.
+All at once gives the very floating-point results of one output-layer product over the
+batch (a matrix product's rounding can depend on its row count), which the demo's
+published figures were measured with; the logits are still not kept for the backward."""
 
 
 def token_logprobs(
@@ -303,15 +305,16 @@ def token_logprobs(
     targets: torch.Tensor,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    chunk_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log softmax(hidden @ weight.T / temperature)[target] for every position, and
     optionally the entropy of each position's distribution (no gradient).
 
-    The logits over the vocabulary are computed `LOGIT_CHUNK_TOKENS` positions at a time,
-    in fp32 from the output layer's product (in the autocast dtype under autocast), and
-    not kept: the backward pass computes each chunk's again. For a policy step of 8
-    answers of 64 tokens this keeps about 400 MB fewer bytes alive than autograd keeping
-    the logits, the log-softmax and their gradients, for one more output-layer product.
+    The logits over the vocabulary are computed `chunk_tokens` positions at a time (default
+    `LOGIT_CHUNK_TOKENS`), in fp32 from the output layer's product (in the autocast dtype
+    under autocast), and not kept: the backward pass computes them again, for one more
+    output-layer product. Autograd would keep the log-softmax (fp32, 100 MB for 8 answers
+    of 64 tokens) through the whole backward pass of the trunk.
 
     Args:
         hidden: final hidden states. Shape: (B, A, H)
@@ -329,7 +332,10 @@ def token_logprobs(
     else:
         dtype = torch.promote_types(hidden.dtype, weight.dtype)
     entropy = torch.empty(flat_targets.shape, device=hidden.device) if with_entropy else None
-    chosen = _TokenLogprobs.apply(flat_hidden, weight, flat_targets, temperature, dtype, entropy)
+    chunk = chunk_tokens or LOGIT_CHUNK_TOKENS or max(len(flat_targets), 1)
+    chosen = _TokenLogprobs.apply(
+        flat_hidden, weight, flat_targets, temperature, dtype, entropy, chunk
+    )
     return chosen.view(shape), None if entropy is None else entropy.view(shape)
 
 
@@ -347,17 +353,17 @@ class _TokenLogprobs(torch.autograd.Function):
     output layer is frozen)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, dtype, entropy):
+    def forward(ctx, hidden, weight, targets, temperature, dtype, entropy, chunk):
         chosen = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
-            for start in range(0, len(targets), LOGIT_CHUNK_TOKENS):
-                part = slice(start, start + LOGIT_CHUNK_TOKENS)
+            for start in range(0, len(targets), chunk):
+                part = slice(start, start + chunk)
                 log_probs = _chunk_log_softmax(hidden[part], weight, temperature, dtype)
                 chosen[part] = log_probs.gather(-1, targets[part, None]).squeeze(-1)
                 if entropy is not None:
                     entropy[part] = -(log_probs.exp() * log_probs).sum(-1)
         ctx.save_for_backward(hidden, weight, targets)
-        ctx.temperature, ctx.dtype = temperature, dtype
+        ctx.temperature, ctx.dtype, ctx.chunk = temperature, dtype, chunk
         return chosen
 
     @staticmethod
@@ -365,8 +371,8 @@ class _TokenLogprobs(torch.autograd.Function):
         hidden, weight, targets = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
         with torch.autocast(hidden.device.type, enabled=False):
-            for start in range(0, len(targets), LOGIT_CHUNK_TOKENS):
-                part = slice(start, start + LOGIT_CHUNK_TOKENS)
+            for start in range(0, len(targets), ctx.chunk):
+                part = slice(start, start + ctx.chunk)
                 log_probs = _chunk_log_softmax(hidden[part], weight, ctx.temperature, ctx.dtype)
                 # d log_softmax(z)[t] / dz = onehot(t) - softmax(z)
                 grad = log_probs.exp_().mul_(-grad_chosen[part, None])
@@ -374,7 +380,7 @@ class _TokenLogprobs(torch.autograd.Function):
                 if ctx.temperature != 1.0:
                     grad = grad / ctx.temperature
                 grad_hidden[part] = (grad.to(ctx.dtype) @ weight.to(ctx.dtype)).to(hidden.dtype)
-        return grad_hidden, None, None, None, None, None
+        return grad_hidden, None, None, None, None, None, None
 
 
 def cut_at_eos(
