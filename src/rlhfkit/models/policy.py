@@ -292,13 +292,6 @@ class PolicyModel(nn.Module):
                 save_file(state, tmp / VALUE_HEAD_FILE)
 
 
-LOGIT_CHUNK_TOKENS: int | None = None
-"""Positions whose vocabulary logits exist at once in `token_logprobs`; None: all at once.
-All at once gives the very floating-point results of one output-layer product over the
-batch (a matrix product's rounding can depend on its row count), which the demo's
-published figures were measured with; the logits are still not kept for the backward."""
-
-
 def token_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -310,11 +303,12 @@ def token_logprobs(
     """log softmax(hidden @ weight.T / temperature)[target] for every position, and
     optionally the entropy of each position's distribution (no gradient).
 
-    The logits over the vocabulary are computed `chunk_tokens` positions at a time (default
-    `LOGIT_CHUNK_TOKENS`), in fp32 from the output layer's product (in the autocast dtype
-    under autocast), and not kept: the backward pass computes them again, for one more
-    output-layer product. Autograd would keep the log-softmax (fp32, 100 MB for 8 answers
-    of 64 tokens) through the whole backward pass of the trunk.
+    The logits over the vocabulary are computed `chunk_tokens` positions at a time (default:
+    all at once, which gives the very rounding of one output-layer product over the batch;
+    a matrix product's rounding can depend on its row count), in fp32 from the output
+    layer's product (in the autocast dtype under autocast), and not kept: the backward
+    pass computes them again, for one more output-layer product. Autograd would keep the
+    log-softmax (fp32, 100 MB for 8 answers of 64 tokens) through the trunk's backward.
 
     Args:
         hidden: final hidden states. Shape: (B, A, H)
@@ -332,7 +326,7 @@ def token_logprobs(
     else:
         dtype = torch.promote_types(hidden.dtype, weight.dtype)
     entropy = torch.empty(flat_targets.shape, device=hidden.device) if with_entropy else None
-    chunk = chunk_tokens or LOGIT_CHUNK_TOKENS or max(len(flat_targets), 1)
+    chunk = chunk_tokens or max(len(flat_targets), 1)
     chosen = _TokenLogprobs.apply(
         flat_hidden, weight, flat_targets, temperature, dtype, entropy, chunk
     )
