@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from rlhfkit.models.decoding import generate_tokens
+
 
 def padded_width(lengths: list[int], multiple: int = 1) -> int:
     """The longest length rounded up to a multiple of `multiple`.
@@ -64,10 +66,11 @@ def generate_answers(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids, attention_mask = left_pad(prompts, pad_id)
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
-    out = model.generate(
-        input_ids=input_ids.to(model.device),
-        attention_mask=attention_mask.to(model.device),
-        max_new_tokens=max_new_tokens,
+    out = generate_tokens(
+        model,
+        input_ids.to(model.device),
+        attention_mask.to(model.device),
+        max_new_tokens,
         do_sample=do_sample,
         pad_token_id=pad_id,
         eos_token_id=tokenizer.eos_token_id,

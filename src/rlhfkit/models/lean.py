@@ -14,6 +14,10 @@ backward pass. Three parts of a Llama block keep more than their gradients need:
 `make_lean(model)` switches these in. The forward results are bit-for-bit the same: the
 replacements run the very same operations. Gradients are the same up to the order of
 floating-point sums. Other architectures are left as they are.
+
+The same attention also takes a cheaper path for a single new token on a key/value cache
+(a decode step, `_one_query_attention`): equal to the fused kernel up to rounding, not bit
+for bit.
 """
 
 from __future__ import annotations
@@ -84,20 +88,22 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _grouped_attention(module, query, key, value, attention_mask, **kwargs):
-    """transformers' SDPA attention, with grouped keys/values passed unrepeated on CPU."""
+    """transformers' SDPA attention, with grouped keys/values passed unrepeated on CPU,
+    and a single new token's attention as two matrix products (`_one_query_attention`)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
-    plain = (
+    special = (
         query.device.type != "cpu"
-        or groups == 1
         or kwargs.get("position_bias") is not None
         or kwargs.get("softcap") is not None
         or kwargs.get("output_attentions", False)
     )
-    if plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     q_length = query.shape[2]
+    if not special and q_length == 1 and kwargs.get("dropout", 0.0) == 0.0:
+        return _one_query_attention(query, key, value, attention_mask, kwargs.get("scaling"))
+    if special or groups == 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     is_causal = kwargs.get("is_causal")
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     is_causal = q_length > 1 and attention_mask is None and is_causal
@@ -114,6 +120,46 @@ def _grouped_attention(module, query, key, value, attention_mask, **kwargs):
         enable_gqa=True,
     )  # (B, heads, T, head_dim)
     return output.transpose(1, 2).contiguous(), None
+
+
+def _one_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float | None,
+) -> tuple[torch.Tensor, None]:
+    """Attention of one new token per row over its cache (a decode step).
+
+    The fused CPU kernel is built for many query rows: with one it costs ~1.3 ms per layer
+    at 8 rows and ~400 cached tokens, against ~0.1 ms for these two batched products. The
+    query heads sharing a key/value head are stacked as rows of one product, so grouped
+    keys and values are read once and never repeated. Scores are normalised in fp32.
+
+    Args:
+        query: (B, heads, 1, D); key, value: (B, kv_heads, L, D), possibly views of a
+            larger buffer; mask: boolean (True = attend) or additive, broadcastable to
+            (B, 1, 1, L), or None.
+
+    Returns:
+        the attention output (B, 1, heads, D) and None (no weights).
+    """
+    batch, heads, _, width = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, width)  # (B, kv, g, D)
+    scale = scale if scale is not None else width**-0.5
+    # keys times queries, not queries times transposed keys: on a view of a cache buffer
+    # the latter makes a contiguous copy of every key first
+    scores = torch.matmul(key, grouped.transpose(-1, -2)).transpose(-1, -2)  # (B, kv, g, L)
+    scores = scores.to(torch.float32, memory_format=torch.contiguous_format) * scale
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+    weights = scores.softmax(-1).to(value.dtype)
+    output = torch.matmul(weights, value)  # (B, kv, g, D)
+    return output.reshape(batch, 1, heads, width), None
 
 
 def _register_attention() -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from rlhfkit import seeding
 from rlhfkit.fileio import atomic_path
+from rlhfkit.models.decoding import ReservedCache, generate_tokens
 from rlhfkit.models.generate import left_pad
 from rlhfkit.models.loading import trainable_parameters, under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
@@ -147,13 +148,16 @@ class PolicyModel(nn.Module):
         with uncast_lora_inputs(self._lora_layers, device):
             if per_prompt > 1 and query_ids.shape[1] > 1:
                 # every prompt token but the last, once per prompt; generate feeds the last
-                extra["cache"] = self._prefill(query_ids[:, :-1], query_mask[:, :-1], per_prompt)
+                extra["cache"] = self._prefill(
+                    query_ids[:, :-1], query_mask[:, :-1], per_prompt, max_new_tokens
+                )
             query_ids = query_ids.repeat_interleave(per_prompt, 0)  # (B*k, P)
             query_mask = query_mask.repeat_interleave(per_prompt, 0)
-            out = self.backbone.generate(
-                input_ids=query_ids.to(device),
-                attention_mask=query_mask.to(device),
-                max_new_tokens=max_new_tokens,
+            out = generate_tokens(
+                self.backbone,
+                query_ids.to(device),
+                query_mask.to(device),
+                max_new_tokens,
                 do_sample=do_sample,
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
@@ -165,14 +169,16 @@ class PolicyModel(nn.Module):
         response_ids, response_mask, ended = cut_at_eos(generated, eos_id, pad_id)
         return Rollout(query_ids, query_mask, response_ids, response_mask, ended, per_prompt)
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, repeat: int):
-        """The key/value cache of left-padded token ids, each row repeated `repeat` times."""
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, repeat: int, room: int):
+        """The key/value cache of left-padded token ids, each row repeated `repeat` times,
+        with room for `room` more tokens."""
         device = self.device
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         cache = self.trunk(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
+            cache=ReservedCache(room + 1),
             use_cache=True,
         ).cache
         cache.batch_repeat_interleave(repeat)

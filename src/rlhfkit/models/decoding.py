@@ -1,0 +1,171 @@
+"""Token-by-token generation made cheaper on CPU: prepacked weights and a reserved cache.
+
+A decode step reads every weight of the model to produce one token per row. With 8 rows
+the matrix products are far too small to be limited by arithmetic, so the time goes into
+reading weights and into fixed costs per operation. Two of those costs are avoidable:
+
+- `packed_linears`: oneDNN reads a weight faster in its own blocked layout than in
+  PyTorch's row-major one. Each linear layer's weight is reordered once per generation
+  call (`torch.ops.mkldnn._reorder_linear_weight`, what inductor's weight freezing uses)
+  and the layer runs on the packed copy. Measured on SmolLM2-135M's shapes at 8 rows on a
+  2-core AVX512-BF16 CPU: 10 GB/s of weights read become 16-20 GB/s. The packed copy is
+  made in the dtype the layer computes in (bf16 under bf16 autocast), so a model kept in
+  fp32 under autocast stops casting every weight at every token.
+- `ReservedCache`: transformers' dynamic cache concatenates every layer's keys and values
+  with the new token at each step, copying the whole cache each time (about a sixth of a
+  decode step at 8 rows and ~380 cached tokens). The reserved cache writes each token into
+  a buffer with room for the whole answer and hands attention views of it.
+
+The attention of a single new token is handled in `rlhfkit.models.lean` (two small matrix
+products instead of the fused kernel, which costs ~1.3 ms per call for one query row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `packed_linears` packs weights of `dtype` on `device` (CPU with oneDNN)."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.float32
+
+
+@contextmanager
+def packed_linears(model: nn.Module, rows: int) -> Iterator[None]:
+    """Run `model`'s linear layers on weights prepacked for oneDNN, for `rows` rows at a
+    time, until the block ends (CPU only; elsewhere nothing changes).
+
+    Meant for passes without gradients whose weights do not change meanwhile (generation);
+    the weights are read as they are on entry. Costs one extra copy of the weights while
+    the block runs.
+    """
+    autocast = torch.is_autocast_enabled("cpu")
+    compute = torch.get_autocast_dtype("cpu") if autocast else None
+    patched: list[nn.Linear] = []
+    try:
+        for module in model.modules():
+            if type(module) is not nn.Linear:
+                continue
+            dtype = compute or module.weight.dtype
+            if not can_pack(module.weight.device, dtype):
+                continue
+            module.forward = _PackedLinear(module, dtype, rows)
+            patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+class _PackedLinear:
+    """A linear layer's forward on its weight in oneDNN's layout."""
+
+    def __init__(self, layer: nn.Linear, dtype: torch.dtype, rows: int):
+        weight = layer.weight.detach().to(dtype)
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+        self.bias = None if layer.bias is None else layer.bias.detach().to(dtype)
+        self.dtype = dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+class ReservedLayer(DynamicLayer):
+    """A dynamic cache layer that writes new keys and values into a buffer with `room`
+    spare positions, so adding a token copies only that token.
+
+    `keys` and `values` are views of the buffer, as long as the cached sequence. Whatever
+    replaces them from outside (repeating rows for several answers, selecting rows,
+    cropping) is noticed at the next update, which then moves them to a new buffer.
+    """
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.get_seq_length()
+        end = length + key_states.shape[-2]
+        if not self._fits(key_states, end):
+            self._buffers = (
+                _buffer_with_room(self.keys, key_states, length, end + self.room),
+                _buffer_with_room(self.values, value_states, length, end + self.room),
+            )
+        keys, values = self._buffers
+        keys[:, :, length:end] = key_states
+        values[:, :, length:end] = value_states
+        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        return self.keys, self.values
+
+    def _fits(self, key_states: torch.Tensor, end: int) -> bool:
+        """Whether the buffers hold the current keys/values and have room up to `end`."""
+        if self._buffers is None:
+            return False
+        keys = self._buffers[0]
+        return (
+            end <= keys.shape[2]
+            and keys.shape[0] == key_states.shape[0]
+            and self.keys.numel() > 0
+            and self.keys.data_ptr() == keys.data_ptr()
+            and self.values.data_ptr() == self._buffers[1].data_ptr()
+        )
+
+
+def _buffer_with_room(
+    cached: torch.Tensor, new: torch.Tensor, length: int, capacity: int
+) -> torch.Tensor:
+    """A (B, heads, capacity, D) buffer holding the first `length` cached positions."""
+    batch, heads, _, width = new.shape
+    buffer = new.new_empty((batch, heads, capacity, width))
+    if length:
+        buffer[:, :, :length] = cached
+    return buffer
+
+
+class ReservedCache(DynamicCache):
+    """A dynamic cache of `ReservedLayer`s with room for `room` new tokens."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.layer_class_to_replicate = lambda: ReservedLayer(room)
+
+
+def generate_tokens(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    cache: DynamicCache | None = None,
+    **settings,
+) -> torch.Tensor:
+    """`model.generate` on packed weights with a reserved cache (a `ReservedCache` that
+    already holds the prompt's first tokens may be passed as `cache`).
+
+    Returns:
+        the prompts followed by the generated tokens. Shape: (B, P + A)
+    """
+    cache = cache if cache is not None else ReservedCache(max_new_tokens)
+    with packed_linears(model, input_ids.shape[0]):
+        return model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            cache=cache,
+            **settings,
+        )
