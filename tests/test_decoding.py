@@ -110,3 +110,15 @@ def test_generate_tokens_matches_transformers_generate():
     assert torch.equal(ours, expected)
     assert all(isinstance(layer, ReservedLayer) for layer in cache.layers)
     assert not any("forward" in vars(m) for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def test_weights_are_not_packed_when_the_copy_would_crowd_memory(monkeypatch):
+    from rlhfkit.models import decoding
+
+    model = nn.Sequential(nn.Linear(16, 32))  # 2 KiB of fp32 weights
+    monkeypatch.setattr(decoding, "_available_memory", lambda: 4 * 2048 - 1)
+    with packed_linears(model, rows=4):
+        assert "forward" not in vars(model[0])
+    monkeypatch.setattr(decoding, "_available_memory", lambda: 4 * 2048)
+    with packed_linears(model, rows=4):
+        assert "forward" in vars(model[0]) or not can_pack(torch.device("cpu"), torch.float32)

@@ -30,6 +30,17 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+PACK_MEMORY_SHARE = 0.25
+"""Weights are packed only when the packed copies take at most this share of the memory
+the system has available (a second copy of the weights lives while generation runs)."""
+
+
+def _available_memory() -> int:
+    """Bytes of memory the system can give without swapping."""
+    import psutil  # a dependency of accelerate
+
+    return psutil.virtual_memory().available
+
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `packed_linears` packs weights of `dtype` on `device` (CPU with oneDNN)."""
@@ -47,18 +58,23 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[None]:
 
     Meant for passes without gradients whose weights do not change meanwhile (generation);
     the weights are read as they are on entry. Costs one extra copy of the weights while
-    the block runs.
+    the block runs: nothing is packed when that copy would take more than
+    `PACK_MEMORY_SHARE` of the memory available.
     """
     autocast = torch.is_autocast_enabled("cpu")
     compute = torch.get_autocast_dtype("cpu") if autocast else None
+    chosen = [
+        (module, compute or module.weight.dtype)
+        for module in model.modules()
+        if type(module) is nn.Linear
+        and can_pack(module.weight.device, compute or module.weight.dtype)
+    ]
+    copy_bytes = sum(module.weight.numel() * dtype.itemsize for module, dtype in chosen)
+    if copy_bytes > PACK_MEMORY_SHARE * _available_memory():
+        chosen = []
     patched: list[nn.Linear] = []
     try:
-        for module in model.modules():
-            if type(module) is not nn.Linear:
-                continue
-            dtype = compute or module.weight.dtype
-            if not can_pack(module.weight.device, dtype):
-                continue
+        for module, dtype in chosen:
             module.forward = _PackedLinear(module, dtype, rows)
             patched.append(module)
         yield
