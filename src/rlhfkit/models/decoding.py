@@ -11,10 +11,11 @@ reading weights and into fixed costs per operation. Two of those costs are avoid
   2-core AVX512-BF16 CPU: 10 GB/s of weights read become 16-20 GB/s. The packed copy is
   made in the dtype the layer computes in (bf16 under bf16 autocast), so a model kept in
   fp32 under autocast stops casting every weight at every token.
-- `ReservedCache`: transformers' dynamic cache concatenates every layer's keys and values
-  with the new token at each step, copying the whole cache each time (about a sixth of a
-  decode step at 8 rows and ~380 cached tokens). The reserved cache writes each token into
-  a buffer with room for the whole answer and hands attention views of it.
+- `ReservedCache` (CPU, decoders with full attention in every layer): transformers'
+  dynamic cache concatenates every layer's keys and values with the new token at each
+  step, copying the whole cache each time (about a sixth of a decode step at 8 rows and
+  ~380 cached tokens). The reserved cache writes each token into a buffer with room for
+  the whole answer and hands attention views of it.
 
 The attention of a single new token is handled in `rlhfkit.models.lean` (two small matrix
 products instead of the fused kernel, which costs ~1.3 ms per call for one query row).
@@ -72,15 +73,21 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[None]:
     copy_bytes = sum(module.weight.numel() * dtype.itemsize for module, dtype in chosen)
     if copy_bytes > PACK_MEMORY_SHARE * _available_memory():
         chosen = []
-    patched: list[nn.Linear] = []
+    patched: list[tuple[nn.Linear, object]] = []
     try:
         for module, dtype in chosen:
+            previous = vars(module).get("forward")  # a hook's forward, or an outer packing
+            if isinstance(previous, _PackedLinear):
+                continue
             module.forward = _PackedLinear(module, dtype, rows)
-            patched.append(module)
+            patched.append((module, previous))
         yield
     finally:
-        for module in patched:
-            del module.forward
+        for module, previous in patched:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
 
 
 class _PackedLinear:
@@ -129,6 +136,21 @@ class ReservedLayer(DynamicLayer):
         self.keys, self.values = keys[:, :, :end], values[:, :, :end]
         return self.keys, self.values
 
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each row `repeats` times, straight into a buffer with room."""
+        length = self.get_seq_length()
+        if length == 0:
+            return
+        batch, heads, _, width = self.keys.shape
+        repeated = []
+        for cached in (self.keys, self.values):
+            buffer = cached.new_empty((batch * repeats, heads, length + self.room, width))
+            grouped = buffer.view(batch, repeats, heads, length + self.room, width)
+            grouped[:, :, :, :length] = cached[:, None]
+            repeated.append(buffer)
+        self._buffers = (repeated[0], repeated[1])
+        self.keys, self.values = repeated[0][:, :, :length], repeated[1][:, :, :length]
+
     def _fits(self, key_states: torch.Tensor, end: int) -> bool:
         """Whether the buffers hold the current keys/values and have room up to `end`."""
         if self._buffers is None:
@@ -176,12 +198,33 @@ def generate_tokens(
     Returns:
         the prompts followed by the generated tokens. Shape: (B, P + A)
     """
-    cache = cache if cache is not None else ReservedCache(max_new_tokens)
+    if cache is None and can_reserve(model, input_ids.device):
+        cache = ReservedCache(max_new_tokens)
+    extra = {} if cache is None else {"cache": cache}
     with packed_linears(model, input_ids.shape[0]):
         return model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
-            cache=cache,
+            **extra,
             **settings,
         )
+
+
+def can_reserve(model: nn.Module, device: torch.device) -> bool:
+    """Whether generation on `model` uses a `ReservedCache`: on CPU, for decoders whose
+    every layer attends to the whole sequence, unless the model's generation config asks
+    for a cache of its own (static, offloaded, quantized...)."""
+    if device.type != "cpu":
+        return False
+    generation = getattr(model, "generation_config", None)
+    if getattr(generation, "cache_implementation", None) is not None:
+        return False
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    text = config.get_text_config(decoder=True)
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types is None:
+        return getattr(text, "sliding_window", None) is None
+    return all(kind == "full_attention" for kind in layer_types)

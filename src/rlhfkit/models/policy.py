@@ -20,7 +20,7 @@ from torch import nn
 
 from rlhfkit import seeding
 from rlhfkit.fileio import atomic_path
-from rlhfkit.models.decoding import ReservedCache, generate_tokens
+from rlhfkit.models.decoding import ReservedCache, can_reserve, generate_tokens
 from rlhfkit.models.generate import left_pad
 from rlhfkit.models.loading import trainable_parameters, under
 from rlhfkit.models.lora import lora_layers, uncast_lora_inputs
@@ -178,7 +178,7 @@ class PolicyModel(nn.Module):
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            cache=ReservedCache(room + 1),
+            cache=ReservedCache(room + 1) if can_reserve(self.backbone, device) else None,
             use_cache=True,
         ).cache
         cache.batch_repeat_interleave(repeat)
