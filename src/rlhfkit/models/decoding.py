@@ -62,23 +62,21 @@ def packed_linears(model: nn.Module, rows: int) -> Iterator[None]:
     the block runs: nothing is packed when that copy would take more than
     `PACK_MEMORY_SHARE` of the memory available.
     """
-    autocast = torch.is_autocast_enabled("cpu")
-    compute = torch.get_autocast_dtype("cpu") if autocast else None
-    chosen = [
-        (module, compute or module.weight.dtype)
-        for module in model.modules()
-        if type(module) is nn.Linear
-        and can_pack(module.weight.device, compute or module.weight.dtype)
-    ]
+    compute = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    chosen = []
+    for module in model.modules():
+        if type(module) is not nn.Linear or isinstance(vars(module).get("forward"), _PackedLinear):
+            continue  # not a plain linear layer, or packed already by an outer block
+        dtype = compute or module.weight.dtype
+        if can_pack(module.weight.device, dtype):
+            chosen.append((module, dtype))
     copy_bytes = sum(module.weight.numel() * dtype.itemsize for module, dtype in chosen)
     if copy_bytes > PACK_MEMORY_SHARE * _available_memory():
         chosen = []
     patched: list[tuple[nn.Linear, object]] = []
     try:
         for module, dtype in chosen:
-            previous = vars(module).get("forward")  # a hook's forward, or an outer packing
-            if isinstance(previous, _PackedLinear):
-                continue
+            previous = vars(module).get("forward")  # a forward a hook set on the instance
             module.forward = _PackedLinear(module, dtype, rows)
             patched.append((module, previous))
         yield
@@ -108,9 +106,11 @@ class ReservedLayer(DynamicLayer):
     """A dynamic cache layer that writes new keys and values into a buffer with `room`
     spare positions, so adding a token copies only that token.
 
-    `keys` and `values` are views of the buffer, as long as the cached sequence. Whatever
-    replaces them from outside (repeating rows for several answers, selecting rows,
-    cropping) is noticed at the next update, which then moves them to a new buffer.
+    `keys` and `values` are views of the buffer, as long as the cached sequence. Repeating
+    rows (several answers per prompt) writes straight into a new buffer with room. Other
+    changes from outside that replace the tensors (selecting rows) are noticed at the next
+    update, which moves them to a new buffer; cropping leaves a shorter view of the same
+    buffer, which goes on filling in place.
     """
 
     def __init__(self, room: int):
@@ -159,7 +159,6 @@ class ReservedLayer(DynamicLayer):
         return (
             end <= keys.shape[2]
             and keys.shape[0] == key_states.shape[0]
-            and self.keys.numel() > 0
             and self.keys.data_ptr() == keys.data_ptr()
             and self.values.data_ptr() == self._buffers[1].data_ptr()
         )
